@@ -1,0 +1,115 @@
+"""Output records the worker publishes: alerts, segment updates, drift reports, dead letters."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import Enum
+from typing import Literal
+
+from pydantic import AwareDatetime, Field
+
+from ._base import SCHEMA_VERSION, Contract, EntityId, Probability
+
+
+class Segment(str, Enum):
+    """The five donor segments of the multi-target model, in head order."""
+
+    HIGH_ENGAGEMENT = "high_engagement"
+    NETWORK_INFLUENCE = "network_influence"
+    GIVING_CONSISTENCY = "giving_consistency"
+    HIGH_VALUE = "high_value"
+    RECENT_ENGAGEMENT = "recent_engagement"
+
+
+class AlertReason(Contract):
+    """One reason an analyst can check: a feature value or a neighbouring account."""
+
+    kind: Literal["feature", "neighbour", "modality"]
+    name: str = Field(min_length=1, max_length=128)
+    value: float | None = None
+    weight: float
+
+
+class FraudAlert(Contract):
+    """A transaction whose fused score crossed the model's threshold.
+
+    `alert_id` is derived from event id and model version, so a redelivered event
+    produces the same alert id and downstream consumers can de-duplicate.
+    """
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    alert_id: str = Field(min_length=1, max_length=128)
+    event_id: EntityId
+    event_time: AwareDatetime
+    source_account: EntityId
+    destination_account: EntityId
+    amount: float
+    score: Probability
+    threshold: Probability
+    model_name: str
+    model_version: str
+    reasons: list[AlertReason] = Field(default_factory=list, max_length=16)
+    scored_at: AwareDatetime
+
+
+class DonorSegmentUpdate(Contract):
+    """A donor's segment memberships changed; published only on change, keyed by donor."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    donor_id: EntityId
+    event_id: EntityId
+    event_time: AwareDatetime
+    probabilities: dict[Segment, Probability]
+    segments: list[Segment]
+    previous_segments: list[Segment]
+    model_name: str
+    model_version: str
+    updated_at: AwareDatetime
+
+
+class DriftKind(str, Enum):
+    PSI = "psi"
+    ADWIN = "adwin"
+    PAGE_HINKLEY = "page_hinkley"
+    PERFORMANCE = "performance"
+
+
+class DriftReport(Contract):
+    schema_version: Literal[1] = SCHEMA_VERSION
+    report_id: str = Field(min_length=1, max_length=128)
+    monitor: str = Field(min_length=1, max_length=128)
+    kind: DriftKind
+    statistic: float
+    threshold: float
+    model_name: str
+    model_version: str
+    window_events: int = Field(ge=0)
+    detected_at: AwareDatetime
+    details: dict[str, float | str] = Field(default_factory=dict)
+
+
+class DeadLetterReason(str, Enum):
+    OVERSIZED = "oversized"
+    MALFORMED_JSON = "malformed_json"
+    SCHEMA_VIOLATION = "schema_violation"
+    UNKNOWN_ENTITY = "unknown_entity"
+    PROCESSING_ERROR = "processing_error"
+
+
+class DeadLetter(Contract):
+    """An input event the worker could not score, with everything needed to replay it.
+
+    `original` is the raw message value, base64-encoded so that any bytes survive JSON.
+    """
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    topic: str
+    partition: int = Field(ge=0)
+    offset: int = Field(ge=0)
+    key: str | None = None
+    original: str
+    reason: DeadLetterReason
+    error_class: str
+    field: str | None = None
+    message: str = Field(max_length=4096)
+    received_at: datetime

@@ -1,0 +1,25 @@
+"""The `tributary` command: the composition root that wires `offline` and `stream` commands.
+
+It is the one place allowed to import both sides; `offline` and `stream` never import
+each other.
+"""
+
+from __future__ import annotations
+
+import click
+
+from offline.cli import generate, import_data
+from stream.cli import broker, replay, topics
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="tributary")
+def main() -> None:
+    """Tributary: streaming fraud and donor-segment scoring over Kafka."""
+
+
+main.add_command(generate)
+main.add_command(import_data)
+main.add_command(broker)
+main.add_command(replay)
+main.add_command(topics)
