@@ -1,0 +1,1 @@
+"""Kafka plumbing: client arguments from settings, topic creation, the embedded broker."""

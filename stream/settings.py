@@ -1,0 +1,65 @@
+"""One frozen settings object for everything that talks to Kafka.
+
+Every field is read from an environment variable `TRIBUTARY_<FIELD>` (upper case) or
+passed explicitly (the CLI does that for flags). Our own prefix on purpose: Faust
+reads ~80 unprefixed variables (BROKER_URL, WEB_PORT, ...) that override App(...)
+arguments, and we do not want a stray variable to change the worker's guarantees.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from models.contracts import DEFAULT_MAX_MESSAGE_BYTES
+
+
+class TopicNames(BaseSettings):
+    """Topic names; override one with e.g. TRIBUTARY_TOPIC_TRANSACTIONS=payments."""
+
+    model_config = SettingsConfigDict(env_prefix="TRIBUTARY_TOPIC_", frozen=True, extra="forbid")
+
+    transactions: str = "transactions"
+    gifts: str = "gifts"
+    donor_profiles: str = "donor-profiles"
+    donor_relationships: str = "donor-relationships"
+    fraud_labels: str = Field("fraud-labels", description="late labels (confirmed fraud, chargebacks)")
+    fraud_alerts: str = "fraud-alerts"
+    donor_segments: str = "donor-segments"
+    drift_reports: str = "drift-reports"
+    dead_letters: str = "dead-letters"
+
+    def for_stream(self, stream: str) -> str:
+        """The input topic of a world's event stream (see models.worlds.EVENT_STREAMS)."""
+        try:
+            return getattr(self, stream)
+        except AttributeError:
+            raise KeyError(f"no topic for event stream {stream!r}") from None
+
+
+class KafkaSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TRIBUTARY_", frozen=True, extra="forbid")
+
+    bootstrap_servers: str = Field(
+        "127.0.0.1:9092", description="comma-separated host:port list of the Kafka cluster"
+    )
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: str | None = Field(None, description="CA bundle that signed the brokers' certificates")
+    ssl_certfile: str | None = Field(None, description="client certificate, for mutual TLS")
+    ssl_keyfile: str | None = None
+    partitions: int = Field(
+        4,
+        ge=1,
+        description="partitions per topic; the most worker processes that can share the load. "
+        "Input topics and changelogs must agree, so changing it means recreating topics.",
+    )
+    replication_factor: int = Field(1, ge=1, description="3 on a production cluster; 1 on a single broker")
+    max_message_bytes: int = Field(
+        DEFAULT_MAX_MESSAGE_BYTES, ge=1024, description="larger input messages are dead-lettered as oversized"
+    )
+    topics: TopicNames = Field(default_factory=TopicNames)
