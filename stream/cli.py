@@ -28,9 +28,11 @@ def broker(port: int) -> None:
 
     embedded = EmbeddedBroker(port=port).start()
     click.echo(f"embedded broker listening on {embedded.bootstrap} (memory storage: nothing survives a stop)")
-    signal.signal(signal.SIGTERM, lambda *_: embedded.stop())
+    # SIGTERM (docker stop, kill) stops it as cleanly as Ctrl-C does.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         code = embedded.wait()
+        click.echo(f"broker exited on its own with code {code}", err=True)
     except KeyboardInterrupt:
         code = 0
     finally:

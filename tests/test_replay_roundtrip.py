@@ -13,9 +13,10 @@ from models.contracts import DonorProfile, GiftEvent, TransactionEvent, decode
 from models.worlds import WorldManifest, WorldWriter, open_world
 from stream.kafka.topics import TopicLayoutError, TopicSpec, ensure_topics, topic_specs
 from stream.replay import iter_wire_events, replay_world
-from tests.kafka_helpers import read_all, run
+from stream.kafka.readback import read_topics
 
 pytestmark = pytest.mark.integration
+run = asyncio.run
 
 START = datetime(2025, 3, 1, tzinfo=timezone.utc)
 CONTRACTS = {"transactions": TransactionEvent, "gifts": GiftEvent, "donor-profiles": DonorProfile}
@@ -54,7 +55,7 @@ def _small_world(tmp_path, n_tx=1500, n_gifts=500):
     return open_world(tmp_path)
 
 
-def test_every_replayed_event_comes_back_bit_for_bit(tmp_path, kafka_settings, broker):
+def test_every_replayed_event_comes_back_bit_for_bit(tmp_path, kafka_settings):
     world = _small_world(tmp_path)
     expected = list(iter_wire_events(world))
     assert len(expected) == 1500 + 500 + 11
@@ -64,7 +65,7 @@ def test_every_replayed_event_comes_back_bit_for_bit(tmp_path, kafka_settings, b
     assert report.sent == {"donor-profiles": 11, "gifts": 500, "transactions": 1500}
 
     topics = ["transactions", "gifts", "donor-profiles"]
-    records = run(read_all(broker.bootstrap, topics, expected=len(expected)))
+    records = run(read_topics(kafka_settings, topics, expected=len(expected)))
 
     sent = Counter((kafka_settings.topics.for_stream(e.stream), e.key, e.value) for e in expected)
     got = Counter((r.topic, r.key, r.value) for r in records)

@@ -10,6 +10,7 @@ import click
 
 from offline.cli import generate, import_data
 from stream.cli import broker, replay, topics
+from tributary.demo import demo
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -23,3 +24,4 @@ main.add_command(import_data)
 main.add_command(broker)
 main.add_command(replay)
 main.add_command(topics)
+main.add_command(demo)

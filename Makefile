@@ -1,0 +1,30 @@
+# Two entry points on a fresh machine: `make demo` and `make test`.
+# Both create .venv/ and install the project into it first.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: install demo test clean
+
+install: $(STAMP)
+
+# constraints.txt pins torch to the CPU build: a bare `torch` requirement would pull a
+# multi-GB CUDA build. See "Installing with CUDA" in the README for GPU machines.
+$(STAMP): pyproject.toml constraints.txt
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+		{ echo "Tributary needs Python 3.11+; run: make PYTHON=python3.11 ..."; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
+	@touch $(STAMP)
+
+demo: install
+	$(BIN)/tributary demo
+
+test: install
+	$(BIN)/pytest
+
+clean:
+	rm -rf $(VENV) var .pytest_cache

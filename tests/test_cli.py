@@ -1,0 +1,61 @@
+"""The command-line program: help everywhere, the broker command starts and stops cleanly."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from stream.kafka.embedded_broker import free_port
+from tributary.cli import main
+
+COMMANDS = [
+    [], ["generate"], ["generate", "fraud"], ["generate", "donors"], ["import"], ["broker"],
+    ["replay"], ["topics"], ["topics", "create"], ["demo"],
+]
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "tributary")
+def test_every_command_has_help(command):
+    result = CliRunner().invoke(main, [*command, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Usage:" in result.output
+
+
+def test_import_help_documents_expected_columns():
+    output = CliRunner().invoke(main, ["import", "--help"]).output
+    for source in ("paysim", "amlsim", "bitcoin-otc", "cdnow", "pva97nk"):
+        assert source in output
+
+
+def test_replay_of_a_directory_that_is_not_a_world_says_what_to_do(tmp_path):
+    result = CliRunner().invoke(main, ["replay", str(tmp_path), "--bootstrap", "127.0.0.1:1"])
+    assert result.exit_code != 0
+    assert "tributary generate" in str(result.exception)
+
+
+@pytest.mark.integration
+def test_broker_command_answers_and_stops_on_sigterm():
+    port = free_port()
+    tributary = Path(sys.executable).parent / "tributary"
+    process = subprocess.Popen([str(tributary), "broker", "--port", str(port)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert "listening on 127.0.0.1:%d" % port in process.stdout.readline()
+        with socket.create_connection(("127.0.0.1", port), timeout=2):
+            pass
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=10) == 0
+        assert "broker stopped" in process.stdout.read()
+        time.sleep(0.2)
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+    finally:
+        if process.poll() is None:
+            os.kill(process.pid, signal.SIGKILL)
