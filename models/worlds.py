@@ -199,6 +199,11 @@ class WorldManifest(BaseModel):
     horizon: datetime | None = None
 
 
+def label_count_key(name: str) -> str:
+    """Key of a label file in `WorldManifest.counts` (event streams use their bare name)."""
+    return f"labels/{name}"
+
+
 class WorldError(Exception):
     """A directory that is not a readable world; the message says what to do."""
 
@@ -206,19 +211,23 @@ class WorldError(Exception):
 class WorldWriter:
     """Streams event and label rows into a world directory in bounded memory.
 
-    >>> import tempfile, datetime as dt
+    >>> import tempfile
     >>> out = Path(tempfile.mkdtemp())
     >>> with WorldWriter(out) as w:
     ...     w.write_labels("accounts", {"account_id": ["a"], "is_fraud": [True], "fraud_since": [None]})
-    ...     w.finish(WorldManifest(kind="fraud", synthetic=True, source="doctest", description="x"))
+    ...     _ = w.finish(WorldManifest(kind="fraud", synthetic=True, source="doctest", description="x"))
     >>> open_world(out).manifest.counts
-    {'accounts': 1}
+    {'labels/accounts': 1}
     """
 
     def __init__(self, out_dir: str | Path):
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         (self.out_dir / MANIFEST_FILE).unlink(missing_ok=True)  # a half-written world is not a world
+        # Files of an earlier world in the same place would be read as part of this one.
+        for folder in (EVENTS_DIR, LABELS_DIR):
+            for stale in (self.out_dir / folder).glob("*.parquet"):
+                stale.unlink()
         self._writers: dict[Path, pq.ParquetWriter] = {}
         self._counts: dict[str, int] = {}
         self._time_min: datetime | None = None
@@ -239,7 +248,7 @@ class WorldWriter:
     def write_labels(self, name: str, columns: dict | pa.Table) -> None:
         if name not in LABEL_FILES:
             raise WorldError(f"unknown label file {name!r}; valid names: {', '.join(LABEL_FILES)}")
-        self._append(self.out_dir / LABELS_DIR / f"{name}.parquet", name, _as_table(columns, LABEL_FILES[name]))
+        self._append(self.out_dir / LABELS_DIR / f"{name}.parquet", label_count_key(name), _as_table(columns, LABEL_FILES[name]))
 
     def _append(self, path: Path, name: str, table: pa.Table) -> None:
         writer = self._writers.get(path)
