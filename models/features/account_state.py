@@ -1,0 +1,151 @@
+"""Per-account state for transaction features: a bounded window of raw events and running aggregates.
+
+Columnar on purpose: one row per account in preallocated numpy arrays (grown by
+doubling), so an account costs under a kilobyte instead of the tens of kilobytes a
+dict of deques of Python objects would, and the compiled feature kernel
+(`_transaction_kernel`) reads and writes it without touching Python objects. Row 0 is
+a sentinel "no account" (all zeros): a missing neighbour reads as an account with no
+history, with no special case.
+
+The window is a ring of the account's last `window` transactions, in and out, holding
+only what cannot be derived later (log amount, time, counterparty row, type and
+direction); derived features are computed when read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+
+import numpy as np
+from numba import types
+from numba.typed import Dict
+
+from models.contracts import TransactionType
+
+# Seconds since this epoch fit int32 from 1931 to 2068: covers every data set we read.
+TIME_EPOCH_S = 946_684_800  # 2000-01-01T00:00:00Z
+
+TYPE_CODES = {t: i for i, t in enumerate(TransactionType)}
+N_TYPES = len(TYPE_CODES)
+OUTGOING = 8  # added to the type code in `kind` for money leaving the account
+
+# One float64 row per account: bookkeeping, then running aggregates as of `agg_time`.
+# Decayed counters are brought to the reader's time when read.
+META_FIELDS = (
+    "count",  # transactions ever recorded (in + out)
+    "first_time",
+    "agg_time",
+    "n_out",
+    "n_in",
+    "sum_log_amount_out",
+    "sum_log_amount_in",
+    "max_log_amount",
+    "rate_1h",  # exponentially decayed event counts
+    "rate_1d",
+    "amount_rate_1d",  # exponentially decayed sum of log amounts
+)
+RATE_1H_TAU_S = 3600.0
+RATE_1D_TAU_S = 86_400.0
+
+NO_ACCOUNT = 0
+_RING_FIELDS = (("log_amount", np.float32), ("time", np.int32), ("counterparty", np.int32), ("kind", np.uint8))
+
+
+def account_key(account: str) -> int:
+    """Stable signed 64-bit id of an account (the same in every process and run)."""
+    return int.from_bytes(hashlib.blake2b(account.encode(), digest_size=8).digest(), "little", signed=True)
+
+
+def to_state_time(timestamp_s: float) -> int:
+    """Event time (Unix seconds) as the int32 seconds the state stores."""
+    return int(math.floor(timestamp_s)) - TIME_EPOCH_S
+
+
+class AccountState:
+    """Windows and aggregates of every account this worker (partition) has seen.
+
+    Args:
+        window: transactions kept per account (in and out together).
+        capacity: account rows to allocate up front; grows by doubling.
+    """
+
+    def __init__(self, window: int = 50, capacity: int = 1024):
+        self.window = window
+        # account_key -> row; a numba dict so the compiled kernel can use it directly.
+        self.index = Dict.empty(key_type=types.int64, value_type=types.int64)
+        self.rows_used = np.ones(1, dtype=np.int64)  # next free row; row 0 is the sentinel
+        self._allocate(max(capacity, 2))
+
+    def _allocate(self, capacity: int) -> None:
+        self.ring = {name: np.zeros((capacity, self.window), dtype=dtype) for name, dtype in _RING_FIELDS}
+        self.meta = np.zeros((capacity, len(META_FIELDS)), dtype=np.float64)
+        self.keys = np.zeros(capacity, dtype=np.int64)  # row -> account_key, for export
+
+    def __len__(self) -> int:
+        return int(self.rows_used[0]) - 1
+
+    @property
+    def capacity(self) -> int:
+        return self.meta.shape[0]
+
+    def ensure_capacity(self, new_accounts: int) -> None:
+        """Make room for up to `new_accounts` more rows before the kernel runs (it cannot grow arrays)."""
+        needed = int(self.rows_used[0]) + new_accounts
+        if needed <= self.capacity:
+            return
+        capacity = self.capacity
+        while capacity < needed:
+            capacity *= 2
+        old_ring, old_meta, old_keys = self.ring, self.meta, self.keys
+        self._allocate(capacity)
+        for name in self.ring:
+            self.ring[name][: old_ring[name].shape[0]] = old_ring[name]
+        self.meta[: old_meta.shape[0]] = old_meta
+        self.keys[: old_keys.shape[0]] = old_keys
+
+    def nbytes_per_account(self) -> float:
+        """Array bytes per account row (the index dict comes on top)."""
+        arrays = (*self.ring.values(), self.meta, self.keys)
+        return sum(a.nbytes for a in arrays) / self.capacity
+
+    def lookup(self, key: int) -> int:
+        """Row of an account key, or NO_ACCOUNT if never seen."""
+        return int(self.index.get(key, NO_ACCOUNT))
+
+    def row(self, key: int) -> int:
+        """Row of an account key, created empty on first sight."""
+        row = self.index.get(key)
+        if row is None:
+            self.ensure_capacity(1)
+            row = int(self.rows_used[0])
+            self.rows_used[0] = row + 1
+            self.index[key] = row
+            self.keys[row] = key
+        return int(row)
+
+    # -- serialisation of one account, for changelog-backed tables ------------------
+
+    def export_account(self, key: int) -> bytes:
+        """One account's state as bytes; counterparties travel as stable keys, not rows."""
+        row = self.index[key]
+        parts = [self.meta[row].tobytes()]
+        parts += [self.ring[name][row].tobytes() for name, _ in _RING_FIELDS if name != "counterparty"]
+        parts.append(self.keys[self.ring["counterparty"][row]].tobytes())
+        return b"".join(parts)
+
+    def import_account(self, key: int, blob: bytes) -> int:
+        row = self.row(key)
+        offset = 0
+        self.meta[row] = np.frombuffer(blob, dtype=np.float64, count=len(META_FIELDS), offset=offset)
+        offset += self.meta.shape[1] * 8
+        for name, dtype in _RING_FIELDS:
+            if name == "counterparty":
+                continue
+            self.ring[name][row] = np.frombuffer(blob, dtype=dtype, count=self.window, offset=offset)
+            offset += self.window * np.dtype(dtype).itemsize
+        counterparty_keys = np.frombuffer(blob, dtype=np.int64, count=self.window, offset=offset)
+        # A counterparty not restored yet gets its (empty) row now; its own record fills it.
+        rows = [self.row(int(k)) if k else NO_ACCOUNT for k in counterparty_keys]
+        self.ring["counterparty"][row] = rows
+        return row
