@@ -26,11 +26,13 @@ def broker(port: int) -> None:
     """Run the embedded Kafka-compatible broker (memory only) until stopped with Ctrl-C."""
     from stream.kafka.embedded_broker import EmbeddedBroker
 
-    embedded = EmbeddedBroker(port=port).start()
-    click.echo(f"embedded broker listening on {embedded.bootstrap} (memory storage: nothing survives a stop)")
-    # SIGTERM (docker stop, kill) stops it as cleanly as Ctrl-C does.
+    # SIGTERM (docker stop, kill) stops it as cleanly as Ctrl-C does. Installed before
+    # the broker starts, so a stop that comes right after "listening" is handled too.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
+    embedded = EmbeddedBroker(port=port)
     try:
+        embedded.start()
+        click.echo(f"embedded broker listening on {embedded.bootstrap} (memory storage: nothing survives a stop)")
         code = embedded.wait()
         click.echo(f"broker exited on its own with code {code}", err=True)
     except KeyboardInterrupt:

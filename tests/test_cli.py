@@ -37,8 +37,17 @@ def test_import_help_documents_expected_columns():
 
 def test_replay_of_a_directory_that_is_not_a_world_says_what_to_do(tmp_path):
     result = CliRunner().invoke(main, ["replay", str(tmp_path), "--bootstrap", "127.0.0.1:1"])
-    assert result.exit_code != 0
-    assert "tributary generate" in str(result.exception)
+    assert result.exit_code == 1
+    assert "Error:" in result.output and "tributary generate" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_import_of_a_wrong_file_is_one_clear_message(tmp_path):
+    bad = tmp_path / "not-paysim.csv"
+    bad.write_text("a,b,c\n1,2,3\n")
+    result = CliRunner().invoke(main, ["import", "paysim", str(bad), "--out", str(tmp_path / "w")])
+    assert result.exit_code == 1
+    assert "Error:" in result.output and "not-paysim.csv" in result.output and "expected" in result.output
 
 
 @pytest.mark.integration

@@ -13,7 +13,23 @@ from stream.cli import broker, replay, topics
 from tributary.demo import demo
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _FriendlyErrors(click.Group):
+    """Show errors that the user can fix (bad file, bad world, bad settings) as one clear
+    message instead of a traceback; anything else is a bug and keeps its traceback."""
+
+    def invoke(self, ctx: click.Context):
+        from models.worlds import WorldError
+        from stream.kafka.client_args import SecuritySettingsError
+        from stream.kafka.embedded_broker import BrokerError
+        from stream.kafka.topics import TopicLayoutError
+
+        try:
+            return super().invoke(ctx)
+        except (WorldError, SecuritySettingsError, BrokerError, TopicLayoutError) as error:
+            raise click.ClickException(str(error)) from error
+
+
+@click.group(cls=_FriendlyErrors, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="tributary")
 def main() -> None:
     """Tributary: streaming fraud and donor-segment scoring over Kafka."""
