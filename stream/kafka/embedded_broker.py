@@ -39,9 +39,8 @@ def _port_answers(port: int) -> bool:
 class EmbeddedBroker:
     """Start Tansu on loopback, wait until it answers, stop it cleanly.
 
-    >>> with EmbeddedBroker() as broker:  # doctest: +SKIP
-    ...     print(broker.bootstrap)
-    127.0.0.1:40123
+    Use as a context manager (`with EmbeddedBroker() as broker: ...broker.bootstrap...`)
+    or call start() and stop(). Without a port it picks a free one.
     """
 
     def __init__(self, port: int | None = None, start_timeout_s: float = 30.0):
