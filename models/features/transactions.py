@@ -168,7 +168,26 @@ class TransactionFeaturizer:
 
     def featurize(self, transactions: list[RawTransaction]) -> TransactionBatch:
         """Features of each transaction from the state before it; records each one after."""
-        n, cfg, state = len(transactions), self.config, self.state
+        return self.featurize_columns(
+            [tx.source for tx in transactions],
+            [tx.destination for tx in transactions],
+            np.array([tx.amount for tx in transactions], dtype=np.float64),
+            np.array([tx.timestamp_s for tx in transactions], dtype=np.float64),
+            np.array([tx.type_code for tx in transactions], dtype=np.int64),
+            np.array([tx.channel_code for tx in transactions], dtype=np.int64),
+        )
+
+    def featurize_columns(
+        self,
+        sources: list[str],
+        destinations: list[str],
+        amounts: np.ndarray,
+        timestamps_s: np.ndarray,
+        type_codes: np.ndarray,
+        channel_codes: np.ndarray,
+    ) -> TransactionBatch:
+        """`featurize` for column-shaped input (what the offline pipeline reads from Parquet)."""
+        n, cfg, state = len(sources), self.config, self.state
         W, K1, K2 = cfg.window, cfg.fanout1, cfg.fanout2
         batch = TransactionBatch(
             event=np.zeros((n, F_EVENT), np.float32),
@@ -184,12 +203,12 @@ class TransactionFeaturizer:
             return batch
         state.ensure_capacity(2 * n)
         featurize_and_record(
-            np.array([account_key(tx.source) for tx in transactions], dtype=np.int64),
-            np.array([account_key(tx.destination) for tx in transactions], dtype=np.int64),
-            np.array([math.floor(tx.timestamp_s) - TIME_EPOCH_S for tx in transactions], dtype=np.int64),
-            np.array([math.log1p(tx.amount) for tx in transactions], dtype=np.float32),
-            np.array([tx.type_code for tx in transactions], dtype=np.int64),
-            np.array([tx.channel_code for tx in transactions], dtype=np.int64),
+            np.array([account_key(a) for a in sources], dtype=np.int64),
+            np.array([account_key(a) for a in destinations], dtype=np.int64),
+            (np.floor(timestamps_s) - TIME_EPOCH_S).astype(np.int64),
+            np.log1p(amounts).astype(np.float32),
+            np.asarray(type_codes, dtype=np.int64),
+            np.asarray(channel_codes, dtype=np.int64),
             state.index, state.rows_used, state.keys, state.meta,
             state.ring["log_amount"], state.ring["time"], state.ring["counterparty"], state.ring["kind"],
             batch.event, batch.seq, batch.seq_mask, batch.node, batch.hop1, batch.hop1_mask, batch.hop2, batch.hop2_mask,

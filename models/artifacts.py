@@ -1,0 +1,91 @@
+"""Versioned model artifacts: weights (tensors only) plus a JSON manifest.
+
+Layout: ROOT/<model name>/<version>/{manifest.json, weights.pt}. Weights are a state
+dict saved with `torch.save` and loaded with `weights_only=True`, so loading an
+artifact never unpickles arbitrary objects. The manifest carries everything needed to
+rebuild and trust the model: hyper-parameters, the feature schema and its hash (an
+artifact built for other features is refused), threshold, metrics, what data it was
+trained on, and the reference distributions the drift monitor compares against.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+MANIFEST = "manifest.json"
+WEIGHTS = "weights.pt"
+FORMAT_VERSION = 1
+
+
+class ArtifactError(Exception):
+    """An artifact that cannot be used; the message says why and what to do."""
+
+
+class ArtifactManifest(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    format_version: int = FORMAT_VERSION
+    name: str = Field(description="model family and variant, e.g. fusion-gated")
+    task: str = Field(description="fraud | donors")
+    version: str = Field(default_factory=lambda: datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ"))
+    created_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
+    hyperparameters: dict = Field(default_factory=dict)
+    feature_schema: dict
+    feature_schema_hash: str
+    threshold: float | dict[str, float] | None = None
+    metrics: dict = Field(default_factory=dict)
+    training_data: dict = Field(default_factory=dict)
+    reference_distributions: dict = Field(default_factory=dict)
+
+
+def save_artifact(root: str | Path, manifest: ArtifactManifest, state_dict: dict[str, torch.Tensor]) -> Path:
+    """Write weights then manifest into a fresh version directory; return that directory.
+
+    The directory appears under its final name only when complete (written to a
+    temporary name, then renamed), so a worker watching for new versions never sees a
+    half-written artifact.
+    """
+    final = Path(root) / manifest.name / manifest.version
+    partial = final.with_name(f".{manifest.version}.partial")
+    partial.mkdir(parents=True, exist_ok=False)
+    torch.save({k: v.detach().cpu() for k, v in state_dict.items()}, partial / WEIGHTS)
+    (partial / MANIFEST).write_text(manifest.model_dump_json(indent=2) + "\n")
+    os.replace(partial, final)
+    return final
+
+
+def latest_version(root: str | Path, name: str) -> Path:
+    """Directory of the newest complete version of model `name` under `root`."""
+    base = Path(root) / name
+    versions = sorted(p for p in base.glob("*") if p.is_dir() and not p.name.startswith(".") and (p / MANIFEST).exists())
+    if not versions:
+        raise ArtifactError(f"no trained '{name}' model under {base}; train one with `tributary train`")
+    return versions[-1]
+
+
+def load_artifact(path: str | Path, expected_schema_hash: str | None = None) -> tuple[ArtifactManifest, dict]:
+    """Manifest and state dict of one artifact version directory.
+
+    Refuses an artifact whose feature schema hash differs from `expected_schema_hash`
+    (the features this code computes), since its scores would be silently wrong.
+    """
+    path = Path(path)
+    if not (path / MANIFEST).exists():
+        raise ArtifactError(f"{path} is not a model artifact ({MANIFEST} missing)")
+    manifest = ArtifactManifest.model_validate(json.loads((path / MANIFEST).read_text()))
+    if manifest.format_version != FORMAT_VERSION:
+        raise ArtifactError(f"{path}: artifact format {manifest.format_version}, this code reads {FORMAT_VERSION}")
+    if expected_schema_hash is not None and manifest.feature_schema_hash != expected_schema_hash:
+        raise ArtifactError(
+            f"{path} was trained on feature schema {manifest.feature_schema_hash}, but this code computes "
+            f"{expected_schema_hash}: its scores would be wrong. Retrain it with `tributary train` "
+            "(or run the Tributary version it was trained with)."
+        )
+    state = torch.load(path / WEIGHTS, map_location="cpu", weights_only=True)
+    return manifest, state

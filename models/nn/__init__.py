@@ -1,0 +1,1 @@
+"""Model definitions shared by training (`offline`) and serving (`stream`)."""
