@@ -71,3 +71,91 @@ def import_data(source: str, path: Path, out: Path) -> None:
     from offline.importers import run_importer
 
     _report(run_importer(source, path, out), out)
+
+
+def _threads(threads: int | None) -> None:
+    """Set torch's CPU threads explicitly: the default oversubscribes small machines."""
+    import os
+
+    import torch
+
+    torch.set_num_threads(threads or max(1, (os.cpu_count() or 2)))
+
+
+@click.group()
+def train() -> None:
+    """Train models on a world; writes artifacts, checkpoints and an evaluation report."""
+
+
+_PROFILE = click.option(
+    "--profile", type=click.Choice(["quick", "full"]), default="quick", show_default=True,
+    help="quick: small widths, few epochs, CPU in minutes. full: design widths, GPU when present.",
+)
+_THREADS = click.option("--threads", type=int, default=None, help="CPU threads for torch (default: all cores).")
+
+
+@train.command("fraud")
+@click.option("--data", "data", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="A fraud world (tributary generate fraud / tributary import ...).")
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Output directory: artifacts/, checkpoints/, report/, predictions.parquet.")
+@_PROFILE
+@click.option("--model", "models", multiple=True, help="Train only these (repeatable), e.g. --model fusion-gated --model lightgbm.")
+@_THREADS
+def train_fraud_command(data: Path, out: Path, profile: str, models: tuple[str, ...], threads: int | None) -> None:
+    """Graph, sequence, tabular and fused fraud models, LightGBM and a river baseline."""
+    from offline.train.fraud import train_fraud
+
+    _threads(threads)
+    report = train_fraud(data, out, profile=profile, models=list(models) or None)
+    _print_fraud_table(report)
+
+
+@train.command("donors")
+@click.option("--data", "data", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="A donor world (tributary generate donors / tributary import cdnow|pva97nk ...).")
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Output directory: artifacts/, checkpoints/, report/.")
+@_PROFILE
+@_THREADS
+def train_donors_command(data: Path, out: Path, profile: str, threads: int | None) -> None:
+    """The multi-target donor-segment model and its baselines."""
+    from offline.train.donors import train_donors
+
+    _threads(threads)
+    report = train_donors(data, out, profile=profile)
+    for name, m in report["models"].items():
+        click.echo(f"{name:<28} mean F1 {m['mean_f1']}")
+
+
+@click.command()
+@click.option("--model", "model_dir", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="An artifact version, a model directory, or a `tributary train` output directory.")
+@click.option("--data", "data", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where to write the report (default: <model>/evaluation-<world directory name>).")
+@click.option("--split", type=click.Choice(["test", "all"]), default="test", show_default=True,
+              help="test: the world's last 20% by time, as in training. all: every event.")
+@click.option("--json", "as_json", is_flag=True, help="Print report.json to stdout.")
+@_THREADS
+def evaluate(model_dir: Path, data: Path, out: Path | None, split: str, as_json: bool, threads: int | None) -> None:
+    """Score a world with saved models and report their metrics."""
+    import json
+
+    from offline.evaluate import evaluate_fraud
+
+    _threads(threads)
+    out = out or model_dir / f"evaluation-{data.name}"
+    report = evaluate_fraud(model_dir, data, out, split=split, progress=not as_json)
+    if as_json:
+        click.echo(json.dumps(report, indent=2, default=str))
+    else:
+        _print_fraud_table(report)
+        click.echo(f"report: {out}")
+
+
+def _print_fraud_table(report: dict) -> None:
+    click.echo(f"{'model':<24}{'PR-AUC':>8}{'ROC-AUC':>9}{'F1':>8}{'prec':>8}{'recall':>8}{'R@1%FPR':>9}")
+    for name, m in sorted(report["models"].items(), key=lambda kv: -(kv[1]["pr_auc"] or 0)):
+        click.echo(f"{name:<24}{m['pr_auc']:>8.4f}{m['roc_auc']:>9.4f}{m['f1']:>8.4f}{m['precision']:>8.4f}"
+                   f"{m['recall']:>8.4f}{m['recall_at_1pct_fpr']:>9.4f}")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import click
 
-from offline.cli import generate, import_data
+from offline.cli import evaluate, generate, import_data, train
 from stream.cli import broker, replay, topics
 from tributary.demo import demo
 
@@ -37,6 +37,8 @@ def main() -> None:
 
 main.add_command(generate)
 main.add_command(import_data)
+main.add_command(train)
+main.add_command(evaluate)
 main.add_command(broker)
 main.add_command(replay)
 main.add_command(topics)

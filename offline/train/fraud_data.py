@@ -1,0 +1,127 @@
+"""A fraud world as model inputs: causal features for every transaction, split by time.
+
+Features come from `models.features.transactions`, the code the worker runs, applied to
+the whole stream in event-time order, so every transaction's features see only what came
+before it. The split is by time: the earliest `train` share of the stream trains, the
+next `val` share chooses epochs and thresholds, the rest is held out. Features of a
+validation or test event still use the history from the training period, as they would
+in production.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from tqdm import tqdm
+
+from models.features.account_state import AccountState, TYPE_CODES
+from models.features.transactions import CHANNEL_CODES, TransactionBatch, TransactionFeatureConfig, TransactionFeaturizer
+from models.worlds import World, WorldError
+
+TRAIN, VAL, TEST = 0, 1, 2
+SPLIT_NAMES = ("train", "val", "test")
+_TYPE_BY_NAME = {t.value: code for t, code in TYPE_CODES.items()}
+_CHANNEL_BY_NAME = {c.value: code for c, code in CHANNEL_CODES.items()}
+
+
+@dataclass
+class FraudDataset:
+    """Selected transactions' model inputs with labels, times and split membership."""
+
+    inputs: TransactionBatch
+    labels: np.ndarray  # bool
+    times: np.ndarray  # unix seconds
+    event_ids: np.ndarray  # object (str)
+    split: np.ndarray  # int8: TRAIN | VAL | TEST
+    boundaries: tuple[float, float]  # unix seconds where val and test start
+    total_events: int
+
+    def part(self, which: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        mask = self.split == which
+        return self.inputs.take(mask).arrays(), self.labels[mask]
+
+    def describe(self) -> dict:
+        out = {"events": self.total_events, "boundaries_unix_s": list(self.boundaries)}
+        for code, name in enumerate(SPLIT_NAMES):
+            mask = self.split == code
+            out[name] = {"rows": int(mask.sum()), "positives": int(self.labels[mask].sum())}
+        return out
+
+
+def type_and_channel_codes(table: pa.Table | pa.RecordBatch) -> tuple[np.ndarray, np.ndarray]:
+    types = np.array([_TYPE_BY_NAME[t] for t in table.column("type").to_pylist()], dtype=np.int64)
+    channels = np.array([_CHANNEL_BY_NAME.get(c, -1) for c in table.column("channel").to_pylist()], dtype=np.int64)
+    return types, channels
+
+
+def load_fraud_dataset(
+    world: World,
+    config: TransactionFeatureConfig,
+    split_shares: tuple[float, float] = (0.6, 0.2),
+    train_negative_share: float = 0.25,
+    seed: int = 0,
+    progress: bool = True,
+    chunk: int = 8192,
+) -> FraudDataset:
+    """Featurise every transaction of `world` in order; keep all positives and a sample of
+    training negatives (`train_negative_share`), and every validation and test row.
+
+    Sampling only thins the *training* negatives: the state still sees every event, and
+    validation and test keep the true class balance, so their metrics are honest.
+    """
+    if "transactions" not in world.streams:
+        raise WorldError(f"world {world.root} has no transactions to train a fraud model on")
+    if not world.has_labels("transactions"):
+        raise WorldError(f"world {world.root} has no transaction labels (labels/transactions.parquet)")
+    label_table = world.read_labels("transactions")
+    is_fraud = dict(zip(label_table.column("event_id").to_pylist(), label_table.column("is_fraud").to_pylist()))
+    times_all = pc.divide(world.read_events("transactions", ["event_time"]).column("event_time").cast(pa.int64()), 1_000_000.0)
+    times_all = times_all.to_numpy()
+    val_start, test_start = np.quantile(times_all, [split_shares[0], split_shares[0] + split_shares[1]])
+    rng = np.random.default_rng(seed)
+
+    featurizer = TransactionFeaturizer(AccountState(window=config.window, capacity=1 << 16), config)
+    parts: list[TransactionBatch] = []
+    labels, times, ids, splits = [], [], [], []
+    bar = tqdm(total=len(times_all), unit="tx", desc="features", disable=not progress, file=sys.stderr)
+    for batch in world.iter_events("transactions", batch_size=chunk):
+        event_ids = batch.column("event_id").to_pylist()
+        try:
+            y = np.array([bool(is_fraud[e]) for e in event_ids])
+        except KeyError as missing:
+            raise WorldError(
+                f"transaction {missing.args[0]} has no row in labels/transactions.parquet; "
+                "every transaction needs a label to train on (re-import or regenerate the world)"
+            ) from None
+        t = pc.divide(batch.column("event_time").cast(pa.int64()), 1_000_000.0).to_numpy()
+        types, channels = type_and_channel_codes(batch)
+        features = featurizer.featurize_columns(
+            batch.column("source_account").to_pylist(),
+            batch.column("destination_account").to_pylist(),
+            batch.column("amount").to_numpy(),
+            t,
+            types,
+            channels,
+        )
+        split = np.where(t < val_start, TRAIN, np.where(t < test_start, VAL, TEST)).astype(np.int8)
+        keep = (split != TRAIN) | y | (rng.random(len(y)) < train_negative_share)
+        parts.append(features.take(keep))
+        labels.append(y[keep])
+        times.append(t[keep])
+        ids.append(np.array(event_ids, dtype=object)[keep])
+        splits.append(split[keep])
+        bar.update(len(y))
+    bar.close()
+    return FraudDataset(
+        inputs=TransactionBatch.concat(parts),
+        labels=np.concatenate(labels),
+        times=np.concatenate(times),
+        event_ids=np.concatenate(ids),
+        split=np.concatenate(splits),
+        boundaries=(float(val_start), float(test_start)),
+        total_events=len(times_all),
+    )
