@@ -56,12 +56,13 @@ def test_artifact_manifest_carries_what_serving_needs(trained):
 def test_saved_artifacts_reproduce_held_out_scores_exactly(trained, tmp_path):
     root, report = trained
     evaluate_fraud(root / "run", root / "world", tmp_path, progress=False)
-    at_training = pq.read_table(root / "run" / "predictions.parquet").to_pandas()
-    at_training = at_training[at_training["split"] == 2].set_index("event_id")
-    reloaded = pq.read_table(tmp_path / "predictions.parquet").to_pandas().set_index("event_id")
-    assert len(reloaded) == len(at_training) > 100
+    at_training = pq.read_table(root / "run" / "predictions.parquet").to_pydict()
+    test_rows = {e: i for i, (e, s) in enumerate(zip(at_training["event_id"], at_training["split"])) if s == 2}
+    reloaded = pq.read_table(tmp_path / "predictions.parquet").to_pydict()
+    assert sorted(reloaded["event_id"]) == sorted(test_rows) and len(test_rows) > 100
+    rows = [test_rows[e] for e in reloaded["event_id"]]
     for name in ("graph-sage-d1", "fusion-gated"):
-        diff = np.abs(reloaded[name].to_numpy() - at_training.loc[reloaded.index, name].to_numpy())
+        diff = np.abs(np.array(reloaded[name]) - np.array(at_training[name])[rows])
         assert diff.max() == 0.0, f"{name} scores differ by up to {diff.max()}"
     evaluated = json.loads((tmp_path / "report.json").read_text())["models"]["fusion-gated"]
     assert evaluated["pr_auc"] == report["models"]["fusion-gated"]["pr_auc"]
