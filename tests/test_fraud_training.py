@@ -38,6 +38,8 @@ def test_report_has_every_model_and_metric(trained):
     for metrics in on_disk["models"].values():
         assert REQUIRED <= set(metrics)
         assert 0 <= metrics["threshold"] <= 1
+        # the world has account labels, so accounts are scored too (max over their transactions)
+        assert REQUIRED <= set(metrics["accounts"]) and metrics["accounts"]["events"] > 100
     for plot in ("pr_curves.png", "roc_curves.png", "confusion_matrices.png", "comparison.png", "training_curves.png"):
         assert (root / "run" / "report" / plot).stat().st_size > 1000
     assert any("SYNTHETIC" in note for note in on_disk["notes"])

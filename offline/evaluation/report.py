@@ -50,7 +50,7 @@ def write_fraud_report(
     out.mkdir(parents=True, exist_ok=True)
     models = {name: r.metrics() for name, r in results.items()}
     report = {"task": "fraud", "dataset": dataset, "split": split, "notes": notes or [], "models": models}
-    _write_json(out / "report.json", report)
+    write_report_json(out / "report.json", report)
     rows = [{"model": name, **{c: m[c] for c in FRAUD_COLUMNS}} for name, m in models.items()]
     rows.sort(key=lambda r: -_num(r["pr_auc"]))
     _write_table(out, rows, title=f"Fraud models on {dataset} ({split})", notes=notes)
@@ -79,7 +79,7 @@ def write_donor_report(
             "mean_f1": round(float(np.mean([m["f1"] for m in per_target.values()])), 4) if per_target else float("nan"),
         }
     report = {"task": "donors", "dataset": dataset, "split": split, "notes": notes or [], "models": models}
-    _write_json(out / "report.json", report)
+    write_report_json(out / "report.json", report)
     rows = []
     for name, m in models.items():
         row = {"model": name, "mean_f1": m["mean_f1"]}
@@ -104,7 +104,7 @@ def _num(value) -> float:
     return -1.0 if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
 
 
-def _write_json(path: Path, report: dict) -> None:
+def write_report_json(path: Path, report: dict) -> None:
     # NaN (a metric undefined on one class) is written as null: strict JSON readers choke on NaN.
     path.write_text(json.dumps(_nan_to_none(report), indent=2) + "\n")
 

@@ -31,9 +31,9 @@ from models.features.transactions import (
 from models.nn.fraud_model import FraudModel, FraudModelSpec
 from models.worlds import World, open_world
 from offline.evaluation.metrics import choose_threshold
-from offline.evaluation.report import ScoredModel, write_fraud_report
+from offline.evaluation.report import ScoredModel, write_fraud_report, write_report_json
 from offline.train.fraud_baselines import flat_feature_names, flat_features, river_prequential, train_lightgbm
-from offline.train.fraud_data import TEST, TRAIN, VAL, FraudDataset, load_fraud_dataset
+from offline.train.fraud_data import TEST, TRAIN, VAL, FraudDataset, account_scores, load_fraud_dataset
 from offline.train.loop import FitConfig, fit_binary, predict
 
 # Event features whose live distribution the drift monitor compares with training's.
@@ -190,12 +190,41 @@ def train_fraud(
         _say(progress, f"river-logreg: test PR-AUC {results['river-logreg'].metrics()['pr_auc']:.4f}")
 
     pq.write_table(pa.table(predictions), out_dir / "predictions.parquet")
+    account_results = _account_level(world, data, predictions, [n for n in results])
     notes = _notes(world, data)
     split = (f"by time: train before {_iso(data.boundaries[0])}, validation to {_iso(data.boundaries[1])}, "
              f"test after (test: {int((data.split == TEST).sum()):,} transactions, {int(y_test.sum()):,} fraud)")
     report = write_fraud_report(out_dir / "report", world.manifest.source, split, results, notes)
+    if account_results:
+        accounts = write_fraud_report(
+            out_dir / "report" / "accounts", world.manifest.source,
+            "per account: highest transaction score in the test period vs. the account label "
+            "(threshold chosen the same way on the validation period)", account_results, notes,
+        )
+        for name, metrics in accounts["models"].items():
+            report["models"][name]["accounts"] = metrics
+        write_report_json(out_dir / "report" / "report.json", report)
     _say(progress, f"report in {out_dir / 'report'} ({time.monotonic() - started:.0f} s in all)")
     return report
+
+
+def _account_level(world: World, data: FraudDataset, predictions: dict, names: list[str]) -> dict[str, ScoredModel]:
+    """Per-account scores for worlds with account labels (AMLSim's labels are per account)."""
+    if not world.has_labels("accounts"):
+        return {}
+    table = world.read_labels("accounts")
+    is_fraud = dict(zip(table.column("account_id").to_pylist(), table.column("is_fraud").to_pylist()))
+    rows = data.split != TRAIN
+    out = {}
+    for name in names:
+        per_split = {}
+        for code in (VAL, TEST):
+            mask = data.split[rows] == code
+            best = account_scores(data.sources[rows][mask], data.destinations[rows][mask], predictions[name][mask])
+            per_split[code] = (np.array([bool(is_fraud.get(a, False)) for a in best]), np.array(list(best.values())))
+        (y_val, s_val), (y_test, s_test) = per_split[VAL], per_split[TEST]
+        out[name] = ScoredModel(y_test, s_test, choose_threshold(y_val, s_val))
+    return out
 
 
 def _training_data(world: World, data: FraudDataset) -> dict:

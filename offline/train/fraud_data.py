@@ -36,6 +36,8 @@ class FraudDataset:
     labels: np.ndarray  # bool
     times: np.ndarray  # unix seconds
     event_ids: np.ndarray  # object (str)
+    sources: np.ndarray  # object (str): source account of each row
+    destinations: np.ndarray  # object (str)
     split: np.ndarray  # int8: TRAIN | VAL | TEST
     boundaries: tuple[float, float]  # unix seconds where val and test start
     total_events: int
@@ -86,7 +88,7 @@ def load_fraud_dataset(
 
     featurizer = TransactionFeaturizer(AccountState(window=config.window, capacity=1 << 16), config)
     parts: list[TransactionBatch] = []
-    labels, times, ids, splits = [], [], [], []
+    labels, times, ids, sources, destinations, splits = [], [], [], [], [], []
     bar = tqdm(total=len(times_all), unit="tx", desc="features", disable=not progress, file=sys.stderr)
     for batch in world.iter_events("transactions", batch_size=chunk):
         event_ids = batch.column("event_id").to_pylist()
@@ -99,9 +101,11 @@ def load_fraud_dataset(
             ) from None
         t = pc.divide(batch.column("event_time").cast(pa.int64()), 1_000_000.0).to_numpy()
         types, channels = type_and_channel_codes(batch)
+        source_ids = batch.column("source_account").to_pylist()
+        destination_ids = batch.column("destination_account").to_pylist()
         features = featurizer.featurize_columns(
-            batch.column("source_account").to_pylist(),
-            batch.column("destination_account").to_pylist(),
+            source_ids,
+            destination_ids,
             batch.column("amount").to_numpy(),
             t,
             types,
@@ -113,6 +117,8 @@ def load_fraud_dataset(
         labels.append(y[keep])
         times.append(t[keep])
         ids.append(np.array(event_ids, dtype=object)[keep])
+        sources.append(np.array(source_ids, dtype=object)[keep])
+        destinations.append(np.array(destination_ids, dtype=object)[keep])
         splits.append(split[keep])
         bar.update(len(y))
     bar.close()
@@ -121,7 +127,23 @@ def load_fraud_dataset(
         labels=np.concatenate(labels),
         times=np.concatenate(times),
         event_ids=np.concatenate(ids),
+        sources=np.concatenate(sources),
+        destinations=np.concatenate(destinations),
         split=np.concatenate(splits),
         boundaries=(float(val_start), float(test_start)),
         total_events=len(times_all),
     )
+
+
+def account_scores(sources: np.ndarray, destinations: np.ndarray, scores: np.ndarray) -> dict[str, float]:
+    """Each account's highest transaction score (either end) over the given rows.
+
+    >>> account_scores(np.array(["a", "b"]), np.array(["b", "c"]), np.array([0.2, 0.9]))
+    {'a': 0.2, 'b': 0.9, 'c': 0.9}
+    """
+    best: dict[str, float] = {}
+    for accounts in (sources, destinations):
+        for account, score in zip(accounts.tolist(), scores.tolist()):
+            if score > best.get(account, -1.0):
+                best[account] = score
+    return dict(sorted(best.items()))
