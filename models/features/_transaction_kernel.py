@@ -70,6 +70,7 @@ def _edge_into(out, start, log_amount, time, kind, t):
 
 @njit(cache=True)
 def _record(row, other, log_amount, time, type_code, outgoing, meta, r_amount, r_time, r_cp, r_kind):
+    """Append one transaction to an account's ring and aggregates."""
     window = r_amount.shape[1]
     n = int(meta[row, _COUNT])
     pos = n % window
@@ -110,10 +111,17 @@ def _row_for(key, index, rows_used, keys):
 
 @njit(cache=True)
 def featurize_and_record(
-    source_keys, destination_keys, times, log_amounts, type_codes, channel_codes,
-    index, rows_used, keys, meta, r_amount, r_time, r_cp, r_kind,
-    out_event, out_seq, out_seq_mask, out_node, out_hop1, out_hop1_mask, out_hop2, out_hop2_mask,
+    source_keys, destination_keys, times, log_amounts, type_codes, channel_codes, offsets,
+    index, rows_used, keys, meta, r_amount, r_time, r_cp, r_kind, last_offset,
+    out_event, out_seq, out_seq_mask, out_node, out_hop1, out_hop1_mask, out_hop2, out_hop2_mask, out_replayed,
 ):  # fmt: skip
+    """Features then record, per transaction in order.
+
+    `offsets` are the input offsets of the transactions (increasing per state). A
+    transaction at or below an endpoint's `last_offset` was already recorded before a
+    restart: it is not recorded again for that endpoint, its features are not computed,
+    and `out_replayed` marks it (its outputs were published before its state was).
+    """
     window = r_amount.shape[1]
     k1 = out_hop1.shape[2]
     k2 = out_hop2.shape[3]
@@ -122,6 +130,20 @@ def featurize_and_record(
         t = float(times[i])
         rows[0] = index[source_keys[i]] if source_keys[i] in index else 0
         rows[1] = index[destination_keys[i]] if destination_keys[i] in index else 0
+        source_done = rows[0] != 0 and last_offset[rows[0]] >= offsets[i]
+        destination_done = rows[1] != 0 and last_offset[rows[1]] >= offsets[i]
+        if source_done or destination_done:
+            out_replayed[i] = True
+            source = _row_for(source_keys[i], index, rows_used, keys)
+            destination = _row_for(destination_keys[i], index, rows_used, keys)
+            log_amount = float(log_amounts[i])
+            if not source_done:
+                _record(source, destination, log_amount, times[i], type_codes[i], True, meta, r_amount, r_time, r_cp, r_kind)
+                last_offset[source] = offsets[i]
+            if not destination_done:
+                _record(destination, source, log_amount, times[i], type_codes[i], False, meta, r_amount, r_time, r_cp, r_kind)
+                last_offset[destination] = offsets[i]
+            continue
         pair_count = 0
         for side in range(2):
             row = rows[side]
@@ -188,3 +210,5 @@ def featurize_and_record(
         destination = _row_for(destination_keys[i], index, rows_used, keys)
         _record(source, destination, log_amount, times[i], type_codes[i], True, meta, r_amount, r_time, r_cp, r_kind)
         _record(destination, source, log_amount, times[i], type_codes[i], False, meta, r_amount, r_time, r_cp, r_kind)
+        last_offset[source] = offsets[i]
+        last_offset[destination] = offsets[i]

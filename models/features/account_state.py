@@ -75,12 +75,16 @@ class AccountState:
         # account_key -> row; a numba dict so the compiled kernel can use it directly.
         self.index = Dict.empty(key_type=types.int64, value_type=types.int64)
         self.rows_used = np.ones(1, dtype=np.int64)  # next free row; row 0 is the sentinel
+        self.max_offset = -1  # highest input offset recorded into any account
         self._allocate(max(capacity, 2))
 
     def _allocate(self, capacity: int) -> None:
         self.ring = {name: np.zeros((capacity, self.window), dtype=dtype) for name, dtype in _RING_FIELDS}
         self.meta = np.zeros((capacity, len(META_FIELDS)), dtype=np.float64)
         self.keys = np.zeros(capacity, dtype=np.int64)  # row -> account_key, for export
+        # Input offset of the last transaction recorded into each account (-1: none). A
+        # redelivered event at or below it is already in the state and is not applied twice.
+        self.last_offset = np.full(capacity, -1, dtype=np.int64)
 
     def __len__(self) -> int:
         return int(self.rows_used[0]) - 1
@@ -97,16 +101,17 @@ class AccountState:
         capacity = self.capacity
         while capacity < needed:
             capacity *= 2
-        old_ring, old_meta, old_keys = self.ring, self.meta, self.keys
+        old_ring, old_meta, old_keys, old_offsets = self.ring, self.meta, self.keys, self.last_offset
         self._allocate(capacity)
         for name in self.ring:
             self.ring[name][: old_ring[name].shape[0]] = old_ring[name]
         self.meta[: old_meta.shape[0]] = old_meta
         self.keys[: old_keys.shape[0]] = old_keys
+        self.last_offset[: old_offsets.shape[0]] = old_offsets
 
     def nbytes_per_account(self) -> float:
         """Array bytes per account row (the index dict comes on top)."""
-        arrays = (*self.ring.values(), self.meta, self.keys)
+        arrays = (*self.ring.values(), self.meta, self.keys, self.last_offset)
         return sum(a.nbytes for a in arrays) / self.capacity
 
     def lookup(self, key: int) -> int:
@@ -129,14 +134,16 @@ class AccountState:
     def export_account(self, key: int) -> bytes:
         """One account's state as bytes; counterparties travel as stable keys, not rows."""
         row = self.index[key]
-        parts = [self.meta[row].tobytes()]
+        parts = [self.last_offset[row : row + 1].tobytes(), self.meta[row].tobytes()]
         parts += [self.ring[name][row].tobytes() for name, _ in _RING_FIELDS if name != "counterparty"]
         parts.append(self.keys[self.ring["counterparty"][row]].tobytes())
         return b"".join(parts)
 
     def import_account(self, key: int, blob: bytes) -> int:
         row = self.row(key)
-        offset = 0
+        self.last_offset[row] = np.frombuffer(blob, dtype=np.int64, count=1)[0]
+        self.max_offset = max(self.max_offset, int(self.last_offset[row]))
+        offset = 8
         self.meta[row] = np.frombuffer(blob, dtype=np.float64, count=len(META_FIELDS), offset=offset)
         offset += self.meta.shape[1] * 8
         for name, dtype in _RING_FIELDS:

@@ -112,12 +112,16 @@ class TransactionBatch:
     hop1_mask: np.ndarray
     hop2: np.ndarray
     hop2_mask: np.ndarray
+    # True where the transaction was already in the state (redelivered after a restart):
+    # its features are empty and it must not be scored again.
+    replayed: np.ndarray
 
     def __len__(self) -> int:
         return self.event.shape[0]
 
     def arrays(self) -> dict[str, np.ndarray]:
-        return dict(self.__dict__)
+        """The model inputs (everything but `replayed`)."""
+        return {k: v for k, v in self.__dict__.items() if k != "replayed"}
 
     @classmethod
     def concat(cls, batches: list["TransactionBatch"]) -> "TransactionBatch":
@@ -185,8 +189,14 @@ class TransactionFeaturizer:
         timestamps_s: np.ndarray,
         type_codes: np.ndarray,
         channel_codes: np.ndarray,
+        offsets: np.ndarray | None = None,
     ) -> TransactionBatch:
-        """`featurize` for column-shaped input (what the offline pipeline reads from Parquet)."""
+        """`featurize` for column-shaped input (what the offline pipeline reads from Parquet).
+
+        `offsets`: the transactions' input offsets (the worker passes Kafka offsets, so a
+        redelivered transaction is not applied twice; see `TransactionBatch.replayed`).
+        Without them, transactions are numbered on from the last one this state recorded.
+        """
         n, cfg, state = len(sources), self.config, self.state
         W, K1, K2 = cfg.window, cfg.fanout1, cfg.fanout2
         batch = TransactionBatch(
@@ -198,10 +208,15 @@ class TransactionFeaturizer:
             hop1_mask=np.zeros((n, 2, K1), np.float32),
             hop2=np.zeros((n, 2, K1, K2, F_NODE + F_EDGE), np.float32),
             hop2_mask=np.zeros((n, 2, K1, K2), np.float32),
+            replayed=np.zeros(n, dtype=np.bool_),
         )
         if n == 0:
             return batch
         state.ensure_capacity(2 * n)
+        if offsets is None:
+            offsets = state.max_offset + 1 + np.arange(n, dtype=np.int64)
+        offsets = np.asarray(offsets, dtype=np.int64)
+        state.max_offset = max(state.max_offset, int(offsets.max()))
         featurize_and_record(
             np.array([account_key(a) for a in sources], dtype=np.int64),
             np.array([account_key(a) for a in destinations], dtype=np.int64),
@@ -209,8 +224,11 @@ class TransactionFeaturizer:
             np.log1p(amounts).astype(np.float32),
             np.asarray(type_codes, dtype=np.int64),
             np.asarray(channel_codes, dtype=np.int64),
+            offsets,
             state.index, state.rows_used, state.keys, state.meta,
             state.ring["log_amount"], state.ring["time"], state.ring["counterparty"], state.ring["kind"],
+            state.last_offset,
             batch.event, batch.seq, batch.seq_mask, batch.node, batch.hop1, batch.hop1_mask, batch.hop2, batch.hop2_mask,
+            batch.replayed,
         )
         return batch
