@@ -30,6 +30,7 @@ class TopicNames(BaseSettings):
     donor_segments: str = "donor-segments"
     drift_reports: str = "drift-reports"
     dead_letters: str = "dead-letters"
+    outcomes: str = Field("event-outcomes", description="one record per consumed event that was not dead-lettered")
 
     def for_stream(self, stream: str) -> str:
         """The input topic of a world's event stream (see models.worlds.EVENT_STREAMS)."""

@@ -19,7 +19,9 @@ from .outputs import (
     DonorSegmentUpdate,
     DriftKind,
     DriftReport,
+    EventOutcome,
     FraudAlert,
+    Outcome,
     Segment,
 )
 from .wire import DEFAULT_MAX_MESSAGE_BYTES, InvalidEvent, decode, encode, from_record
@@ -36,10 +38,12 @@ __all__ = [
     "DonorSegmentUpdate",
     "DriftKind",
     "DriftReport",
+    "EventOutcome",
     "FraudAlert",
     "GiftChannel",
     "GiftEvent",
     "InvalidEvent",
+    "Outcome",
     "RelationshipType",
     "Segment",
     "TransactionChannel",

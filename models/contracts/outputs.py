@@ -88,6 +88,32 @@ class DriftReport(Contract):
     details: dict[str, float | str] = Field(default_factory=dict)
 
 
+class Outcome(str, Enum):
+    SCORED = "scored"  # a transaction or gift went through a model
+    APPLIED = "applied"  # a profile or relationship event updated state (nothing to score)
+
+
+class EventOutcome(Contract):
+    """What became of one consumed input event that was not dead-lettered.
+
+    Exactly one EventOutcome or one DeadLetter exists per consumed event, so a consumer
+    of both topics can prove nothing was lost. A redelivered event whose outcome was
+    already published gets no second one; a duplicate, if any, has the same content.
+    """
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    event_id: EntityId
+    topic: str
+    partition: int = Field(ge=0)
+    offset: int = Field(ge=0)
+    outcome: Outcome
+    scores: dict[str, float] = Field(default_factory=dict)
+    alert_id: str | None = None
+    model_name: str | None = None
+    model_version: str | None = None
+    processed_at: AwareDatetime
+
+
 class DeadLetterReason(str, Enum):
     OVERSIZED = "oversized"
     MALFORMED_JSON = "malformed_json"

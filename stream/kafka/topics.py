@@ -42,6 +42,7 @@ def topic_specs(settings: KafkaSettings) -> list[TopicSpec]:
             names.donor_segments,
             names.drift_reports,
             names.dead_letters,
+            names.outcomes,
         )
     ]
 

@@ -1,0 +1,128 @@
+"""Scoring a batch of transaction records: decode, features, model, alerts, state changes.
+
+No Faust here: the agent hands in raw records and publishes what comes back. Order of
+work per batch (predict first, then update; see models.features.transactions):
+    decode each record (bad ones become dead letters)
+    per partition, in offset order: features from the state before each transaction,
+        then record it (a redelivered transaction already in the state is skipped)
+    score the batch with one model version; alerts (with reasons) above its threshold
+    one outcome record per scored transaction; changelog records for changed accounts
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from datetime import datetime, timezone
+
+import numpy as np
+
+from models.contracts import DeadLetterReason, EventOutcome, FraudAlert, Outcome, TransactionEvent, encode
+from models.features.account_state import TYPE_CODES, account_key
+from models.features.transactions import CHANNEL_CODES, TransactionBatch
+from stream.pipeline.records import Output, RawRecord, StageResult, dead_letter, decode_or_dead_letter
+from stream.scoring.fraud_scorer import FraudScorer, alert_id, take_rows
+from stream.settings import TopicNames
+from stream.state.partitioned_accounts import PartitionedAccounts
+
+
+class TransactionStage:
+    def __init__(self, accounts: PartitionedAccounts, scorer: FraudScorer, topics: TopicNames, max_message_bytes: int):
+        self.accounts = accounts
+        self.scorer = scorer
+        self.topics = topics
+        self.max_message_bytes = max_message_bytes
+
+    def process(self, records: list[RawRecord]) -> StageResult:
+        result = StageResult(consumed=len(records))
+        clock = time.perf_counter()
+
+        events: list[tuple[RawRecord, TransactionEvent]] = []
+        for record in records:
+            event, letter = decode_or_dead_letter(record, TransactionEvent, self.max_message_bytes)
+            if letter is not None:
+                self._dead(result, record, letter)
+            else:
+                events.append((record, event))
+        clock = _lap(result, "decode", clock)
+
+        by_partition: dict[int, list[int]] = defaultdict(list)
+        for i, (record, _) in enumerate(events):
+            by_partition[record.partition].append(i)
+        batches: list[TransactionBatch] = []
+        order: list[int] = []
+        for partition, indices in sorted(by_partition.items()):
+            picked = [events[i] for i in indices]
+            featurizer = self.accounts.featurizer(partition)
+            batches.append(featurizer.featurize_columns(
+                [e.source_account for _, e in picked],
+                [e.destination_account for _, e in picked],
+                np.array([e.amount for _, e in picked], dtype=np.float64),
+                np.array([e.event_time.timestamp() for _, e in picked], dtype=np.float64),
+                np.array([TYPE_CODES[e.type] for _, e in picked], dtype=np.int64),
+                np.array([CHANNEL_CODES[e.channel] if e.channel is not None else -1 for _, e in picked], dtype=np.int64),
+                offsets=np.array([r.offset for r, _ in picked], dtype=np.int64),
+            ))
+            order.extend(indices)
+            touched = [account_key(a) for _, e in picked for a in (e.source_account, e.destination_account)]
+            result.changelog[partition] = self.accounts.export(partition, touched)
+        clock = _lap(result, "state", clock)
+        if not events:
+            return result
+
+        batch = TransactionBatch.concat(batches)
+        ordered = [events[i] for i in order]
+        live = np.flatnonzero(~batch.replayed)
+        result.replayed = int(batch.replayed.sum())
+        model = self.scorer.current
+        result.model = (model.manifest.name, model.version)
+        try:
+            scores = self.scorer.score(model, take_rows(batch, live))
+            flagged = live[scores >= model.threshold]
+            reasons = self.scorer.reasons(model, take_rows(batch, flagged)) if len(flagged) else []
+        except Exception as error:  # a model failure fails the batch's events explicitly, never silently
+            for i in live:
+                self._dead(result, ordered[i][0], dead_letter(
+                    ordered[i][0], DeadLetterReason.PROCESSING_ERROR.value, type(error).__name__,
+                    f"scoring failed: {error}"))
+            _lap(result, "model", clock)
+            return result
+        clock = _lap(result, "model", clock)
+
+        now = datetime.now(timezone.utc)
+        reason_for = dict(zip(flagged.tolist(), reasons))
+        for position, score in zip(live.tolist(), scores.tolist()):
+            record, event = ordered[position]
+            alert = None
+            if position in reason_for:
+                alert = FraudAlert(
+                    alert_id=alert_id(event.event_id, model.manifest.name, model.version),
+                    event_id=event.event_id, event_time=event.event_time,
+                    source_account=event.source_account, destination_account=event.destination_account,
+                    amount=event.amount, score=score, threshold=model.threshold,
+                    model_name=model.manifest.name, model_version=model.version,
+                    reasons=reason_for[position], scored_at=now,
+                )
+                result.outputs.append(Output(self.topics.fraud_alerts, event.source_account.encode(), encode(alert)))
+                result.alerts += 1
+            outcome = EventOutcome(
+                event_id=event.event_id, topic=record.topic, partition=record.partition, offset=record.offset,
+                outcome=Outcome.SCORED, scores={"fraud": score}, alert_id=alert.alert_id if alert else None,
+                model_name=model.manifest.name, model_version=model.version, processed_at=now,
+            )
+            result.outputs.append(Output(self.topics.outcomes, event.event_id.encode(), encode(outcome)))
+        result.scored = len(live)
+        _lap(result, "publish_prepare", clock)
+        result.scores = scores
+        result.event_features = batch.event[live]
+        return result
+
+    def _dead(self, result: StageResult, record: RawRecord, letter) -> None:
+        result.outputs.append(Output(self.topics.dead_letters, record.key, encode(letter)))
+        result.dead_letters[letter.reason.value] = result.dead_letters.get(letter.reason.value, 0) + 1
+
+
+def _lap(result: StageResult, stage: str, started: float) -> float:
+    now = time.perf_counter()
+    result.timings[stage] = result.timings.get(stage, 0.0) + now - started
+    return now

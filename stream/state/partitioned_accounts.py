@@ -1,0 +1,73 @@
+"""Transaction-feature state, one independent `AccountState` per input partition.
+
+State follows its partition: a worker holds state only for the partitions Kafka
+assigned to it, restores a partition's state from that partition of the changelog, and
+drops it when the partition moves away. The consequence, by design: features of a
+transaction see the history *of its partition* (its source account's transactions, and
+the counterparties as seen in them). With one partition that is the whole graph; with
+P partitions a counterparty's activity in other partitions is invisible. Training can
+simulate the same view (`models.features.partitioning`) so that served and trained
+features agree.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Iterator
+
+from models.features.account_state import AccountState
+from models.features.transactions import TransactionFeatureConfig, TransactionFeaturizer
+
+_KEY_BYTES = 8
+
+
+def encode_key(account_key: int) -> bytes:
+    return account_key.to_bytes(_KEY_BYTES, "little", signed=True)
+
+
+def decode_key(raw: bytes) -> int:
+    return int.from_bytes(raw, "little", signed=True)
+
+
+class PartitionedAccounts:
+    def __init__(self, features: TransactionFeatureConfig, initial_capacity: int = 1024):
+        self.features = features
+        self.initial_capacity = initial_capacity
+        self._featurizers: dict[int, TransactionFeaturizer] = {}
+
+    def featurizer(self, partition: int) -> TransactionFeaturizer:
+        featurizer = self._featurizers.get(partition)
+        if featurizer is None:
+            state = AccountState(window=self.features.window, capacity=self.initial_capacity)
+            featurizer = self._featurizers[partition] = TransactionFeaturizer(state, self.features)
+        return featurizer
+
+    def state(self, partition: int) -> AccountState:
+        return self.featurizer(partition).state
+
+    @property
+    def partitions(self) -> list[int]:
+        return sorted(self._featurizers)
+
+    def drop(self, partitions: Iterable[int]) -> None:
+        for partition in partitions:
+            self._featurizers.pop(partition, None)
+
+    def restore(self, partition: int, key: bytes, blob: bytes) -> None:
+        """Apply one changelog record (the latest wins, as in any compacted changelog)."""
+        self.state(partition).import_account(decode_key(key), blob)
+
+    def export(self, partition: int, account_keys: Iterable[int]) -> list[tuple[bytes, bytes]]:
+        """Changelog records for these accounts of one partition (each account once)."""
+        state = self.state(partition)
+        return [(encode_key(k), state.export_account(k)) for k in sorted(set(account_keys)) if k in state.index]
+
+    def items(self, partition: int) -> Iterator[tuple[bytes, bytes]]:
+        state = self.state(partition)
+        for key in list(state.index.keys()):
+            yield encode_key(int(key)), state.export_account(int(key))
+
+    def accounts(self) -> dict[int, int]:
+        return {p: len(f.state) for p, f in self._featurizers.items()}
+
+    def nbytes(self) -> int:
+        return sum(int(f.state.nbytes_per_account() * f.state.capacity) for f in self._featurizers.values())

@@ -1,0 +1,41 @@
+"""Artifacts and records for serving tests, without a training run."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import torch
+
+from models.artifacts import ArtifactManifest, save_artifact
+from models.features.transactions import F_EDGE, F_EVENT, F_NODE, F_SEQ, TransactionFeatureConfig
+from models.nn.fraud_model import FraudModel, FraudModelSpec
+from stream.pipeline.records import RawRecord
+
+DIMS = {"event": F_EVENT, "seq": F_SEQ, "node": F_NODE, "edge": F_EDGE}
+
+
+def untrained_fraud_artifact(root: Path, threshold: float = 0.5, seed: int = 0, name: str = "fusion-gated",
+                             features: TransactionFeatureConfig = TransactionFeatureConfig(), version: str | None = None) -> Path:
+    """A real artifact of an untrained (randomly initialised, seeded) fusion model."""
+    torch.manual_seed(seed)
+    spec = FraudModelSpec(name, graph_depth=2, graph_hidden=16, sequence="gru", sequence_hidden=8,
+                          fusion="gated", fusion_hidden=16, dims=DIMS)
+    model = FraudModel(spec, F_EVENT, F_SEQ, F_NODE, F_EDGE)
+    extra = {"version": version} if version else {}
+    manifest = ArtifactManifest(
+        name=name, task="fraud", hyperparameters={"model": spec.to_dict()},
+        feature_schema=features.schema(), feature_schema_hash=features.schema_hash(), threshold=threshold,
+        reference_distributions={"score": {"edges": [0.5], "shares": [0.5, 0.5]}}, **extra,
+    )
+    return save_artifact(root, manifest, model.state_dict())
+
+
+def transaction_record(i: int, source: str, destination: str, amount: float, partition: int = 0,
+                       offset: int | None = None, start=datetime(2025, 2, 1, tzinfo=timezone.utc)) -> RawRecord:
+    value = json.dumps({
+        "event_id": f"t{i}", "event_time": (start + timedelta(minutes=i)).isoformat(),
+        "source_account": source, "destination_account": destination, "amount": amount, "type": "transfer",
+    }).encode()
+    return RawRecord("transactions", partition, i if offset is None else offset, source.encode(), value)

@@ -1,0 +1,159 @@
+"""The transaction stage without Faust: outcomes, dead letters, parity, redelivery, restore."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from models.contracts import DeadLetter, EventOutcome, FraudAlert
+from models.features.account_state import AccountState
+from models.features.transactions import TransactionFeaturizer, RawTransaction
+from models.fraud_artifact import load_fraud_model
+from stream.pipeline.records import RawRecord
+from stream.pipeline.transactions import TransactionStage
+from stream.scoring.fraud_scorer import FraudScorer, ModelSwapError
+from stream.settings import TopicNames
+from stream.state.partitioned_accounts import PartitionedAccounts
+from tests.serving_helpers import transaction_record, untrained_fraud_artifact
+
+TOPICS = TopicNames()
+
+
+def stage_for(path, accounts=None) -> TransactionStage:
+    loaded = load_fraud_model(path)
+    return TransactionStage(accounts or PartitionedAccounts(loaded.features), FraudScorer(loaded), TOPICS, 16 * 1024)
+
+
+def records(n=300, accounts=20, partition=0, seed=0):
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        a, b = rng.choice(accounts, 2, replace=False)
+        out.append(transaction_record(i, f"acct{a}", f"acct{b}", float(rng.lognormal(4, 1)), partition=partition))
+    return out
+
+
+def outputs_of(result, topic):
+    return [o for o in result.outputs if o.topic == topic]
+
+
+@pytest.fixture(scope="module")
+def artifact(tmp_path_factory):
+    return untrained_fraud_artifact(tmp_path_factory.mktemp("models"), threshold=0.5)
+
+
+def test_every_good_event_gets_one_outcome(artifact):
+    result = stage_for(artifact).process(records(200))
+    outcomes = [EventOutcome.model_validate_json(o.value) for o in outputs_of(result, TOPICS.outcomes)]
+    assert [o.event_id for o in outcomes] == [f"t{i}" for i in range(200)]
+    assert result.scored == 200 and result.consumed == 200 and not result.dead_letters
+    assert all(o.model_name == "fusion-gated" and 0 <= o.scores["fraud"] <= 1 for o in outcomes)
+
+
+def test_alerts_follow_the_threshold_and_carry_reasons(tmp_path):
+    everything = stage_for(untrained_fraud_artifact(tmp_path / "a", threshold=0.0)).process(records(50))
+    alerts = [FraudAlert.model_validate_json(o.value) for o in outputs_of(everything, TOPICS.fraud_alerts)]
+    assert len(alerts) == everything.alerts == 50
+    assert all(len(a.reasons) == 4 and a.alert_id.endswith(a.event_id) for a in alerts)
+    nothing = stage_for(untrained_fraud_artifact(tmp_path / "b", threshold=1.0)).process(records(50))
+    assert nothing.alerts == 0 and not outputs_of(nothing, TOPICS.fraud_alerts)
+
+
+POISON = [
+    (b"{not json", "malformed_json"),
+    (None, "malformed_json"),
+    (b'{"event_id": "x"}', "schema_violation"),
+    (b'{"event_id": "bad1", "event_time": "2025-02-01T00:00:00Z", "source_account": "a", '
+     b'"destination_account": "b", "amount": NaN, "type": "transfer"}', "schema_violation"),
+    (b'{"event_id": "bad2", "event_time": "2025-02-01T00:00:00Z", "source_account": "a", '
+     b'"destination_account": "b", "amount": -3, "type": "transfer"}', "schema_violation"),
+    (b"x" * 20_000, "oversized"),
+]
+
+
+def test_poison_is_dead_lettered_and_good_events_still_scored(artifact):
+    good = records(40)
+    mixed = list(good)
+    for j, (value, _) in enumerate(POISON):
+        mixed.insert(5 * j + 1, RawRecord("transactions", 0, 1000 + j, b"k", value))
+    result = stage_for(artifact).process(mixed)
+    letters = [DeadLetter.model_validate_json(o.value) for o in outputs_of(result, TOPICS.dead_letters)]
+    assert sorted(l.reason.value for l in letters) == sorted(reason for _, reason in POISON)
+    assert {l.offset for l in letters} == {1000 + j for j in range(len(POISON))}
+    assert result.scored == 40
+    assert len(outputs_of(result, TOPICS.outcomes)) + len(letters) == len(mixed)  # conservation
+
+
+def test_scores_equal_the_offline_computation(artifact):
+    """Parity: the same artifact and feature code offline give the same scores."""
+    stream_records = records(400)
+    stage = stage_for(artifact)
+    served = {}
+    for start in range(0, 400, 37):  # uneven batches on purpose
+        for o in outputs_of(stage.process(stream_records[start:start + 37]), TOPICS.outcomes):
+            outcome = EventOutcome.model_validate_json(o.value)
+            served[outcome.event_id] = outcome.scores["fraud"]
+
+    loaded = load_fraud_model(artifact)
+    featurizer = TransactionFeaturizer(AccountState(window=loaded.features.window), loaded.features)
+    events = [json.loads(r.value) for r in stream_records]
+    from datetime import datetime
+    raw = [RawTransaction(e["source_account"], e["destination_account"], e["amount"],
+                          datetime.fromisoformat(e["event_time"]).timestamp(), 1, -1) for e in events]
+    offline = FraudScorer(loaded).score(loaded, featurizer.featurize(raw).arrays())
+    assert np.abs(np.array([served[e["event_id"]] for e in events]) - offline).max() <= 1e-6
+
+
+def test_redelivered_batch_is_neither_applied_nor_scored_twice(artifact):
+    stage = stage_for(artifact)
+    batch = records(100)
+    first = stage.process(batch)
+    again = stage.process(batch)
+    assert first.scored == 100 and again.replayed == 100 and again.scored == 0 and not again.outputs
+
+
+def test_state_restored_from_changelog_continues_exactly(artifact):
+    stream_records = records(300, partition=2)
+    uninterrupted = stage_for(artifact)
+    uninterrupted.process(stream_records[:200])
+    expected = uninterrupted.process(stream_records[200:])
+
+    crashed = stage_for(artifact)
+    changelog = {}
+    for start in range(0, 200, 50):
+        for partition, items in crashed.process(stream_records[start:start + 50]).changelog.items():
+            for key, blob in items:
+                changelog[(partition, key)] = blob  # compacted: the latest per key
+    restored_accounts = PartitionedAccounts(load_fraud_model(artifact).features)
+    for (partition, key), blob in changelog.items():
+        restored_accounts.restore(partition, key, blob)
+    resumed = stage_for(artifact, restored_accounts).process(stream_records[150:])  # redelivery from 150
+    assert resumed.replayed == 50
+    got = {EventOutcome.model_validate_json(o.value).event_id: EventOutcome.model_validate_json(o.value).scores
+           for o in outputs_of(resumed, TOPICS.outcomes)}
+    want = {EventOutcome.model_validate_json(o.value).event_id: EventOutcome.model_validate_json(o.value).scores
+            for o in outputs_of(expected, TOPICS.outcomes)}
+    assert got == want
+
+
+def test_partitions_keep_separate_state(artifact):
+    stage = stage_for(artifact)
+    stage.process(records(50, partition=0) + records(50, partition=1, seed=1))
+    assert set(stage.accounts.partitions) == {0, 1}
+    stage.accounts.drop([1])
+    assert stage.accounts.partitions == [0]
+
+
+def test_swap_serves_the_new_version_and_refuses_other_features(artifact, tmp_path):
+    stage = stage_for(artifact)
+    stage.process(records(20))
+    newer = load_fraud_model(untrained_fraud_artifact(tmp_path, seed=1, version="99990101T000000000000Z"))
+    stage.scorer.swap(newer)
+    result = stage.process(records(20, seed=5))
+    assert result.model == ("fusion-gated", "99990101T000000000000Z")
+    from models.features.transactions import TransactionFeatureConfig
+    other = load_fraud_model(untrained_fraud_artifact(tmp_path / "o", features=TransactionFeatureConfig(window=20)))
+    with pytest.raises(ModelSwapError, match="fresh state"):
+        stage.scorer.swap(other)
