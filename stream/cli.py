@@ -81,3 +81,33 @@ def replay(world_dir: Path, bootstrap: str, rate: float | None, no_progress: boo
     for topic, count in report.sent.items():
         click.echo(f"{topic:<24} {count:>12,} events")
     click.echo(f"{'total':<24} {report.total:>12,} events in {report.seconds:.1f} s ({report.events_per_s:,.0f}/s)")
+
+
+@click.command()
+@click.option("--bootstrap", default=None, help="Kafka bootstrap servers (env TRIBUTARY_BOOTSTRAP_SERVERS).")
+@click.option("--model-dir", default=None, help="Trained models: a `tributary train` output (env TRIBUTARY_MODEL_DIR).")
+@click.option("--fraud-model", default=None, help="Fraud model to serve, e.g. fusion-gated (env TRIBUTARY_FRAUD_MODEL).")
+@click.option("--batch-max", type=int, default=None, help="Events per micro-batch at most (env TRIBUTARY_BATCH_MAX).")
+@click.option("--batch-wait-ms", type=int, default=None, help="Longest wait to fill a batch (env TRIBUTARY_BATCH_WAIT_MS).")
+@click.option("--metrics-port", type=int, default=None, help="Prometheus port, 0 to disable (env TRIBUTARY_METRICS_PORT).")
+@click.option("--embedded-broker-safe", is_flag=True,
+              help="Settings the embedded broker needs: one record per changelog batch, 10 s sessions.")
+@click.option("--log-level", default="warning", show_default=True, type=click.Choice(["debug", "info", "warning", "error"]))
+def worker(bootstrap, model_dir, fraud_model, batch_max, batch_wait_ms, metrics_port, embedded_broker_safe, log_level):
+    """Run the scoring worker until stopped (Ctrl-C or SIGTERM finish the batch in hand first).
+
+    Every setting is a TRIBUTARY_* environment variable; flags given here win.
+    """
+    import faust
+
+    from stream.app import TributaryWorker
+    from stream.settings import WorkerSettings
+
+    flags = {"bootstrap_servers": bootstrap, "model_dir": model_dir, "fraud_model": fraud_model,
+             "batch_max": batch_max, "batch_wait_ms": batch_wait_ms, "metrics_port": metrics_port}
+    overrides = {k: v for k, v in flags.items() if v is not None}
+    if embedded_broker_safe:
+        overrides.update(producer_max_batch_size=1, session_timeout_s=10.0)
+    settings = WorkerSettings(**overrides)
+    app = TributaryWorker(settings).app
+    faust.Worker(app, loglevel=log_level, quiet=True).execute_from_commandline()

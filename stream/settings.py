@@ -64,3 +64,31 @@ class KafkaSettings(BaseSettings):
         DEFAULT_MAX_MESSAGE_BYTES, ge=1024, description="larger input messages are dead-lettered as oversized"
     )
     topics: TopicNames = Field(default_factory=TopicNames)
+
+
+class WorkerSettings(KafkaSettings):
+    """Everything `tributary worker` reads (all as TRIBUTARY_<FIELD> variables)."""
+
+    app_id: str = Field("tributary-worker", description="consumer group and prefix of the changelog topics")
+    model_dir: str = Field("var/models", description="a `tributary train` output (artifacts/ inside) or an artifacts root")
+    fraud_model: str = Field("fusion-gated", description="which fraud model under model_dir to serve (latest version)")
+    batch_max: int = Field(256, ge=1, description="events per micro-batch at most: larger = more throughput")
+    batch_wait_ms: int = Field(20, ge=1, description="longest wait to fill a batch: smaller = lower latency")
+    torch_threads: int = Field(1, ge=1, description="CPU threads for inference; the event loop keeps a core")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    metrics_port: int = Field(9108, description="Prometheus /metrics port; 0 disables it")
+    metrics_address: str = Field("127.0.0.1", description="bind address of /metrics (loopback by default)")
+    processing_guarantee: Literal["at_least_once", "exactly_once"] = Field(
+        "at_least_once", description="exactly_once needs a real Kafka (transactions); the embedded broker has none"
+    )
+    session_timeout_s: float = Field(60.0, description="consumer group session timeout; ~10 on the embedded broker")
+    producer_max_batch_size: int | None = Field(
+        None, description="1 on the embedded broker (its end offsets are wrong after multi-record batches)"
+    )
+    reload_interval_s: float = Field(10.0, gt=0, description="how often to look for a newer model version")
+    drift_window: int = Field(5000, ge=100, description="events per PSI evaluation")
+    psi_threshold: float = Field(0.2, gt=0)
+
+    def changelog_topic(self, table: str) -> str:
+        """Faust's name for a table's changelog topic."""
+        return f"{self.app_id}-{table}-changelog"

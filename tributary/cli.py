@@ -9,7 +9,7 @@ from __future__ import annotations
 import click
 
 from offline.cli import evaluate, generate, import_data, train
-from stream.cli import broker, replay, topics
+from stream.cli import broker, replay, topics, worker
 from tributary.demo import demo
 
 
@@ -21,11 +21,12 @@ class _FriendlyErrors(click.Group):
         from models.worlds import WorldError
         from stream.kafka.client_args import SecuritySettingsError
         from stream.kafka.embedded_broker import BrokerError
+        from models.artifacts import ArtifactError
         from stream.kafka.topics import TopicLayoutError
 
         try:
             return super().invoke(ctx)
-        except (WorldError, SecuritySettingsError, BrokerError, TopicLayoutError) as error:
+        except (WorldError, SecuritySettingsError, BrokerError, TopicLayoutError, ArtifactError) as error:
             raise click.ClickException(str(error)) from error
 
 
@@ -43,3 +44,4 @@ main.add_command(broker)
 main.add_command(replay)
 main.add_command(topics)
 main.add_command(demo)
+main.add_command(worker)

@@ -13,7 +13,10 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from stream.kafka.client_args import aiokafka_args
-from stream.settings import KafkaSettings
+from stream.settings import KafkaSettings, WorkerSettings
+
+# Tables of the worker, whose changelogs must exist with the input topics' partition count.
+WORKER_TABLES = ("accounts",)
 
 
 class TopicLayoutError(RuntimeError):
@@ -28,8 +31,13 @@ class TopicSpec:
 
 
 def topic_specs(settings: KafkaSettings) -> list[TopicSpec]:
-    """Every input and output topic of the worker, in a stable order."""
+    """Every topic of the worker (inputs, outputs, table changelogs), in a stable order."""
     names = settings.topics
+    worker = settings if isinstance(settings, WorkerSettings) else WorkerSettings(**_kafka_fields(settings))
+    changelogs = [
+        TopicSpec(worker.changelog_topic(table), settings.partitions, {"cleanup.policy": "compact"})
+        for table in WORKER_TABLES
+    ]
     return [
         TopicSpec(name, settings.partitions)
         for name in (
@@ -44,7 +52,11 @@ def topic_specs(settings: KafkaSettings) -> list[TopicSpec]:
             names.dead_letters,
             names.outcomes,
         )
-    ]
+    ] + changelogs
+
+
+def _kafka_fields(settings: KafkaSettings) -> dict:
+    return {name: getattr(settings, name) for name in KafkaSettings.model_fields}
 
 
 async def ensure_topics(settings: KafkaSettings, specs: list[TopicSpec] | None = None) -> dict[str, str]:

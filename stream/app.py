@@ -1,0 +1,239 @@
+"""The Faust worker: wiring of topics, tables and agents around the pure pipeline stages.
+
+Per micro-batch (`take_events(batch_max, within=batch_wait_ms)`, one agent, concurrency 1:
+faust-streaming #606 loses events with concurrency > 1):
+    1. the stage runs in a worker thread (features, model), so the event loop keeps
+       heartbeating and fetching while torch works;
+    2. outputs (outcomes, alerts, dead letters) are published and flushed;
+    3. only then are the changed accounts written to the changelog;
+    4. the batch is acked when the body returns; Faust flushes the changelog before it
+       commits the offsets.
+A crash between 2 and 4 redelivers events whose outputs exist; the state knows which
+(per-account last offset) and neither applies nor scores them twice. The body never
+raises: `take_events` acks in a `finally`, so an escaping exception would lose events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import faust
+import torch
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from models.artifacts import ArtifactError, latest_version
+from models.contracts import DeadLetterReason, encode
+from models.features.transactions import EVENT_FEATURES
+from models.fraud_artifact import LoadedFraudModel, load_fraud_model
+from stream.kafka.client_args import aiokafka_args
+from stream.monitoring.drift import DriftMonitor
+from stream.monitoring.metrics import WorkerMetrics
+from stream.pipeline.records import Output, RawRecord, StageResult, dead_letter
+from stream.pipeline.transactions import TransactionStage
+from stream.scoring.fraud_scorer import FraudScorer, ModelSwapError
+from stream.settings import WorkerSettings
+from stream.state.faust_store import STORE_SCHEME, register_store
+from stream.state.partitioned_accounts import PartitionedAccounts
+
+log = logging.getLogger("tributary.worker")
+
+
+def artifacts_root(model_dir: str | Path) -> Path:
+    root = Path(model_dir)
+    return root / "artifacts" if (root / "artifacts").is_dir() else root
+
+
+def pick_device(setting: str) -> torch.device:
+    if setting == "cuda" or (setting == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def faust_credentials(settings: WorkerSettings):
+    args = aiokafka_args(settings)
+    if settings.security_protocol.startswith("SASL"):
+        return faust.SASLCredentials(
+            username=args["sasl_plain_username"], password=args["sasl_plain_password"],
+            mechanism=args["sasl_mechanism"], ssl_context=args.get("ssl_context"),
+        )
+    if settings.security_protocol == "SSL":
+        return faust.SSLCredentials(args["ssl_context"])
+    return None
+
+
+class TributaryWorker:
+    """Builds the Faust app; holds the state, the served models and the output producer."""
+
+    def __init__(self, settings: WorkerSettings):
+        register_store()
+        self.settings = settings
+        torch.set_num_threads(settings.torch_threads)
+        self.metrics = WorkerMetrics()
+        self.device = pick_device(settings.device)
+        loaded = self._load_fraud_model()
+        self.accounts = PartitionedAccounts(loaded.features)
+        self.scorer = FraudScorer(loaded, self.device)
+        self.transactions = TransactionStage(self.accounts, self.scorer, settings.topics, settings.max_message_bytes)
+        self.drift = self._drift_monitor(loaded)
+        self._announce(loaded)
+        # One thread: batches are processed strictly in order, and state is touched by it alone.
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tributary-score")
+        self._producer: AIOKafkaProducer | None = None
+        self.app = self._create_app()
+
+    # -- models -----------------------------------------------------------------------
+
+    def _load_fraud_model(self) -> LoadedFraudModel:
+        path = latest_version(artifacts_root(self.settings.model_dir), self.settings.fraud_model)
+        return load_fraud_model(path)
+
+    def _drift_monitor(self, loaded: LoadedFraudModel) -> DriftMonitor:
+        return DriftMonitor(
+            loaded.manifest.reference_distributions, {n: i for i, n in enumerate(EVENT_FEATURES)},
+            loaded.manifest.name, loaded.version, window=self.settings.drift_window,
+            psi_threshold=self.settings.psi_threshold,
+        )
+
+    def _announce(self, loaded: LoadedFraudModel) -> None:
+        self.metrics.model_info.clear()
+        self.metrics.model_info.labels("fraud", loaded.manifest.name, loaded.version).set(1)
+        log.info("serving fraud model %s version %s (threshold %.4f)", loaded.manifest.name, loaded.version, loaded.threshold)
+
+    def reload_if_newer(self) -> bool:
+        """Swap in the newest version of the served model, if there is one (atomic)."""
+        try:
+            newest = latest_version(artifacts_root(self.settings.model_dir), self.settings.fraud_model)
+        except ArtifactError as error:
+            log.warning("model reload: %s", error)
+            return False
+        if newest.name == self.scorer.current.version:
+            return False
+        try:
+            loaded = load_fraud_model(newest)
+            self.scorer.swap(loaded)
+        except (ArtifactError, ModelSwapError, OSError, RuntimeError) as error:
+            self.metrics.model_reloads.labels("fraud", "refused").inc()
+            log.error("model reload refused, still serving %s: %s", self.scorer.current.version, error)
+            return False
+        self.drift = self._drift_monitor(loaded)
+        self.metrics.model_reloads.labels("fraud", "swapped").inc()
+        self._announce(loaded)
+        return True
+
+    # -- Faust wiring -----------------------------------------------------------------
+
+    def _create_app(self) -> faust.App:
+        s = self.settings
+        app = faust.App(
+            s.app_id,
+            broker=[f"kafka://{host.strip()}" for host in s.bootstrap_servers.split(",")],
+            broker_credentials=faust_credentials(s),
+            key_serializer="raw",
+            value_serializer="raw",  # never pickle: it would run code from anyone who can write a topic
+            topic_partitions=s.partitions,
+            topic_replication_factor=s.replication_factor,
+            topic_disable_leader=True,
+            processing_guarantee=s.processing_guarantee,
+            broker_session_timeout=s.session_timeout_s,
+            producer_max_batch_size=s.producer_max_batch_size or 16384,
+            consumer_auto_offset_reset="earliest",
+            web_enabled=False,
+            table_standby_replicas=0,
+            store="memory://",
+        )
+        transactions = app.topic(s.topics.transactions, partitions=s.partitions, key_serializer="raw", value_serializer="raw")
+        self.account_table = app.Table(
+            "accounts", partitions=s.partitions, store=f"{STORE_SCHEME}://", options={"accounts": self.accounts},
+            key_type=bytes, value_type=bytes,  # bytes in, bytes out: the "raw" codec
+        )
+        worker = self
+
+        @app.agent(transactions, concurrency=1, name="score-transactions")
+        async def score_transactions(stream):
+            async for events in stream.take_events(s.batch_max, within=s.batch_wait_ms / 1000):
+                await worker.handle_batch(events, worker.transactions, worker.account_table)
+
+        @app.timer(interval=s.reload_interval_s)
+        async def reload_models():
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(worker.executor, worker.reload_if_newer)
+
+        @app.task
+        async def start_metrics():
+            if s.metrics_port:
+                worker.metrics.serve(s.metrics_port, s.metrics_address)
+                log.info("metrics on http://%s:%d/metrics", s.metrics_address, s.metrics_port)
+
+        @app.on_before_shutdown.connect
+        async def stop_producer(app, **kwargs):
+            if worker._producer is not None:
+                await worker._producer.stop()
+                worker._producer = None
+
+        return app
+
+    async def handle_batch(self, events, stage: TransactionStage, table) -> None:
+        records = [
+            RawRecord(e.message.topic, e.message.partition, e.message.offset, e.message.key, e.message.value,
+                      int(e.message.timestamp * 1000) if e.message.timestamp else None)
+            for e in events
+        ]
+        loop = asyncio.get_running_loop()
+        try:
+            result = await loop.run_in_executor(self.executor, stage.process, records)
+        except Exception as error:  # a bug, not bad input: fail these events loudly, keep going
+            log.exception("batch of %d failed; dead-lettering it", len(records))
+            result = StageResult(consumed=len(records))
+            for record in records:
+                letter = dead_letter(record, DeadLetterReason.PROCESSING_ERROR.value, type(error).__name__, str(error))
+                result.outputs.append(Output(self.settings.topics.dead_letters, record.key, encode(letter)))
+                result.dead_letters["processing_error"] = result.dead_letters.get("processing_error", 0) + 1
+        started = time.perf_counter()
+        if result.scores is not None and len(result.scores):
+            for report in self.drift.observe(result.scores, result.event_features):
+                result.outputs.append(Output(self.settings.topics.drift_reports, report.monitor.encode(), encode(report)))
+                self.metrics.drift_reports.labels(report.model_name, report.monitor).inc()
+            for monitor, value in self.drift.latest.items():
+                self.metrics.drift_statistic.labels(self.drift.model_name, monitor).set(value)
+        await self.publish(result.outputs)
+        for partition, items in result.changelog.items():
+            for key, blob in items:
+                table.send_changelog(partition, key, blob, key_serializer="raw", value_serializer="raw")
+        result.timings["publish"] = time.perf_counter() - started
+        done_ms = time.time() * 1000
+        for record in records:
+            if record.timestamp_ms is not None:
+                self.metrics.end_to_end.labels(record.topic).observe(max(done_ms - record.timestamp_ms, 0) / 1000)
+        self.metrics.record_batch(records[0].topic, result)
+        self.metrics.state_entities.labels("accounts").set(sum(self.accounts.accounts().values()))
+
+    async def publish(self, outputs: list[Output]) -> None:
+        """Send and wait for every output; retry (never drop) while the broker is away."""
+        if not outputs:
+            return
+        delay = 0.5
+        while True:
+            try:
+                producer = await self._output_producer()
+                futures = [await producer.send(o.topic, o.value, key=o.key) for o in outputs]
+                await asyncio.gather(*futures)
+                return
+            except KafkaError as error:
+                log.error("publishing %d outputs failed (%s); retrying in %.1f s", len(outputs), error, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+
+    async def _output_producer(self) -> AIOKafkaProducer:
+        # A producer of our own, batching freely: Faust's is limited to one record per
+        # batch on the embedded broker, which is only needed for the changelogs.
+        if self._producer is None:
+            producer = AIOKafkaProducer(**aiokafka_args(self.settings), linger_ms=2, acks="all",
+                                        max_batch_size=256 * 1024)
+            await producer.start()
+            self._producer = producer
+        return self._producer
