@@ -4,12 +4,13 @@ Per micro-batch (`take_events(batch_max, within=batch_wait_ms)`, one agent, conc
 faust-streaming #606 loses events with concurrency > 1):
     1. the stage runs in a worker thread (features, model), so the event loop keeps
        heartbeating and fetching while torch works;
-    2. outputs (outcomes, alerts, dead letters) are published and flushed;
-    3. only then are the changed accounts written to the changelog;
-    4. the batch is acked when the body returns; Faust flushes the changelog before it
-       commits the offsets.
-A crash between 2 and 4 redelivers events whose outputs exist; the state knows which
-(per-account last offset) and neither applies nor scores them twice. The body never
+    2. outputs (outcomes, alerts, dead letters) are published, every delivery awaited;
+    3. then, per partition, a marker "outputs published up to offset O" and the changed
+       accounts are written to the table's changelog topic, every delivery awaited;
+    4. the batch is acked when the body returns; offsets are committed later.
+After a crash, redelivered events at or below the marker are not scored again, only
+recorded into accounts that lack them; events above it find the state exactly as it
+was before their batch, so scoring them again gives the same scores (and alert ids). The body never
 raises: `take_events` acks in a `finally`, so an escaping exception would lose events.
 """
 
@@ -37,7 +38,7 @@ from stream.pipeline.records import Output, RawRecord, StageResult, dead_letter
 from stream.pipeline.transactions import TransactionStage
 from stream.scoring.fraud_scorer import FraudScorer, ModelSwapError
 from stream.settings import WorkerSettings
-from stream.state.faust_store import STORE_SCHEME, register_store
+from stream.state.faust_store import STORE_URL, AccountStore, register_store
 from stream.state.partitioned_accounts import PartitionedAccounts
 
 log = logging.getLogger("tributary.worker")
@@ -84,6 +85,7 @@ class TributaryWorker:
         # One thread: batches are processed strictly in order, and state is touched by it alone.
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tributary-score")
         self._producer: AIOKafkaProducer | None = None
+        self._changelog: AIOKafkaProducer | None = None
         self.app = self._create_app()
 
     # -- models -----------------------------------------------------------------------
@@ -148,9 +150,11 @@ class TributaryWorker:
         )
         transactions = app.topic(s.topics.transactions, partitions=s.partitions, key_serializer="raw", value_serializer="raw")
         self.account_table = app.Table(
-            "accounts", partitions=s.partitions, store=f"{STORE_SCHEME}://", options={"accounts": self.accounts},
+            "accounts", partitions=s.partitions, store=STORE_URL, options={"accounts": self.accounts},
             key_type=bytes, value_type=bytes,  # bytes in, bytes out: the "raw" codec
         )
+        if not isinstance(self.account_table.data, AccountStore):  # see STORE_URL: never again silently
+            raise RuntimeError(f"the accounts table got a {type(self.account_table.data).__name__}, not AccountStore")
         worker = self
 
         @app.agent(transactions, concurrency=1, name="score-transactions")
@@ -170,10 +174,11 @@ class TributaryWorker:
                 log.info("metrics on http://%s:%d/metrics", s.metrics_address, s.metrics_port)
 
         @app.on_before_shutdown.connect
-        async def stop_producer(app, **kwargs):
-            if worker._producer is not None:
-                await worker._producer.stop()
-                worker._producer = None
+        async def stop_producers(app, **kwargs):
+            for producer in (worker._producer, worker._changelog):
+                if producer is not None:
+                    await producer.stop()
+            worker._producer = worker._changelog = None
 
         return app
 
@@ -201,9 +206,16 @@ class TributaryWorker:
             for monitor, value in self.drift.latest.items():
                 self.metrics.drift_statistic.labels(self.drift.model_name, monitor).set(value)
         await self.publish(result.outputs)
-        for partition, items in result.changelog.items():
-            for key, blob in items:
-                table.send_changelog(partition, key, blob, key_serializer="raw", value_serializer="raw")
+        # Durable before the next batch: otherwise a crash could keep batch N's outputs
+        # but lose batch N-1's state, and redelivered events would see an older state.
+        # (Faust's own producer.flush() gives up after 0.1 s per message, so it cannot
+        # promise this; a producer of our own, awaited, can.)
+        changelog = self.settings.changelog_topic(table.name)
+        await self.publish(
+            [Output(changelog, key, blob, partition) for partition, items in result.changelog.items()
+             for key, blob in items],  # per partition: the published-offset marker, then the accounts
+            producer=self._changelog_producer,
+        )
         result.timings["publish"] = time.perf_counter() - started
         done_ms = time.time() * 1000
         for record in records:
@@ -212,15 +224,16 @@ class TributaryWorker:
         self.metrics.record_batch(records[0].topic, result)
         self.metrics.state_entities.labels("accounts").set(sum(self.accounts.accounts().values()))
 
-    async def publish(self, outputs: list[Output]) -> None:
+    async def publish(self, outputs: list[Output], producer=None) -> None:
         """Send and wait for every output; retry (never drop) while the broker is away."""
         if not outputs:
             return
+        make_producer = producer or self._output_producer
         delay = 0.5
         while True:
             try:
-                producer = await self._output_producer()
-                futures = [await producer.send(o.topic, o.value, key=o.key) for o in outputs]
+                client = await make_producer()
+                futures = [await client.send(o.topic, o.value, key=o.key, partition=o.partition) for o in outputs]
                 await asyncio.gather(*futures)
                 return
             except KafkaError as error:
@@ -229,11 +242,20 @@ class TributaryWorker:
                 delay = min(delay * 2, 30.0)
 
     async def _output_producer(self) -> AIOKafkaProducer:
-        # A producer of our own, batching freely: Faust's is limited to one record per
-        # batch on the embedded broker, which is only needed for the changelogs.
+        # Outputs batch freely; only changelogs need the embedded broker's one-record batches.
         if self._producer is None:
-            producer = AIOKafkaProducer(**aiokafka_args(self.settings), linger_ms=2, acks="all",
-                                        max_batch_size=256 * 1024)
-            await producer.start()
-            self._producer = producer
+            self._producer = await self._start_producer(max_batch_size=256 * 1024, linger_ms=2)
         return self._producer
+
+    async def _changelog_producer(self) -> AIOKafkaProducer:
+        # The embedded broker reports a wrong end offset after multi-record batches, and
+        # Faust's recovery reads changelogs only up to that offset: one record per batch there.
+        if self._changelog is None:
+            self._changelog = await self._start_producer(
+                max_batch_size=self.settings.producer_max_batch_size or 256 * 1024, linger_ms=0)
+        return self._changelog
+
+    async def _start_producer(self, **options) -> AIOKafkaProducer:
+        producer = AIOKafkaProducer(**aiokafka_args(self.settings), acks="all", **options)
+        await producer.start()
+        return producer

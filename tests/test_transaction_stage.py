@@ -157,3 +157,39 @@ def test_swap_serves_the_new_version_and_refuses_other_features(artifact, tmp_pa
     other = load_fraud_model(untrained_fraud_artifact(tmp_path / "o", features=TransactionFeatureConfig(window=20)))
     with pytest.raises(ModelSwapError, match="fresh state"):
         stage.scorer.swap(other)
+
+
+def _scores(result):
+    return {EventOutcome.model_validate_json(o.value).event_id: EventOutcome.model_validate_json(o.value).scores["fraud"]
+            for o in outputs_of(result, TOPICS.outcomes)}
+
+
+def _restored(artifact, *changelogs):
+    accounts = PartitionedAccounts(load_fraud_model(artifact).features)
+    for changelog in changelogs:
+        for partition, items in changelog.items():
+            for key, blob in items:
+                accounts.restore(partition, key, blob)
+    return stage_for(artifact, accounts)
+
+
+def test_crash_after_outputs_but_midway_through_the_changelog(artifact):
+    """Batch B's outputs and marker landed, only half of its account records did."""
+    recs = records(300)
+    original = stage_for(artifact)
+    a, b, c = original.process(recs[:100]), original.process(recs[100:200]), original.process(recs[200:])
+    half_of_b = {p: items[: 1 + (len(items) - 1) // 2] for p, items in b.changelog.items()}  # marker + half
+    resumed = _restored(artifact, a.changelog, half_of_b)
+    again_b = resumed.process(recs[100:200])
+    assert again_b.replayed == 100 and again_b.scored == 0  # outputs exist: never scored twice
+    assert _scores(resumed.process(recs[200:])) == _scores(c)
+
+
+def test_crash_before_anything_of_the_batch_reached_the_changelog(artifact):
+    """Batch B's outputs may or may not have been published; its state was not: redo it."""
+    recs = records(300)
+    original = stage_for(artifact)
+    a, b, c = original.process(recs[:100]), original.process(recs[100:200]), original.process(recs[200:])
+    resumed = _restored(artifact, a.changelog)
+    assert _scores(resumed.process(recs[100:200])) == _scores(b)  # duplicates say the same
+    assert _scores(resumed.process(recs[200:])) == _scores(c)

@@ -111,16 +111,18 @@ def _row_for(key, index, rows_used, keys):
 
 @njit(cache=True)
 def featurize_and_record(
-    source_keys, destination_keys, times, log_amounts, type_codes, channel_codes, offsets,
+    source_keys, destination_keys, times, log_amounts, type_codes, channel_codes, offsets, published_offset,
     index, rows_used, keys, meta, r_amount, r_time, r_cp, r_kind, last_offset,
     out_event, out_seq, out_seq_mask, out_node, out_hop1, out_hop1_mask, out_hop2, out_hop2_mask, out_replayed,
 ):  # fmt: skip
     """Features then record, per transaction in order.
 
     `offsets` are the input offsets of the transactions (increasing per state). A
-    transaction at or below an endpoint's `last_offset` was already recorded before a
-    restart: it is not recorded again for that endpoint, its features are not computed,
-    and `out_replayed` marks it (its outputs were published before its state was).
+    transaction at or below `published_offset` already has its outputs published, and
+    one at or below an endpoint's `last_offset` is already in that endpoint's state
+    (both happen to events redelivered after a restart). Such a transaction is not
+    scored again (`out_replayed`, no features) and is recorded only into the endpoints
+    that lack it; recording touches nothing but the account's own state, so this is exact.
     """
     window = r_amount.shape[1]
     k1 = out_hop1.shape[2]
@@ -132,7 +134,7 @@ def featurize_and_record(
         rows[1] = index[destination_keys[i]] if destination_keys[i] in index else 0
         source_done = rows[0] != 0 and last_offset[rows[0]] >= offsets[i]
         destination_done = rows[1] != 0 and last_offset[rows[1]] >= offsets[i]
-        if source_done or destination_done:
+        if offsets[i] <= published_offset or source_done or destination_done:
             out_replayed[i] = True
             source = _row_for(source_keys[i], index, rows_used, keys)
             destination = _row_for(destination_keys[i], index, rows_used, keys)

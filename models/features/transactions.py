@@ -190,12 +190,15 @@ class TransactionFeaturizer:
         type_codes: np.ndarray,
         channel_codes: np.ndarray,
         offsets: np.ndarray | None = None,
+        published_offset: int = -1,
     ) -> TransactionBatch:
         """`featurize` for column-shaped input (what the offline pipeline reads from Parquet).
 
         `offsets`: the transactions' input offsets (the worker passes Kafka offsets, so a
         redelivered transaction is not applied twice; see `TransactionBatch.replayed`).
         Without them, transactions are numbered on from the last one this state recorded.
+        `published_offset`: transactions at or below it already have published outputs
+        and are only recorded where missing, never featurised again.
         """
         n, cfg, state = len(sources), self.config, self.state
         W, K1, K2 = cfg.window, cfg.fanout1, cfg.fanout2
@@ -225,6 +228,7 @@ class TransactionFeaturizer:
             np.asarray(type_codes, dtype=np.int64),
             np.asarray(channel_codes, dtype=np.int64),
             offsets,
+            np.int64(published_offset),
             state.index, state.rows_used, state.keys, state.meta,
             state.ring["log_amount"], state.ring["time"], state.ring["counterparty"], state.ring["kind"],
             state.last_offset,

@@ -26,11 +26,12 @@ class RawRecord:
 
 @dataclass
 class Output:
-    """A message to publish: topic, key, value bytes."""
+    """A message to publish: topic, key, value bytes (and a partition, for changelogs)."""
 
     topic: str
     key: bytes | None
     value: bytes
+    partition: int | None = None
 
 
 @dataclass

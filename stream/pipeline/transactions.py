@@ -62,10 +62,12 @@ class TransactionStage:
                 np.array([TYPE_CODES[e.type] for _, e in picked], dtype=np.int64),
                 np.array([CHANNEL_CODES[e.channel] if e.channel is not None else -1 for _, e in picked], dtype=np.int64),
                 offsets=np.array([r.offset for r, _ in picked], dtype=np.int64),
+                published_offset=self.accounts.published.get(partition, -1),
             ))
             order.extend(indices)
             touched = [account_key(a) for _, e in picked for a in (e.source_account, e.destination_account)]
-            result.changelog[partition] = self.accounts.export(partition, touched)
+            marker = self.accounts.published_marker(partition, max(r.offset for r, _ in picked))
+            result.changelog[partition] = [marker, *self.accounts.export(partition, touched)]
         clock = _lap(result, "state", clock)
         if not events:
             return result

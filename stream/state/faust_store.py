@@ -6,13 +6,14 @@ applies changelog records straight into `PartitionedAccounts` during recovery, s
 lives once, in the compact form the feature kernel reads. The worker writes the
 changelog itself, once per batch per changed account, with `Table.send_changelog`.
 
-Register it on a table with `store="tributary-accounts://"` and
-`options={"accounts": <PartitionedAccounts>}`.
+Register it on a table with `store=STORE_URL` and `options={"accounts": <PartitionedAccounts>}`.
 """
 
 from __future__ import annotations
 
 from typing import Any, Callable, Iterable, Iterator, MutableMapping, Set
+
+import logging
 
 from faust import stores
 from faust.stores import memory
@@ -21,6 +22,10 @@ from faust.types import TP, EventT
 from stream.state.partitioned_accounts import PartitionedAccounts
 
 STORE_SCHEME = "tributary-accounts"
+# Needs a host part: yarl's URL("scheme://") is falsy, and Faust then silently falls back
+# to the app's default store (a dict no one reads), losing the state on every restart.
+STORE_URL = f"{STORE_SCHEME}://state"
+log = logging.getLogger("tributary.state")
 
 
 class _AllPartitionsView(MutableMapping):
@@ -54,26 +59,32 @@ class _AllPartitionsView(MutableMapping):
 
 
 class AccountStore(memory.Store):
-    def __post_init__(self) -> None:
-        accounts = self.options.get("accounts") if self.options else None
+    def __init__(self, *args: Any, options: dict | None = None, **kwargs: Any) -> None:
+        # Not __post_init__: Faust's Store sets `options` only after Service.__init__ ran it.
+        super().__init__(*args, options=options, **kwargs)
+        accounts = (options or {}).get("accounts")
         if not isinstance(accounts, PartitionedAccounts):
             raise TypeError(f"{STORE_SCHEME} store needs options={{'accounts': PartitionedAccounts(...)}}")
         self.accounts = accounts
         self.data = _AllPartitionsView(accounts)
-        self._key_partition = {}
 
     def apply_changelog_batch(
         self, batch: Iterable[EventT], to_key: Callable[[Any], Any], to_value: Callable[[Any], Any]
     ) -> None:
+        applied = 0
         for event in batch:
             message = event.message
             if message.value is None:  # a tombstone: nothing we write, but never fatal
                 continue
             self.accounts.restore(message.partition, message.key, message.value)
+            applied += 1
+        log.debug("applied %d changelog records", applied)
 
     async def on_recovery_completed(self, active_tps: Set[TP], standby_tps: Set[TP]) -> None:
         active = {tp.partition for tp in active_tps}
         self.accounts.drop([p for p in self.accounts.partitions if p not in active])
+        log.info("state recovered: accounts per partition %s, outputs published up to %s",
+                 self.accounts.accounts(), self.accounts.published)
 
     def _clear(self) -> None:
         self.accounts.drop(self.accounts.partitions)

@@ -18,6 +18,9 @@ from models.features.account_state import AccountState
 from models.features.transactions import TransactionFeatureConfig, TransactionFeaturizer
 
 _KEY_BYTES = 8
+# Changelog key of a partition's "outputs published up to offset" marker; 9 bytes, so it
+# never collides with an 8-byte account key.
+PUBLISHED_MARKER_KEY = b"\xffpublish"
 
 
 def encode_key(account_key: int) -> bytes:
@@ -33,6 +36,8 @@ class PartitionedAccounts:
         self.features = features
         self.initial_capacity = initial_capacity
         self._featurizers: dict[int, TransactionFeaturizer] = {}
+        # partition -> highest input offset whose outputs are published (-1: none)
+        self.published: dict[int, int] = {}
 
     def featurizer(self, partition: int) -> TransactionFeaturizer:
         featurizer = self._featurizers.get(partition)
@@ -51,10 +56,24 @@ class PartitionedAccounts:
     def drop(self, partitions: Iterable[int]) -> None:
         for partition in partitions:
             self._featurizers.pop(partition, None)
+            self.published.pop(partition, None)
 
     def restore(self, partition: int, key: bytes, blob: bytes) -> None:
         """Apply one changelog record (the latest wins, as in any compacted changelog)."""
-        self.state(partition).import_account(decode_key(key), blob)
+        if key == PUBLISHED_MARKER_KEY:
+            self.published[partition] = int.from_bytes(blob, "little", signed=True)
+        else:
+            self.state(partition).import_account(decode_key(key), blob)
+
+    def published_marker(self, partition: int, offset: int) -> tuple[bytes, bytes]:
+        """The changelog record saying outputs up to `offset` of `partition` are published.
+
+        Written after the outputs are flushed and before the accounts they changed, in
+        the same changelog partition, so the order survives: if an account's new state
+        is in the changelog, so is the marker that covers the event that changed it.
+        """
+        self.published[partition] = max(self.published.get(partition, -1), offset)
+        return PUBLISHED_MARKER_KEY, offset.to_bytes(8, "little", signed=True)
 
     def export(self, partition: int, account_keys: Iterable[int]) -> list[tuple[bytes, bytes]]:
         """Changelog records for these accounts of one partition (each account once)."""
