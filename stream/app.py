@@ -42,6 +42,22 @@ from stream.state.faust_store import STORE_URL, AccountStore, register_store
 from stream.state.partitioned_accounts import PartitionedAccounts
 
 log = logging.getLogger("tributary.worker")
+CHANGELOG_BATCH_BYTES = 1024 * 1024
+
+
+def _chunks(records: list[tuple[bytes, bytes]]) -> list[list[tuple[bytes, bytes]]]:
+    """Split records into groups that fit one record batch (with room for overhead)."""
+    out, current, size = [], [], 0
+    for key, value in records:
+        length = len(key) + len(value) + 64
+        if current and size + length > CHANGELOG_BATCH_BYTES * 0.9:
+            out.append(current)
+            current, size = [], 0
+        current.append((key, value))
+        size += length
+    if current:
+        out.append(current)
+    return out
 
 
 def artifacts_root(model_dir: str | Path) -> Path:
@@ -210,12 +226,7 @@ class TributaryWorker:
         # but lose batch N-1's state, and redelivered events would see an older state.
         # (Faust's own producer.flush() gives up after 0.1 s per message, so it cannot
         # promise this; a producer of our own, awaited, can.)
-        changelog = self.settings.changelog_topic(table.name)
-        await self.publish(
-            [Output(changelog, key, blob, partition) for partition, items in result.changelog.items()
-             for key, blob in items],  # per partition: the published-offset marker, then the accounts
-            producer=self._changelog_producer,
-        )
+        await self.publish_changelog(self.settings.changelog_topic(table.name), result.changelog)
         result.timings["publish"] = time.perf_counter() - started
         done_ms = time.time() * 1000
         for record in records:
@@ -224,20 +235,48 @@ class TributaryWorker:
         self.metrics.record_batch(records[0].topic, result)
         self.metrics.state_entities.labels("accounts").set(sum(self.accounts.accounts().values()))
 
-    async def publish(self, outputs: list[Output], producer=None) -> None:
+    async def publish(self, outputs: list[Output]) -> None:
         """Send and wait for every output; retry (never drop) while the broker is away."""
         if not outputs:
             return
-        make_producer = producer or self._output_producer
+
+        async def send(client: AIOKafkaProducer) -> list:
+            return [await client.send(o.topic, o.value, key=o.key, partition=o.partition) for o in outputs]
+
+        await self._deliver(send, self._output_producer, f"{len(outputs)} outputs")
+
+    async def publish_changelog(self, topic: str, changelog: dict[int, list[tuple[bytes, bytes]]]) -> None:
+        """Per partition, as explicit record batches: the published-offset marker alone, the
+        changed accounts together, then the marker alone again.
+
+        Many accounts per batch keep the changelog cheap; ending every write on a
+        single-record batch keeps the partition's end offset right even on the embedded
+        broker, which reports it wrongly after a multi-record batch (Faust's recovery reads
+        only up to that offset, so it would silently restore stale state).
+        """
+        if not any(changelog.values()):
+            return
+
+        async def send(client: AIOKafkaProducer) -> list:
+            futures = []
+            for partition, (marker, *accounts) in changelog.items():
+                for records in ([marker], *_chunks(accounts), [marker]):
+                    batch = client.create_batch()
+                    for key, value in records:
+                        batch.append(key=key, value=value, timestamp=None)
+                    futures.append(await client.send_batch(batch, topic, partition=partition))
+            return futures
+
+        await self._deliver(send, self._changelog_producer, f"changelog of {len(changelog)} partitions")
+
+    async def _deliver(self, send, make_producer, what: str) -> None:
         delay = 0.5
         while True:
             try:
-                client = await make_producer()
-                futures = [await client.send(o.topic, o.value, key=o.key, partition=o.partition) for o in outputs]
-                await asyncio.gather(*futures)
+                await asyncio.gather(*(await send(await make_producer())))
                 return
             except KafkaError as error:
-                log.error("publishing %d outputs failed (%s); retrying in %.1f s", len(outputs), error, delay)
+                log.error("publishing %s failed (%s); retrying in %.1f s", what, error, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
 
@@ -248,11 +287,10 @@ class TributaryWorker:
         return self._producer
 
     async def _changelog_producer(self) -> AIOKafkaProducer:
-        # The embedded broker reports a wrong end offset after multi-record batches, and
-        # Faust's recovery reads changelogs only up to that offset: one record per batch there.
+        # Batches are built explicitly (see publish_changelog); 1 MiB is Kafka's default
+        # largest message, and a batch travels as one.
         if self._changelog is None:
-            self._changelog = await self._start_producer(
-                max_batch_size=self.settings.producer_max_batch_size or 256 * 1024, linger_ms=0)
+            self._changelog = await self._start_producer(max_batch_size=CHANGELOG_BATCH_BYTES, linger_ms=0)
         return self._changelog
 
     async def _start_producer(self, **options) -> AIOKafkaProducer:

@@ -6,6 +6,8 @@ each other.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from offline.cli import evaluate, generate, import_data, train
@@ -45,3 +47,23 @@ main.add_command(replay)
 main.add_command(topics)
 main.add_command(demo)
 main.add_command(worker)
+
+
+@main.command()
+@click.option("--data", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="A fraud world to replay (default: generate one of --accounts x --days).")
+@click.option("--accounts", default=20_000, show_default=True)
+@click.option("--days", default=7, show_default=True)
+@click.option("--model-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="Trained models (default: an untrained model of the served architecture; cost does not depend on weights).")
+@click.option("--fraud-model", default="fusion-gated", show_default=True)
+@click.option("--rate", default=1000.0, show_default=True, help="Steady input rate for the latency measurement.")
+@click.option("--latency-seconds", default=20.0, show_default=True, help="How long the steady-rate phase lasts.")
+@click.option("--batch-max", default=256, show_default=True)
+@click.option("--batch-wait-ms", default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
+def bench(data, accounts, days, model_dir, fraud_model, rate, latency_seconds, batch_max, batch_wait_ms, as_json):
+    """Measure the worker: events/s vs a no-op Faust agent, latency percentiles, stages, memory."""
+    from tributary.bench import bench_main
+
+    bench_main(data, model_dir, fraud_model, accounts, days, rate, latency_seconds, batch_max, batch_wait_ms, as_json)

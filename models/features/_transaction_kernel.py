@@ -68,7 +68,7 @@ def _edge_into(out, start, log_amount, time, kind, t):
     out[start + 7] = math.log1p(max(t - time, 0.0) / 3600.0)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _record(row, other, log_amount, time, type_code, outgoing, meta, r_amount, r_time, r_cp, r_kind):
     """Append one transaction to an account's ring and aggregates."""
     window = r_amount.shape[1]
@@ -98,7 +98,7 @@ def _record(row, other, log_amount, time, type_code, outgoing, meta, r_amount, r
         meta[row, _MAX] = log_amount
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _row_for(key, index, rows_used, keys):
     if key in index:
         return index[key]
@@ -109,11 +109,14 @@ def _row_for(key, index, rows_used, keys):
     return row
 
 
-@njit(cache=True)
+# nogil: the worker runs this in a thread beside Faust's event loop; holding the GIL
+# here would stall consuming and heartbeats for the whole batch.
+@njit(cache=True, nogil=True)
 def featurize_and_record(
     source_keys, destination_keys, times, log_amounts, type_codes, channel_codes, offsets, published_offset,
     index, rows_used, keys, meta, r_amount, r_time, r_cp, r_kind, last_offset,
     out_event, out_seq, out_seq_mask, out_node, out_hop1, out_hop1_mask, out_hop2, out_hop2_mask, out_replayed,
+    out_rows,
 ):  # fmt: skip
     """Features then record, per transaction in order.
 
@@ -145,6 +148,8 @@ def featurize_and_record(
             if not destination_done:
                 _record(destination, source, log_amount, times[i], type_codes[i], False, meta, r_amount, r_time, r_cp, r_kind)
                 last_offset[destination] = offsets[i]
+            out_rows[i, 0] = source
+            out_rows[i, 1] = destination
             continue
         pair_count = 0
         for side in range(2):
@@ -214,3 +219,5 @@ def featurize_and_record(
         _record(destination, source, log_amount, times[i], type_codes[i], False, meta, r_amount, r_time, r_cp, r_kind)
         last_offset[source] = offsets[i]
         last_offset[destination] = offsets[i]
+        out_rows[i, 0] = source
+        out_rows[i, 1] = destination

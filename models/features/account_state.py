@@ -18,7 +18,7 @@ import hashlib
 import math
 
 import numpy as np
-from numba import types
+from numba import njit, types
 from numba.typed import Dict
 
 from models.contracts import TransactionType
@@ -50,6 +50,12 @@ RATE_1D_TAU_S = 86_400.0
 
 NO_ACCOUNT = 0
 _RING_FIELDS = (("log_amount", np.float32), ("time", np.int32), ("counterparty", np.int32), ("kind", np.uint8))
+
+
+@njit(cache=True)
+def _fill_index(index, n):
+    for i in range(n):
+        index[np.int64(i) * np.int64(2654435761)] = np.int64(i)
 
 
 def account_key(account: str) -> int:
@@ -129,30 +135,49 @@ class AccountState:
             self.keys[row] = key
         return int(row)
 
-    # -- serialisation of one account, for changelog-backed tables ------------------
+    @staticmethod
+    def fill_index_for_measurement(index, n: int) -> None:
+        """Insert n synthetic keys (compiled, as the kernel inserts): for memory benchmarks."""
+        _fill_index(index, n)
+
+    # -- serialisation of accounts, for changelog-backed tables ---------------------
+
+    def record_dtype(self) -> np.dtype:
+        """Byte layout of one exported account; counterparties travel as stable keys, not rows."""
+        W = self.window
+        return np.dtype([
+            ("last_offset", "<i8"),
+            ("meta", "<f8", (len(META_FIELDS),)),
+            ("log_amount", "<f4", (W,)),
+            ("time", "<i4", (W,)),
+            ("kind", "u1", (W,)),
+            ("counterparty_key", "<i8", (W,)),
+        ])
+
+    def export_rows(self, rows: np.ndarray) -> tuple[np.ndarray, list[bytes]]:
+        """(account keys, state records) of these rows, built with a few array copies."""
+        rows = np.asarray(rows, dtype=np.int64)
+        packed = np.empty(len(rows), dtype=self.record_dtype())
+        packed["last_offset"] = self.last_offset[rows]
+        packed["meta"] = self.meta[rows]
+        for name in ("log_amount", "time", "kind"):
+            packed[name] = self.ring[name][rows]
+        packed["counterparty_key"] = self.keys[self.ring["counterparty"][rows]]
+        raw = packed.view(np.uint8).reshape(len(rows), -1)
+        return self.keys[rows], [row.tobytes() for row in raw]
 
     def export_account(self, key: int) -> bytes:
-        """One account's state as bytes; counterparties travel as stable keys, not rows."""
-        row = self.index[key]
-        parts = [self.last_offset[row : row + 1].tobytes(), self.meta[row].tobytes()]
-        parts += [self.ring[name][row].tobytes() for name, _ in _RING_FIELDS if name != "counterparty"]
-        parts.append(self.keys[self.ring["counterparty"][row]].tobytes())
-        return b"".join(parts)
+        """One account's state as bytes (see `record_dtype`)."""
+        return self.export_rows(np.array([self.index[key]]))[1][0]
 
     def import_account(self, key: int, blob: bytes) -> int:
+        record = np.frombuffer(blob, dtype=self.record_dtype(), count=1)[0]
         row = self.row(key)
-        self.last_offset[row] = np.frombuffer(blob, dtype=np.int64, count=1)[0]
-        self.max_offset = max(self.max_offset, int(self.last_offset[row]))
-        offset = 8
-        self.meta[row] = np.frombuffer(blob, dtype=np.float64, count=len(META_FIELDS), offset=offset)
-        offset += self.meta.shape[1] * 8
-        for name, dtype in _RING_FIELDS:
-            if name == "counterparty":
-                continue
-            self.ring[name][row] = np.frombuffer(blob, dtype=dtype, count=self.window, offset=offset)
-            offset += self.window * np.dtype(dtype).itemsize
-        counterparty_keys = np.frombuffer(blob, dtype=np.int64, count=self.window, offset=offset)
+        self.last_offset[row] = record["last_offset"]
+        self.max_offset = max(self.max_offset, int(record["last_offset"]))
+        self.meta[row] = record["meta"]
+        for name in ("log_amount", "time", "kind"):
+            self.ring[name][row] = record[name]
         # A counterparty not restored yet gets its (empty) row now; its own record fills it.
-        rows = [self.row(int(k)) if k else NO_ACCOUNT for k in counterparty_keys]
-        self.ring["counterparty"][row] = rows
+        self.ring["counterparty"][row] = [self.row(int(k)) if k else NO_ACCOUNT for k in record["counterparty_key"]]
         return row

@@ -115,13 +115,15 @@ class TransactionBatch:
     # True where the transaction was already in the state (redelivered after a restart):
     # its features are empty and it must not be scored again.
     replayed: np.ndarray
+    # State rows of (source, destination) per transaction: the accounts it changed.
+    rows: np.ndarray
 
     def __len__(self) -> int:
         return self.event.shape[0]
 
     def arrays(self) -> dict[str, np.ndarray]:
-        """The model inputs (everything but `replayed`)."""
-        return {k: v for k, v in self.__dict__.items() if k != "replayed"}
+        """The model inputs (everything but `replayed` and `rows`)."""
+        return {k: v for k, v in self.__dict__.items() if k not in ("replayed", "rows")}
 
     @classmethod
     def concat(cls, batches: list["TransactionBatch"]) -> "TransactionBatch":
@@ -212,6 +214,7 @@ class TransactionFeaturizer:
             hop2=np.zeros((n, 2, K1, K2, F_NODE + F_EDGE), np.float32),
             hop2_mask=np.zeros((n, 2, K1, K2), np.float32),
             replayed=np.zeros(n, dtype=np.bool_),
+            rows=np.zeros((n, 2), dtype=np.int64),
         )
         if n == 0:
             return batch
@@ -234,5 +237,6 @@ class TransactionFeaturizer:
             state.last_offset,
             batch.event, batch.seq, batch.seq_mask, batch.node, batch.hop1, batch.hop1_mask, batch.hop2, batch.hop2_mask,
             batch.replayed,
+            batch.rows,
         )
         return batch

@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 import numpy as np
 
 from models.contracts import DeadLetterReason, EventOutcome, FraudAlert, Outcome, TransactionEvent, encode
-from models.features.account_state import TYPE_CODES, account_key
+from models.features.account_state import TYPE_CODES
 from models.features.transactions import CHANNEL_CODES, TransactionBatch
 from stream.pipeline.records import Output, RawRecord, StageResult, dead_letter, decode_or_dead_letter
 from stream.scoring.fraud_scorer import FraudScorer, alert_id, take_rows
@@ -65,9 +65,8 @@ class TransactionStage:
                 published_offset=self.accounts.published.get(partition, -1),
             ))
             order.extend(indices)
-            touched = [account_key(a) for _, e in picked for a in (e.source_account, e.destination_account)]
             marker = self.accounts.published_marker(partition, max(r.offset for r, _ in picked))
-            result.changelog[partition] = [marker, *self.accounts.export(partition, touched)]
+            result.changelog[partition] = [marker, *self.accounts.export_rows(partition, batches[-1].rows.ravel())]
         clock = _lap(result, "state", clock)
         if not events:
             return result

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from typing import Iterable, Iterator
 
+import numpy as np
+
 from models.features.account_state import AccountState
 from models.features.transactions import TransactionFeatureConfig, TransactionFeaturizer
 
@@ -78,12 +80,17 @@ class PartitionedAccounts:
     def export(self, partition: int, account_keys: Iterable[int]) -> list[tuple[bytes, bytes]]:
         """Changelog records for these accounts of one partition (each account once)."""
         state = self.state(partition)
-        return [(encode_key(k), state.export_account(k)) for k in sorted(set(account_keys)) if k in state.index]
+        rows = [state.lookup(k) for k in sorted(set(account_keys))]
+        return self.export_rows(partition, np.array([r for r in rows if r], dtype=np.int64))
+
+    def export_rows(self, partition: int, rows: np.ndarray) -> list[tuple[bytes, bytes]]:
+        """Changelog records for these state rows of one partition (each row once)."""
+        keys, blobs = self.state(partition).export_rows(np.unique(rows[rows > 0]))
+        return [(encode_key(int(k)), blob) for k, blob in zip(keys.tolist(), blobs)]
 
     def items(self, partition: int) -> Iterator[tuple[bytes, bytes]]:
         state = self.state(partition)
-        for key in list(state.index.keys()):
-            yield encode_key(int(key)), state.export_account(int(key))
+        yield from self.export_rows(partition, np.arange(1, len(state) + 1))
 
     def accounts(self) -> dict[int, int]:
         return {p: len(f.state) for p, f in self._featurizers.items()}

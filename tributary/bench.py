@@ -1,0 +1,290 @@
+"""`tributary bench`: throughput, latency, per-stage cost and memory of the worker.
+
+Everything runs here, on the embedded broker, measured in one run side by side with a
+baseline: a no-op Faust agent reading the same topic with the same batching.
+    1. no-op baseline: events/s of Faust alone;
+    2. throughput: the whole stream replayed as fast as possible into a fresh worker;
+       events/s from the first to the last outcome record (Kafka create timestamps);
+    3. latency: a fresh worker at a steady `rate`; consume-to-publish latency per event
+       is the outcome record's timestamp minus the input record's (one machine clock);
+    4. per-stage seconds per event from the worker's own metrics, peak RSS from /proc,
+       and bytes of feature state per account.
+A throwaway model of the served architecture is used unless `--model-dir` is given:
+cost does not depend on the weights.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from models.contracts import TransactionEvent, decode
+from models.worlds import open_world
+from stream.kafka.embedded_broker import EmbeddedBroker, free_port
+from stream.kafka.readback import read_topics
+from stream.kafka.topics import TopicSpec, ensure_topics
+from stream.replay import iter_wire_events, replay_world
+from stream.settings import TopicNames, WorkerSettings
+
+
+@dataclass
+class BenchResult:
+    events: int
+    events_per_s: float
+    noop_events_per_s: float
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    latency_rate: float
+    latency_events: int
+    peak_rss_mb: float
+    batch_max: int
+    batch_wait_ms: int
+    stage_us_per_event: dict
+    state_bytes_per_account: float
+    accounts: int
+    model: str
+
+
+def run_bench(world_dir: Path, model_dir: Path, fraud_model: str, rate: float, latency_seconds: float,
+              batch_max: int, batch_wait_ms: int, progress=print) -> BenchResult:
+    world = open_world(world_dir)
+    events = [decode(e.value, TransactionEvent) for e in iter_wire_events(world) if e.stream == "transactions"]
+    with EmbeddedBroker() as broker:
+        base = WorkerSettings(bootstrap_servers=broker.bootstrap, batch_max=batch_max, batch_wait_ms=batch_wait_ms)
+
+        progress(f"1/3 no-op Faust agent over {len(events):,} events")
+        noop_topics = _topics("noop")
+        asyncio.run(_setup(base, noop_topics, "bench-noop", world))
+        with tempfile.NamedTemporaryFile(suffix=".json") as out:
+            subprocess.run(
+                [sys.executable, "-m", "tributary.bench_noop", broker.bootstrap, noop_topics.transactions,
+                 str(len(events)), str(batch_max), str(batch_wait_ms), out.name],
+                capture_output=True, timeout=900, check=False,
+            )
+            noop_rate = json.loads(Path(out.name).read_text() or "{}").get("events_per_s", float("nan"))
+
+        progress("2/3 worker, as fast as possible")
+        full_topics = _topics("full")
+        settings = base.model_copy(update={"topics": full_topics, "app_id": "bench-full"})
+        asyncio.run(_setup(settings, full_topics, settings.app_id, world=None))
+        metrics_port = free_port()
+        worker = _start_worker(settings, model_dir, fraud_model, metrics_port)
+        try:
+            asyncio.run(replay_world(world, settings, progress=False))
+            outcomes = asyncio.run(read_topics(settings, [full_topics.outcomes], expected=len(events), timeout_s=900, settle_s=1))
+            stamps = sorted(r.timestamp for r in outcomes)
+            rate_full = (len(stamps) - 1) / max((stamps[-1] - stamps[0]) / 1000, 1e-9)
+            stages = _stage_costs(metrics_port)
+            rss = _peak_rss_mb(worker.pid)
+        finally:
+            _stop(worker)
+
+        count = min(len(events), int(rate * latency_seconds))
+        progress(f"3/3 worker at a steady {rate:,.0f} events/s for {count:,} events")
+        steady_topics = _topics("steady")
+        settings = base.model_copy(update={"topics": steady_topics, "app_id": "bench-steady"})
+        asyncio.run(_setup(settings, steady_topics, settings.app_id, world=None))
+        worker = _start_worker(settings, model_dir, fraud_model, free_port())
+        try:
+            latencies = asyncio.run(_latencies_at_rate(settings, events[:count], rate))
+            rss = max(rss, _peak_rss_mb(worker.pid))
+        finally:
+            _stop(worker)
+    state_bytes, accounts = _state_bytes(events, model_dir, fraud_model)
+    p50, p95, p99 = np.percentile(latencies, [50, 95, 99]).tolist()
+    return BenchResult(
+        events=len(events), events_per_s=round(rate_full, 1), noop_events_per_s=round(noop_rate, 1),
+        p50_ms=round(p50, 2), p95_ms=round(p95, 2), p99_ms=round(p99, 2), latency_rate=rate,
+        latency_events=len(latencies), peak_rss_mb=round(rss, 1), batch_max=batch_max, batch_wait_ms=batch_wait_ms,
+        stage_us_per_event=stages, state_bytes_per_account=round(state_bytes, 1), accounts=accounts, model=fraud_model,
+    )
+
+
+def _topics(tag: str) -> TopicNames:
+    names = TopicNames()
+    return names.model_copy(update={f: f"bench-{tag}-{getattr(names, f)}" for f in TopicNames.model_fields})
+
+
+async def _setup(settings: WorkerSettings, topics: TopicNames, app_id: str, world) -> None:
+    scoped = settings.model_copy(update={"topics": topics, "app_id": app_id})
+    await ensure_topics(scoped)
+    if world is not None:
+        await replay_world(world, scoped, progress=False)
+
+
+def _start_worker(settings: WorkerSettings, model_dir: Path, fraud_model: str, metrics_port: int) -> subprocess.Popen:
+    env = {**os.environ, "TRIBUTARY_BOOTSTRAP_SERVERS": settings.bootstrap_servers, "TRIBUTARY_APP_ID": settings.app_id,
+           "TRIBUTARY_MODEL_DIR": str(model_dir), "TRIBUTARY_FRAUD_MODEL": fraud_model,
+           "TRIBUTARY_METRICS_PORT": str(metrics_port), "TRIBUTARY_BATCH_MAX": str(settings.batch_max),
+           "TRIBUTARY_BATCH_WAIT_MS": str(settings.batch_wait_ms)}
+    env.update({f"TRIBUTARY_TOPIC_{f.upper()}": getattr(settings.topics, f) for f in TopicNames.model_fields})
+    tributary = str(Path(sys.executable).parent / "tributary")
+    return subprocess.Popen([tributary, "worker", "--embedded-broker-safe"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _stop(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+async def _latencies_at_rate(settings: WorkerSettings, events: list[TransactionEvent], rate: float) -> np.ndarray:
+    from aiokafka import AIOKafkaProducer
+
+    from models.contracts import encode
+    from stream.kafka.client_args import aiokafka_args
+
+    producer = AIOKafkaProducer(**aiokafka_args(settings), linger_ms=0)
+    await producer.start()
+    # Warm up: time nothing until the worker has joined its group and scored one event.
+    warm_up, events = events[0], events[1:]
+    await producer.send_and_wait(settings.topics.transactions, encode(warm_up), key=warm_up.source_account.encode())
+    await read_topics(settings, [settings.topics.outcomes], expected=1, timeout_s=120, settle_s=0)
+    sent_ms: dict[str, int] = {}
+    started = time.monotonic()
+    try:
+        for i, event in enumerate(events):
+            ahead = started + i / rate - time.monotonic()
+            if ahead > 0:
+                await asyncio.sleep(ahead)
+            metadata = await (await producer.send(settings.topics.transactions, encode(event),
+                                                  key=event.source_account.encode()))
+            sent_ms[event.event_id] = metadata.timestamp
+    finally:
+        await producer.stop()
+    outcomes = await read_topics(settings, [settings.topics.outcomes], expected=len(events) + 1, timeout_s=300, settle_s=1)
+    return np.array([r.timestamp - sent_ms[e] for r in outcomes if (e := json.loads(r.value)["event_id"]) in sent_ms],
+                    dtype=np.float64)
+
+
+def _stage_costs(port: int) -> dict:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    consumed = sum(float(v) for v in re.findall(r'^tributary_events_consumed_total\{[^}]*\} (\S+)', text, re.M))
+    costs = {}
+    for stage, seconds in re.findall(r'^tributary_stage_duration_seconds_sum\{stage="([^"]+)",[^}]*\} (\S+)', text, re.M):
+        costs[stage] = round(float(seconds) / max(consumed, 1) * 1e6, 1)
+    return costs
+
+
+def _peak_rss_mb(pid: int) -> float:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0.0
+    match = re.search(r"VmHWM:\s+(\d+) kB", status)
+    return int(match.group(1)) / 1024 if match else 0.0
+
+
+def _state_bytes(events: list[TransactionEvent], model_dir: Path, fraud_model: str) -> tuple[float, int]:
+    """Feature state per account after the whole stream (one partition: all accounts).
+
+    Arrays are counted exactly, including the growth headroom of their capacity; the
+    account index (a numba typed dict) is measured as the RSS growth of an equal dict.
+    """
+    from models.artifacts import latest_version
+    from models.features.account_state import AccountState
+    from models.features.transactions import RawTransaction, TransactionFeaturizer
+    from models.fraud_artifact import load_fraud_model
+    from stream.app import artifacts_root
+
+    features = load_fraud_model(latest_version(artifacts_root(model_dir), fraud_model)).features
+    raw = [RawTransaction.from_event(e) for e in events]
+    state = AccountState(window=features.window, capacity=1024)
+    featurizer = TransactionFeaturizer(state, features)
+    for start in range(0, len(raw), 4096):
+        featurizer.featurize(raw[start:start + 4096])
+    arrays = sum(a.nbytes for a in (*state.ring.values(), state.meta, state.keys, state.last_offset))
+    return (arrays + _index_bytes(len(state))) / max(len(state), 1), len(state)
+
+
+def _index_bytes(entries: int, sample: int = 500_000) -> float:
+    """RSS growth of a numba typed dict like the account index, scaled to `entries`.
+
+    Measured on `sample` entries: at a few thousand, RSS moves in allocator-sized steps
+    and says nothing per entry.
+    """
+    import psutil
+    from numba import types
+    from numba.typed import Dict
+
+    from models.features.account_state import AccountState
+
+    index = Dict.empty(key_type=types.int64, value_type=types.int64)
+    process = psutil.Process()
+    before = process.memory_info().rss
+    AccountState.fill_index_for_measurement(index, sample)
+    per_entry = max(process.memory_info().rss - before, 0) / sample
+    del index
+    return per_entry * entries
+
+
+def bench_model_dir(root: Path) -> Path:
+    """A throwaway artifact of the served architecture (quick-profile fusion-gated)."""
+    import torch
+
+    from models.artifacts import ArtifactManifest, save_artifact
+    from models.features.transactions import TransactionFeatureConfig
+    from offline.train.fraud import PROFILES, build_model, model_specs
+
+    spec = next(s for s in model_specs(PROFILES["quick"]) if s.name == "fusion-gated")
+    torch.manual_seed(0)
+    model = build_model(spec)
+    features = TransactionFeatureConfig()
+    manifest = ArtifactManifest(name=spec.name, task="fraud", hyperparameters={"model": spec.to_dict()},
+                                feature_schema=features.schema(), feature_schema_hash=features.schema_hash(),
+                                threshold=0.99, reference_distributions={})
+    save_artifact(root, manifest, model.state_dict())
+    return root
+
+
+def print_table(result: BenchResult) -> None:
+    rows = [
+        ("events", f"{result.events:,}"),
+        ("worker events/s (full speed)", f"{result.events_per_s:,.0f}"),
+        ("no-op Faust agent events/s (baseline)", f"{result.noop_events_per_s:,.0f}"),
+        ("worker / no-op", f"{result.events_per_s / max(result.noop_events_per_s, 1):.0%}"),
+        (f"latency at {result.latency_rate:,.0f}/s p50 / p95 / p99 (ms)", f"{result.p50_ms} / {result.p95_ms} / {result.p99_ms}"),
+        ("peak RSS of the worker (MB)", f"{result.peak_rss_mb:,.0f}"),
+        ("feature state per account (bytes)", f"{result.state_bytes_per_account:,.0f} ({result.accounts:,} accounts)"),
+        ("batch max / wait (ms)", f"{result.batch_max} / {result.batch_wait_ms}"),
+    ]
+    rows += [(f"  stage {stage} (us/event)", f"{us:,.1f}") for stage, us in result.stage_us_per_event.items()]
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        print(f"{key:<{width}}  {value}")
+
+
+def bench_main(data: Path | None, model_dir: Path | None, fraud_model: str, accounts: int, days: int, rate: float,
+               latency_seconds: float, batch_max: int, batch_wait_ms: int, as_json: bool) -> BenchResult:
+    say = (lambda message: print(message, file=sys.stderr)) if as_json else print
+    with tempfile.TemporaryDirectory(prefix="tributary-bench-") as scratch:
+        if data is None:
+            from offline.generate.fraud_world import generate_fraud_world
+
+            data = Path(scratch) / "world"
+            say(f"generating a synthetic world: {accounts:,} accounts, {days} days")
+            generate_fraud_world(data, accounts=accounts, days=days, seed=7, progress=False)
+        if model_dir is None:
+            model_dir = bench_model_dir(Path(scratch) / "models")
+            fraud_model = "fusion-gated"
+        result = run_bench(data, model_dir, fraud_model, rate, latency_seconds, batch_max, batch_wait_ms, progress=say)
+    if as_json:
+        print(json.dumps(asdict(result), indent=2))
+    else:
+        print_table(result)
+    return result

@@ -1,0 +1,44 @@
+"""The baseline of `tributary bench`: a Faust agent that does nothing with its events.
+
+Run as a subprocess: `python -m tributary.bench_noop BOOTSTRAP TOPIC EXPECTED BATCH_MAX WAIT_MS OUT`.
+It consumes with the same `take_events` batching as the worker, writes one JSON object
+(how many events it saw and how fast) to the file OUT, then exits.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+import faust
+
+
+def main(bootstrap: str, topic: str, expected: int, batch_max: int, wait_ms: int, out: str) -> None:
+    app = faust.App(
+        f"tributary-bench-noop-{int(time.time())}", broker=f"kafka://{bootstrap}", value_serializer="raw",
+        key_serializer="raw", topic_disable_leader=True, web_enabled=False, broker_session_timeout=10.0,
+        consumer_auto_offset_reset="earliest", producer_max_batch_size=1,
+    )
+    source = app.topic(topic, key_serializer="raw", value_serializer="raw")
+    seen = {"n": 0, "first": None, "last": None}
+
+    @app.agent(source, concurrency=1)
+    async def noop(stream):
+        async for events in stream.take_events(batch_max, within=wait_ms / 1000):
+            now = time.monotonic()
+            seen["first"] = seen["first"] or now
+            seen["n"] += len(events)
+            seen["last"] = now
+            if seen["n"] >= expected:
+                span = max(seen["last"] - seen["first"], 1e-9)
+                with open(out, "w") as handle:  # a file: Faust redirects stdout and writes its spinner there
+                    json.dump({"events": seen["n"], "seconds": span, "events_per_s": seen["n"] / span}, handle)
+                os._exit(0)  # a measuring subprocess: nothing to commit or clean up
+
+    faust.Worker(app, loglevel=os.environ.get("TRIBUTARY_BENCH_LOGLEVEL", "error"), quiet=True).execute_from_commandline()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), sys.argv[6])
