@@ -105,6 +105,10 @@ P_PREV = 13  # prev_ copies of P_ATTEND..P_PROMOTIONS start here
 _RING_FIELDS = (("amount", np.float32), ("time", np.float64), ("month", np.int16), ("code", np.uint8))
 _POOL_FIELDS = (("neighbour", np.int32), ("time", np.float64), ("strength", np.float32))
 _EXPORT_VERSION = 1
+# Rows (and adjacency blocks) kept free before a kernel runs. Kernels stop early when
+# capacity runs short and the caller grows the arrays (doubling) and calls again, so a
+# small headroom keeps capacity within 2x of what is used instead of 2x of a guess.
+_HEADROOM = 1024
 
 
 def donor_key(donor_id: str) -> int:
@@ -270,7 +274,7 @@ class DonorState:
         )
         start = 0
         while start < n:
-            self.ensure_capacity(min(2 * (n - start), 65_536) + 2)
+            self.ensure_capacity(_HEADROOM)
             start = _ingest_gifts(start, *args, self.index, self.rows_used, self.keys, self.meta,
                                   self.ring["amount"], self.ring["time"], self.ring["month"], self.ring["code"])
         self._advance(np.max(args[2]))
@@ -286,7 +290,7 @@ class DonorState:
         keys, times = np.asarray(donor_keys, dtype=np.int64), np.asarray(times, dtype=np.float64)
         start = 0
         while start < n:
-            self.ensure_capacity(min(n - start, 65_536) + 1)
+            self.ensure_capacity(_HEADROOM)
             start = _ingest_profiles(start, keys, times, values, self.index, self.rows_used, self.keys, self.meta,
                                      self.profile)
         self._advance(np.max(times))
@@ -306,8 +310,7 @@ class DonorState:
         )
         start = 0
         while start < n:
-            chunk = min(n - start, 65_536)
-            self.ensure_capacity(2 * chunk + 2, 2 * chunk + 2)
+            self.ensure_capacity(_HEADROOM, _HEADROOM)
             start = _ingest_relationships(start, *args, self.index, self.rows_used, self.keys, self.meta,
                                           self.adj_block, self.adj_len, self.degree, self.blocks_used,
                                           self.pool["neighbour"], self.pool["time"], self.pool["strength"])

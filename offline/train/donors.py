@@ -29,7 +29,7 @@ import json
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -103,15 +103,19 @@ class TrainProfile:
     lgbm_rounds: int = 1000
     lgbm_lr: float = 0.05
     use_gpu: bool = False
+    # Exponential moving average of the weights, per step (0: off). Validation, early
+    # stopping and the saved model use the averaged weights, which are less noisy than
+    # any single step's on a few thousand donors.
+    ema: float = 0.0
 
 
 PROFILES = {
     "quick": TrainProfile(
         "quick",
         widths=dict(tab_hidden=128, seq_hidden=64, graph_hidden=64, fusion_width=128, fused=256, head_hidden=64),
-        epochs=20, patience=5, lr=2e-3, lgbm_rounds=1000, lgbm_lr=0.05,
+        epochs=20, patience=5, lr=2e-3, ema=0.99, lgbm_rounds=1000, lgbm_lr=0.05,
     ),
-    "full": TrainProfile("full", widths={}, epochs=60, patience=10, lr=1e-3, lgbm_rounds=3000, lgbm_lr=0.02,
+    "full": TrainProfile("full", widths={}, epochs=60, patience=10, lr=1e-3, ema=0.99, lgbm_rounds=3000, lgbm_lr=0.02,
                          use_gpu=True),
 }
 
@@ -229,25 +233,44 @@ def focal_loss(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor
     return ((alpha_t * (1 - p_t) ** gamma * ce).mean(0) * weights).sum()
 
 
-def normalisation_stats(batch: DonorBatch, rows: np.ndarray) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """Mean and std per feature over the training rows, counting only present entries."""
+def normalisation_stats(batch: DonorBatch, rows: np.ndarray, chunk: int = 8192) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Mean and std per feature of the gift, node and neighbour inputs over the training rows,
+    counting only present entries (the tabular branch uses `tabular_quantiles`).
 
-    def masked(values: np.ndarray, mask: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        v = values.reshape(-1, values.shape[-1]).astype(np.float64)
-        w = np.broadcast_to(mask.reshape(-1, mask.shape[-1] if mask.shape[-1] == v.shape[1] else 1), v.shape)
-        n = w.sum(0)
-        mean = (v * w).sum(0) / np.maximum(n, 1)
-        var = (((v - mean) ** 2) * w).sum(0) / np.maximum(n, 1)
-        std = np.where(n > 1, np.sqrt(var), 1.0)
-        return torch.tensor(mean, dtype=torch.float32), torch.tensor(std, dtype=torch.float32)
+    Accumulated in chunks of rows (float64 sums), so a 500k-donor world needs no copy of its inputs.
+    """
+    parts = {"gift": ("seq", "seq_mask"), "node": ("node", None), "nbr": ("nbr", "nbr_mask")}
+    sums = {name: [0.0, 0.0, 0.0] for name in parts}  # count, sum, sum of squares per feature
+    for start in range(0, len(rows), chunk):
+        b = batch.take(rows[start:start + chunk])
+        for name, (values, mask) in parts.items():
+            v = getattr(b, values)
+            v = v.reshape(-1, v.shape[-1]).astype(np.float64)
+            w = np.ones((len(v), 1)) if mask is None else getattr(b, mask).reshape(len(v), -1).astype(np.float64)
+            acc = sums[name]
+            acc[0] = acc[0] + w.sum(0)
+            acc[1] = acc[1] + (v * w).sum(0)
+            acc[2] = acc[2] + (v * v * w).sum(0)
+    stats = {}
+    for name, (n, total, squares) in sums.items():
+        n = np.broadcast_to(np.asarray(n, dtype=np.float64), np.shape(total))
+        mean = total / np.maximum(n, 1)
+        std = np.where(n > 1, np.sqrt(np.maximum(squares / np.maximum(n, 1) - mean**2, 0.0)), 1.0)
+        stats[name] = (torch.tensor(mean, dtype=torch.float32), torch.tensor(std, dtype=torch.float32))
+    return stats
 
-    b = batch.take(rows)
-    return {
-        "tab": masked(b.tab, b.tab_mask),
-        "gift": masked(b.seq, b.seq_mask[..., None]),
-        "node": masked(b.node, np.ones((len(b), 1), np.float32)),
-        "nbr": masked(b.nbr, b.nbr_mask[..., None]),
-    }
+
+def tabular_quantiles(batch: DonorBatch, rows: np.ndarray, bins: int, sample: int = 100_000, seed: int = 0) -> torch.Tensor:
+    """[F_tab, bins + 1] quantiles of each tabular feature's present training values (a fixed sample of rows)."""
+    if len(rows) > sample:
+        rows = np.sort(np.random.default_rng(seed).choice(rows, sample, replace=False))
+    values = np.where(batch.tab_mask[rows] > 0, batch.tab[rows], np.nan).astype(np.float64)
+    levels = np.linspace(0.0, 1.0, bins + 1)
+    edges = np.zeros((values.shape[1], bins + 1))
+    for j in range(values.shape[1]):
+        present = values[:, j][~np.isnan(values[:, j])]
+        edges[j] = np.quantile(present, levels) if len(present) else levels
+    return torch.tensor(edges, dtype=torch.float32)
 
 
 def _tensors(batch: DonorBatch) -> dict[str, torch.Tensor]:
@@ -288,6 +311,15 @@ def score_rows(model: DonorModel, tensors: dict[str, torch.Tensor], rows: np.nda
     return out
 
 
+@torch.no_grad()
+def _ema_update(averaged: DonorModel, model: DonorModel, decay: float) -> None:
+    """averaged <- decay * averaged + (1 - decay) * model; buffers (normalisation, batch-norm stats) copied."""
+    for a, p in zip(averaged.parameters(), model.parameters()):
+        a.lerp_(p, 1.0 - decay)
+    for a, b in zip(averaged.buffers(), model.buffers()):
+        a.copy_(b)
+
+
 def _mean_pr_auc(labels: np.ndarray, scores: np.ndarray) -> float:
     values = [average_precision_score(labels[:, t], scores[:, t]) for t in range(labels.shape[1])
               if 0 < labels[:, t].sum() < len(labels)]
@@ -321,8 +353,9 @@ def fit_neural(
 
     torch.manual_seed(seed)
     model = DonorModel(spec)
-    model.set_normalisation(normalisation_stats(data.batch, train))
+    model.set_normalisation(normalisation_stats(data.batch, train), tabular_quantiles(data.batch, train, spec.tab_bins))
     model.to(device)
+    averaged = copy.deepcopy(model) if profile.ema else model  # what is evaluated and kept
     optimizer = torch.optim.AdamW(model.parameters(), lr=profile.lr, weight_decay=profile.weight_decay)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.5, patience=2)
     # Targets without a positive training donor cannot be learnt: masked out of the loss.
@@ -332,7 +365,8 @@ def fit_neural(
     generator = torch.Generator().manual_seed(seed)
 
     signature = hashlib.sha256(json.dumps(
-        {"spec": spec.to_dict(), "profile": asdict(profile), "seed": seed, "epochs": epochs,
+        # Not the epoch budget: a rerun with more epochs carries on where the last one stopped.
+        {"spec": spec.to_dict(), "profile": {**asdict(profile), "epochs": None}, "seed": seed,
          "data": [len(data.donor_ids), list(data.targets), data.description["features_at"],
                   hashlib.sha256(data.labels.tobytes()).hexdigest()]},
         sort_keys=True, default=str).encode()).hexdigest()
@@ -341,18 +375,23 @@ def fit_neural(
     history: list[dict] = []
     best_metric, best_epoch, bad_epochs, start_epoch = -math.inf, 0, 0, 1
     best_state = copy.deepcopy(model.state_dict())
-    finished, resumed_from = False, None
+    stopped, finished, resumed_from = False, False, None
     if last.exists():
         saved = torch.load(last, map_location=device, weights_only=True)
         if saved.get("signature") == signature:
             model.load_state_dict(saved["model"])
             optimizer.load_state_dict(saved["optimizer"])
             scheduler.load_state_dict(saved["scheduler"])
+            if profile.ema:
+                averaged.load_state_dict(saved["averaged"])
             generator.set_state(saved["generator"])
             torch.set_rng_state(saved["torch_rng"])
+            if device.type == "cuda" and saved.get("cuda_rng"):
+                torch.cuda.set_rng_state_all(saved["cuda_rng"])
             history, best_state = saved["history"], saved["best_state"]
             best_metric, best_epoch, bad_epochs = saved["best_metric"], saved["best_epoch"], saved["bad_epochs"]
-            start_epoch, finished, resumed_from = saved["epoch"] + 1, saved["finished"], saved["epoch"]
+            start_epoch, stopped, resumed_from = saved["epoch"] + 1, saved["stopped"], saved["epoch"]
+            finished = stopped or saved["epoch"] >= epochs
 
     bar = tqdm(range(start_epoch, epochs + 1), desc=spec.name, unit="epoch", disable=not progress or finished,
                file=sys.stderr, initial=start_epoch - 1, total=epochs)
@@ -370,25 +409,30 @@ def fit_neural(
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), profile.clip)
             optimizer.step()
+            if profile.ema:
+                _ema_update(averaged, model, profile.ema)
             total += float(loss.detach()) * len(rows)
             seen += len(rows)
-        val_scores = score_rows(model, tensors, val, lengths, device)
+        val_scores = score_rows(averaged, tensors, val, lengths, device)
         metric = _mean_pr_auc(data.labels[val], val_scores)
         metric = -math.inf if math.isnan(metric) else metric
         scheduler.step(metric)
-        history.append({"epoch": epoch, "train_loss": total / max(seen, 1), "val_pr_auc": metric,
-                        "lr": optimizer.param_groups[0]["lr"]})
+        history.append({"epoch": epoch, "train_loss": total / max(seen, 1),
+                        "val_pr_auc": metric if math.isfinite(metric) else math.nan, "lr": optimizer.param_groups[0]["lr"]})
         if metric > best_metric:
             best_metric, best_epoch, bad_epochs = metric, epoch, 0
-            best_state = copy.deepcopy(model.state_dict())
+            best_state = copy.deepcopy(averaged.state_dict())
         else:
             bad_epochs += 1
-        finished = bad_epochs >= profile.patience or epoch == epochs
+        stopped = bad_epochs >= profile.patience
+        finished = stopped or epoch >= epochs
         bar.set_postfix(loss=f"{history[-1]['train_loss']:.4f}", val_pr_auc=f"{metric:.4f}", best=best_epoch)
         torch.save(
-            {"signature": signature, "epoch": epoch, "finished": finished, "model": model.state_dict(),
+            {"signature": signature, "epoch": epoch, "stopped": stopped, "model": model.state_dict(),
+             "averaged": averaged.state_dict() if profile.ema else {},
              "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-             "generator": generator.get_state(), "torch_rng": torch.get_rng_state(), "history": history,
+             "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
+             "cuda_rng": torch.cuda.get_rng_state_all() if device.type == "cuda" else [], "history": history,
              "best_state": best_state, "best_metric": best_metric, "best_epoch": best_epoch, "bad_epochs": bad_epochs},
             last.with_suffix(".tmp"),
         )
@@ -453,13 +497,18 @@ def train_donors(
     present = data.batch.modality_mask().max(axis=0)
     absent = [name for name, p in zip(MODALITIES, present) if p == 0]
     if absent:
+        variants = [f"multitarget-{a}-only" for a in absent]
         notes.append(f"This world has no {' and no '.join(absent)} data for any labelled donor: the multi-target "
-                     f"model sees that modality as missing (its learned missing token), and the "
-                     f"{', '.join(f'multitarget-{a}-only' for a in absent)} variant is not trained.")
+                     f"model sees {'that modality' if len(absent) == 1 else 'those modalities'} as missing (learned "
+                     f"missing tokens), and {' and '.join(variants)} {'is' if len(variants) == 1 else 'are'} not trained.")
     if profile == "quick":
         notes.append("Profile quick: neural widths halved from the design (tabular 128, sequence 2x64, network 64, "
                      f"fusion 128 -> 256, heads 64), at most {epochs or prof.epochs} epochs on "
-                     f"{'CUDA' if prof.use_gpu and torch.cuda.is_available() else 'CPU'}.")
+                     f"{'CUDA' if prof.use_gpu and torch.cuda.is_available() else 'CPU'}; the full profile uses the "
+                     "design widths (256, 2x128, 128, 256 -> 512, 128).")
+    notes.append(f"Neural models: AdamW (lr {prof.lr}), ReduceLROnPlateau, gradient clipping at {prof.clip}, weight "
+                 f"EMA {prof.ema}, early stopping on validation mean PR-AUC (patience {prof.patience}); the best "
+                 "epoch's averaged weights are kept.")
 
     results: dict[str, dict[str, ScoredModel]] = {}
     scores: dict[str, tuple[np.ndarray, np.ndarray]] = {}
