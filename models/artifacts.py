@@ -42,6 +42,19 @@ class ArtifactManifest(BaseModel):
     metrics: dict = Field(default_factory=dict)
     training_data: dict = Field(default_factory=dict)
     reference_distributions: dict = Field(default_factory=dict)
+    normalisation: dict = Field(
+        default_factory=dict,
+        description="input normalisation the model applies (also in the weights as buffers), for humans and audits",
+    )
+
+
+def normalisation_summary(module: torch.nn.Module) -> dict:
+    """The model's normalisation buffers (per-feature mean/std, quantile edges) as lists."""
+    return {
+        name: buffer.detach().cpu().tolist()
+        for name, buffer in module.named_buffers()
+        if name.endswith(("_mean", "_std", "edges"))
+    }
 
 
 def save_artifact(root: str | Path, manifest: ArtifactManifest, state_dict: dict[str, torch.Tensor]) -> Path:

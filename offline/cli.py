@@ -123,9 +123,7 @@ def train_donors_command(data: Path, out: Path, profile: str, threads: int | Non
     from offline.train.donors import train_donors
 
     _threads(threads)
-    report = train_donors(data, out, profile=profile)
-    for name, m in report["models"].items():
-        click.echo(f"{name:<28} mean F1 {m['mean_f1']}")
+    _print_donor_table(train_donors(data, out, profile=profile))
 
 
 @click.command()
@@ -142,15 +140,18 @@ def evaluate(model_dir: Path, data: Path, out: Path | None, split: str, as_json:
     """Score a world with saved models and report their metrics."""
     import json
 
-    from offline.evaluate import evaluate_fraud
+    from offline.evaluate import evaluate as evaluate_models
 
     _threads(threads)
     out = out or model_dir / f"evaluation-{data.name}"
-    report = evaluate_fraud(model_dir, data, out, split=split, progress=not as_json)
+    report = evaluate_models(model_dir, data, out, split=split, progress=not as_json)
     if as_json:
         click.echo(json.dumps(report, indent=2, default=str))
+    elif report["task"] == "donors":
+        _print_donor_table(report)
     else:
         _print_fraud_table(report)
+    if not as_json:
         click.echo(f"report: {out}")
 
 
@@ -159,3 +160,11 @@ def _print_fraud_table(report: dict) -> None:
     for name, m in sorted(report["models"].items(), key=lambda kv: -(kv[1]["pr_auc"] or 0)):
         click.echo(f"{name:<24}{m['pr_auc']:>8.4f}{m['roc_auc']:>9.4f}{m['f1']:>8.4f}{m['precision']:>8.4f}"
                    f"{m['recall']:>8.4f}{m['recall_at_1pct_fpr']:>9.4f}")
+
+
+def _print_donor_table(report: dict) -> None:
+    targets = list(dict.fromkeys(t for m in report["models"].values() for t in m["targets"]))
+    click.echo(f"{'model':<28}{'mean F1':>8}" + "".join(f"{t[:18]:>20}" for t in targets))
+    for name, m in sorted(report["models"].items(), key=lambda kv: -(kv[1]["mean_f1"] or 0)):
+        cells = "".join(f"{m['targets'][t]['f1']:>20.4f}" if t in m["targets"] else f"{'-':>20}" for t in targets)
+        click.echo(f"{name:<28}{m['mean_f1']:>8.4f}{cells}")

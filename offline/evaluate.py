@@ -31,6 +31,55 @@ def artifact_dirs(model_dir: Path) -> list[Path]:
     return versions
 
 
+def artifact_task(model_dir: Path) -> str:
+    """fraud | donors: the task of the artifacts under `model_dir` (they must agree)."""
+    from models.artifacts import load_artifact
+
+    tasks = {load_artifact(path)[0].task for path in artifact_dirs(model_dir)}
+    if len(tasks) != 1:
+        raise ArtifactError(f"{model_dir} holds models for {sorted(tasks)}; point --model at one task's models")
+    return tasks.pop()
+
+
+def evaluate(model_dir: Path, world_dir: Path, out: Path, split: str = "test", progress: bool = True) -> dict:
+    """Evaluate every artifact under `model_dir` on `world_dir`; fraud or donor models alike."""
+    if artifact_task(model_dir) == "donors":
+        return evaluate_donors(model_dir, world_dir, out, split)
+    return evaluate_fraud(model_dir, world_dir, out, split, progress)
+
+
+def evaluate_donors(model_dir: Path, world_dir: Path, out: Path, split: str = "test") -> dict:
+    """Per-target metrics of every donor artifact on `world_dir`: its test donors (the same
+    id-hash split as training), or all labelled donors."""
+    import torch
+
+    from models.features.donors import DonorFeatureConfig
+    from models.nn.donor_model import load_donor_model
+    from offline.evaluation.report import write_donor_report
+    from offline.train.donors import TEST as DONOR_TEST
+    from offline.train.donors import _tensors, load_donor_dataset, score_rows
+
+    world = open_world(world_dir)
+    results, notes = {}, []
+    for path in artifact_dirs(model_dir):
+        model, thresholds, manifest = load_donor_model(path)
+        data = load_donor_dataset(world, DonorFeatureConfig.from_schema(manifest.feature_schema))
+        rows = data.index(DONOR_TEST) if split == "test" else np.arange(len(data.donor_ids))
+        lengths = data.batch.seq_mask.sum(axis=1).astype(np.int64)
+        scores = score_rows(model, _tensors(data.batch), rows, lengths, torch.device("cpu"))
+        targets = list(model.spec.targets)
+        results[manifest.name] = {
+            t: ScoredModel(data.labels[rows, data.targets.index(t)], scores[:, j], thresholds[t])
+            for j, t in enumerate(targets) if t in data.targets
+        }
+        notes.append(f"{manifest.name}: artifact version {manifest.version}")
+        notes += data.notes
+    if world.manifest.synthetic:
+        notes.append("SYNTHETIC data: results describe the generator's donors, not real ones.")
+    description = data.split_desc if split == "test" else "every labelled donor"
+    return write_donor_report(out, world.manifest.source, description, results, notes)
+
+
 def evaluate_fraud(model_dir: Path, world_dir: Path, out: Path, split: str = "test", progress: bool = True) -> dict:
     """Metrics of every fraud artifact under `model_dir` on `world_dir` (its test period, or all of it)."""
     loaded = [load_fraud_model(path) for path in artifact_dirs(model_dir)]

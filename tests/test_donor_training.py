@@ -195,3 +195,24 @@ def test_a_profiles_only_world_trains_its_response_label(tmp_path):
     assert all(list(m["targets"]) == ["responded"] for m in report["models"].values())
     assert "no cut-off" in report["split"]
     assert report["models"]["lightgbm"]["targets"]["responded"]["roc_auc"] > 0.5
+
+
+def test_tributary_evaluate_reproduces_the_training_report(trained, tmp_path):
+    """`tributary evaluate` on a donor model: same test donors, same thresholds, same numbers."""
+    import json
+
+    from click.testing import CliRunner
+
+    from tributary.cli import main
+
+    world, out, _ = trained
+    # The report on disk belongs to the latest artifact (another test may have retrained).
+    report = json.loads((out / "report" / "report.json").read_text())
+    result = CliRunner().invoke(main, ["evaluate", "--model", str(out), "--data", str(world),
+                                       "--out", str(tmp_path / "eval"), "--json", "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    evaluated = json.loads(result.output)
+    assert evaluated["task"] == "donors"
+    for target, metrics in report["models"]["multitarget"]["targets"].items():
+        again = evaluated["models"]["multitarget"]["targets"][target]
+        assert again["f1"] == metrics["f1"] and again["pr_auc"] == metrics["pr_auc"], target

@@ -106,16 +106,17 @@ def _num(value) -> float:
 
 def write_report_json(path: Path, report: dict) -> None:
     # NaN (a metric undefined on one class) is written as null: strict JSON readers choke on NaN.
-    path.write_text(json.dumps(_nan_to_none(report), indent=2) + "\n")
+    path.write_text(json.dumps(nan_to_none(report), indent=2) + "\n")
 
 
-def _nan_to_none(value):
+def nan_to_none(value):
+    """NaN (a metric undefined on one class) as None, recursively, for strict JSON."""
     if isinstance(value, float) and math.isnan(value):
         return None
     if isinstance(value, dict):
-        return {k: _nan_to_none(v) for k, v in value.items()}
+        return {k: nan_to_none(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_nan_to_none(v) for v in value]
+        return [nan_to_none(v) for v in value]
     return value
 
 
@@ -124,7 +125,7 @@ def _write_table(out: Path, rows: list[dict], title: str, notes: list[str] | Non
     with (out / "comparison.csv").open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
-        writer.writerows(_nan_to_none(rows))
+        writer.writerows(nan_to_none(rows))
     lines = [f"# {title}", "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for row in rows:
         lines.append("| " + " | ".join(_cell(row.get(c)) for c in columns) + " |")

@@ -40,7 +40,7 @@ import torch
 from sklearn.metrics import average_precision_score
 from tqdm import tqdm
 
-from models.artifacts import ArtifactManifest, save_artifact
+from models.artifacts import ArtifactManifest, normalisation_summary, save_artifact
 from models.contracts import Segment
 from models.features.donor_state import to_state_time
 from models.features.donors import (
@@ -58,7 +58,7 @@ from models.features.donors import (
 from models.nn.donor_model import INPUTS, MODALITIES, DonorModel, DonorModelSpec
 from models.worlds import World, WorldError, WorldKind, open_world
 from offline.evaluation.metrics import binary_metrics, choose_threshold
-from offline.evaluation.report import ScoredModel, write_donor_report
+from offline.evaluation.report import ScoredModel, nan_to_none, write_donor_report
 from offline.train.donor_baselines import fit_lightgbm, flat_feature_names, flat_features, river_prequential, stable_order
 
 # Loss weights per segment, from the design; renormalised over the targets a world has.
@@ -568,12 +568,12 @@ def train_donors(
     report = write_donor_report(out_dir / "report", dataset_name, data.split_desc, results, notes)
     report["timings_s"] = timings
     (out_dir / "report" / "report.json").write_text(
-        json.dumps(_nan_to_none(report), indent=2) + "\n")  # with timings
+        json.dumps(nan_to_none(report), indent=2) + "\n")  # with timings
     _write_predictions(out_dir / "predictions.parquet", data, scores)
 
     if multitarget is not None:
         report["artifact"] = str(_save(out_dir, data, multitarget, thresholds["multitarget"], report, prof, config, seed))
-        (out_dir / "report" / "report.json").write_text(json.dumps(_nan_to_none(report), indent=2) + "\n")
+        (out_dir / "report" / "report.json").write_text(json.dumps(nan_to_none(report), indent=2) + "\n")
     return report
 
 
@@ -633,10 +633,11 @@ def _save(out_dir: Path, data: DonorDataset, result: NeuralResult, thresholds: d
         feature_schema=config.schema(),
         feature_schema_hash=config.schema_hash(),
         threshold=thresholds,
-        metrics=_nan_to_none({"test": report["models"]["multitarget"], "validation": validation,
+        metrics=nan_to_none({"test": report["models"]["multitarget"], "validation": validation,
                               "history": result.history}),
         training_data=data.description,
         reference_distributions=reference_distributions(data, result.val_scores),
+        normalisation=normalisation_summary(result.model),
     )
     return save_artifact(out_dir / "artifacts", manifest, result.model.state_dict())
 
@@ -656,12 +657,3 @@ def _write_predictions(path: Path, data: DonorDataset, scores: dict[str, tuple[n
             columns[f"{name}:{t}"] = pa.array(both[:, j].astype(np.float32))
     pq.write_table(pa.table(columns), path)
 
-
-def _nan_to_none(value):
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _nan_to_none(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_nan_to_none(v) for v in value]
-    return value

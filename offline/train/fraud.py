@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from models.artifacts import ArtifactManifest, save_artifact
+from models.artifacts import ArtifactManifest, normalisation_summary, save_artifact
 from models.features.transactions import (
     EVENT_FEATURES,
     F_EDGE,
@@ -169,6 +169,7 @@ def train_fraud(
             metrics={"test": metrics, "val_pr_auc_best": max(h["val_pr_auc"] for h in history) if history else None},
             training_data=training_data,
             reference_distributions=reference_distributions(val, val_scores),
+            normalisation=normalisation_summary(model),
         )
         path = save_artifact(out_dir / "artifacts", manifest, model.state_dict())
         predictions[spec.name] = np.concatenate([val_scores, test_scores])
