@@ -83,12 +83,37 @@ def faust_credentials(settings: WorkerSettings):
     return None
 
 
+def limit_fetch_wait(max_wait_ms: int) -> None:
+    """Make Faust's consumer long-poll at most `max_wait_ms` (Faust hard-codes 1500 ms).
+
+    Faust builds its consumer with `aiokafka.AIOKafkaConsumer(..., fetch_max_wait_ms=1500)`
+    through its driver module's `aiokafka` name; this swaps that one name for a namespace
+    whose consumer class overrides the wait. Nothing else in the process is touched.
+    """
+    import types
+
+    import aiokafka
+    from faust.transport.drivers import aiokafka as driver
+
+    original = aiokafka.AIOKafkaConsumer
+
+    def consumer(*args, **kwargs):
+        kwargs["fetch_max_wait_ms"] = max_wait_ms
+        return original(*args, **kwargs)
+
+    namespace = types.SimpleNamespace(**{name: getattr(aiokafka, name) for name in dir(aiokafka) if not name.startswith("__")})
+    namespace.AIOKafkaConsumer = consumer
+    driver.aiokafka = namespace
+
+
 class TributaryWorker:
     """Builds the Faust app; holds the state, the served models and the output producer."""
 
     def __init__(self, settings: WorkerSettings):
         register_store()
         self.settings = settings
+        if settings.fetch_max_wait_ms:
+            limit_fetch_wait(settings.fetch_max_wait_ms)
         torch.set_num_threads(settings.torch_threads)
         self.metrics = WorkerMetrics()
         self.device = pick_device(settings.device)

@@ -91,7 +91,8 @@ def replay(world_dir: Path, bootstrap: str, rate: float | None, no_progress: boo
 @click.option("--batch-wait-ms", type=int, default=None, help="Longest wait to fill a batch (env TRIBUTARY_BATCH_WAIT_MS).")
 @click.option("--metrics-port", type=int, default=None, help="Prometheus port, 0 to disable (env TRIBUTARY_METRICS_PORT).")
 @click.option("--embedded-broker-safe", is_flag=True,
-              help="Settings the embedded broker needs: one record per changelog batch, 10 s sessions.")
+              help="Settings the embedded broker needs: one record per Faust producer batch, 10 s sessions, "
+                   "10 ms fetch long-polls.")
 @click.option("--log-level", default="warning", show_default=True, type=click.Choice(["debug", "info", "warning", "error"]))
 def worker(bootstrap, model_dir, fraud_model, batch_max, batch_wait_ms, metrics_port, embedded_broker_safe, log_level):
     """Run the scoring worker until stopped (Ctrl-C or SIGTERM finish the batch in hand first).
@@ -107,7 +108,7 @@ def worker(bootstrap, model_dir, fraud_model, batch_max, batch_wait_ms, metrics_
              "batch_max": batch_max, "batch_wait_ms": batch_wait_ms, "metrics_port": metrics_port}
     overrides = {k: v for k, v in flags.items() if v is not None}
     if embedded_broker_safe:
-        overrides.update(producer_max_batch_size=1, session_timeout_s=10.0)
+        overrides.update(producer_max_batch_size=1, session_timeout_s=10.0, fetch_max_wait_ms=10)
     settings = WorkerSettings(**overrides)
     app = TributaryWorker(settings).app
     faust.Worker(app, loglevel=log_level, quiet=True).execute_from_commandline()

@@ -86,6 +86,10 @@ class WorkerSettings(KafkaSettings):
         None, description="1 on the embedded broker (its end offsets are wrong after multi-record batches)"
     )
     reload_interval_s: float = Field(10.0, gt=0, description="how often to look for a newer model version")
+    fetch_max_wait_ms: int | None = Field(
+        None, ge=1, description="consumer fetch long-poll; Faust fixes 1500 ms. The embedded broker answers a "
+        "waiting fetch only when it times out, so there every event waits up to this long: set ~10",
+    )
     drift_window: int = Field(5000, ge=100, description="events per PSI evaluation")
     psi_threshold: float = Field(0.2, gt=0)
 
