@@ -14,6 +14,8 @@ import math
 import numpy as np
 from numba import njit
 
+from models.features.keyed_rows import row_for
+
 # Indices into a META row (see account_state.META_FIELDS).
 _COUNT, _FIRST, _AGG_TIME, _N_OUT, _N_IN, _SUM_OUT, _SUM_IN, _MAX, _RATE_1H, _RATE_1D, _AMOUNT_1D = range(11)
 _TAU_1H = 3600.0
@@ -98,17 +100,6 @@ def _record(row, other, log_amount, time, type_code, outgoing, meta, r_amount, r
         meta[row, _MAX] = log_amount
 
 
-@njit(cache=True, nogil=True)
-def _row_for(key, index, rows_used, keys):
-    if key in index:
-        return index[key]
-    row = rows_used[0]
-    rows_used[0] = row + 1
-    index[key] = row
-    keys[row] = key
-    return row
-
-
 # nogil: the worker runs this in a thread beside Faust's event loop; holding the GIL
 # here would stall consuming and heartbeats for the whole batch.
 @njit(cache=True, nogil=True)
@@ -139,8 +130,8 @@ def featurize_and_record(
         destination_done = rows[1] != 0 and last_offset[rows[1]] >= offsets[i]
         if offsets[i] <= published_offset or source_done or destination_done:
             out_replayed[i] = True
-            source = _row_for(source_keys[i], index, rows_used, keys)
-            destination = _row_for(destination_keys[i], index, rows_used, keys)
+            source = row_for(source_keys[i], index, rows_used, keys)
+            destination = row_for(destination_keys[i], index, rows_used, keys)
             log_amount = float(log_amounts[i])
             if not source_done:
                 _record(source, destination, log_amount, times[i], type_codes[i], True, meta, r_amount, r_time, r_cp, r_kind)
@@ -213,8 +204,8 @@ def featurize_and_record(
         e[22] = (log_amount - out_node[i, 0, 4]) * out_node[i, 0, 0]
         e[23] = (log_amount - out_node[i, 1, 5]) * out_node[i, 1, 0]
 
-        source = _row_for(source_keys[i], index, rows_used, keys)
-        destination = _row_for(destination_keys[i], index, rows_used, keys)
+        source = row_for(source_keys[i], index, rows_used, keys)
+        destination = row_for(destination_keys[i], index, rows_used, keys)
         _record(source, destination, log_amount, times[i], type_codes[i], True, meta, r_amount, r_time, r_cp, r_kind)
         _record(destination, source, log_amount, times[i], type_codes[i], False, meta, r_amount, r_time, r_cp, r_kind)
         last_offset[source] = offsets[i]

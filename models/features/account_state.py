@@ -22,6 +22,7 @@ from numba import njit, types
 from numba.typed import Dict
 
 from models.contracts import TransactionType
+from models.features.keyed_rows import NO_ROW, KeyedRows
 
 # Seconds since this epoch fit int32 from 1931 to 2068: covers every data set we read.
 TIME_EPOCH_S = 946_684_800  # 2000-01-01T00:00:00Z
@@ -48,7 +49,7 @@ META_FIELDS = (
 RATE_1H_TAU_S = 3600.0
 RATE_1D_TAU_S = 86_400.0
 
-NO_ACCOUNT = 0
+NO_ACCOUNT = NO_ROW
 _RING_FIELDS = (("log_amount", np.float32), ("time", np.int32), ("counterparty", np.int32), ("kind", np.uint8))
 
 
@@ -68,7 +69,7 @@ def to_state_time(timestamp_s: float) -> int:
     return int(math.floor(timestamp_s)) - TIME_EPOCH_S
 
 
-class AccountState:
+class AccountState(KeyedRows):
     """Windows and aggregates of every account this worker (partition) has seen.
 
     Args:
@@ -119,21 +120,6 @@ class AccountState:
         """Array bytes per account row (the index dict comes on top)."""
         arrays = (*self.ring.values(), self.meta, self.keys, self.last_offset)
         return sum(a.nbytes for a in arrays) / self.capacity
-
-    def lookup(self, key: int) -> int:
-        """Row of an account key, or NO_ACCOUNT if never seen."""
-        return int(self.index.get(key, NO_ACCOUNT))
-
-    def row(self, key: int) -> int:
-        """Row of an account key, created empty on first sight."""
-        row = self.index.get(key)
-        if row is None:
-            self.ensure_capacity(1)
-            row = int(self.rows_used[0])
-            self.rows_used[0] = row + 1
-            self.index[key] = row
-            self.keys[row] = key
-        return int(row)
 
     @staticmethod
     def fill_index_for_measurement(index, n: int) -> None:

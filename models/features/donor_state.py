@@ -37,8 +37,9 @@ from numba.typed import Dict
 
 from models.contracts import AgeBand, DonorProfile, DonorRelationship, GiftChannel, GiftEvent, RelationshipType
 from models.features.account_state import TIME_EPOCH_S
+from models.features.keyed_rows import NO_ROW, KeyedRows, row_for
 
-NO_DONOR = 0
+NO_DONOR = NO_ROW
 NO_KEY = 0  # "no referrer" in key arrays (a real key is 0 with probability 2^-64)
 BLOCK = 8  # adjacency slots per pool block
 YEAR_S = 365.25 * 86_400.0
@@ -151,7 +152,7 @@ def month_index_us(times_us: np.ndarray) -> np.ndarray:
     return months - (MONTH_EPOCH[0] - 1970) * 12
 
 
-class DonorState:
+class DonorState(KeyedRows):
     """Profiles, gift windows and typed adjacency of every donor this worker has seen.
 
     Args:
@@ -229,21 +230,6 @@ class DonorState:
     def nbytes(self) -> int:
         """Bytes held by the arrays (the index dict comes on top, ~50 bytes a donor)."""
         return sum(a.nbytes for a in self._row_arrays().values()) + sum(a.nbytes for a in self.pool.values())
-
-    def lookup(self, key: int) -> int:
-        """Row of a donor key, or NO_DONOR if never seen."""
-        return int(self.index.get(key, NO_DONOR))
-
-    def row(self, key: int) -> int:
-        """Row of a donor key, created empty on first sight."""
-        row = self.index.get(key)
-        if row is None:
-            self.ensure_capacity(1)
-            row = int(self.rows_used[0])
-            self.rows_used[0] = row + 1
-            self.index[key] = row
-            self.keys[row] = key
-        return int(row)
 
     def _advance(self, latest: float) -> None:
         self.watermark = max(self.watermark, float(latest))
@@ -437,16 +423,6 @@ def _num(value) -> float:
 # --- compiled kernels -----------------------------------------------------------------------
 
 
-@njit(cache=True)
-def _row_for(key, index, rows_used, keys):
-    if key in index:
-        return index[key]
-    row = rows_used[0]
-    rows_used[0] = row + 1
-    index[key] = row
-    keys[row] = key
-    return row
-
 
 @njit(cache=True)
 def _decayed(value, since, now):
@@ -463,7 +439,7 @@ def _ingest_gifts(start, donor_keys, referrer_keys, times, months, log_amounts, 
     for i in range(start, donor_keys.shape[0]):
         if rows_used[0] + 2 > capacity:
             return i
-        row = _row_for(donor_keys[i], index, rows_used, keys)
+        row = row_for(donor_keys[i], index, rows_used, keys)
         t = times[i]
         la = log_amounts[i]
         n = int(meta[row, GIFT_COUNT])
@@ -486,7 +462,7 @@ def _ingest_gifts(start, donor_keys, referrer_keys, times, months, log_amounts, 
         meta[row, SEEN] = 1.0
         if referrer_keys[i] != NO_KEY:
             meta[row, REFERRED_COUNT] += 1.0
-            ref = _row_for(referrer_keys[i], index, rows_used, keys)
+            ref = row_for(referrer_keys[i], index, rows_used, keys)
             meta[ref, REFERRAL_DECAYED] = _decayed(meta[ref, REFERRAL_DECAYED], meta[ref, REFERRAL_LAST_TIME], t) + 1.0
             meta[ref, REFERRAL_COUNT] += 1.0
             meta[ref, REFERRAL_SUM] += amounts[i]
@@ -502,7 +478,7 @@ def _ingest_profiles(start, donor_keys, times, values, index, rows_used, keys, m
     for i in range(start, donor_keys.shape[0]):
         if rows_used[0] + 1 > capacity:
             return i
-        row = _row_for(donor_keys[i], index, rows_used, keys)
+        row = row_for(donor_keys[i], index, rows_used, keys)
         for f in range(4):
             profile[row, P_PREV + f] = profile[row, P_ATTEND + f]
         for f in range(n_inputs):
@@ -568,8 +544,8 @@ def _ingest_relationships(start, donor_keys, related_keys, times, types_, added,
             return i
         t = times[i]
         k = types_[i]
-        a = _row_for(donor_keys[i], index, rows_used, keys)
-        b = _row_for(related_keys[i], index, rows_used, keys)
+        a = row_for(donor_keys[i], index, rows_used, keys)
+        b = row_for(related_keys[i], index, rows_used, keys)
         for side in range(2):
             row, other = (a, b) if side == 0 else (b, a)
             meta[row, SEEN] = 1.0
