@@ -112,3 +112,21 @@ def worker(bootstrap, model_dir, fraud_model, batch_max, batch_wait_ms, metrics_
     settings = WorkerSettings(**overrides)
     app = TributaryWorker(settings).app
     faust.Worker(app, loglevel=log_level, quiet=True).execute_from_commandline()
+
+
+@click.command()
+@_BOOTSTRAP
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("var/alerts.jsonl"),
+              show_default=True, help="JSON lines file the alerts and segment updates are appended to.")
+@click.option("--idle-exit", type=float, default=None, help="Stop after this many seconds without a message.")
+def alerts(bootstrap: str, out: Path, idle_exit: float | None) -> None:
+    """Follow fraud alerts and donor-segment updates, de-duplicated, into a file and the log."""
+    import logging
+
+    from stream.consumers.alert_sink import run
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    counts = run(_settings(bootstrap), out, idle_exit_s=idle_exit)
+    click.echo(f"{counts.alerts:,} alerts, {counts.segment_updates:,} segment updates written to {out}; "
+               f"{counts.duplicates:,} duplicates and {counts.unreadable:,} unreadable messages skipped")

@@ -18,7 +18,8 @@ from tributary.cli import main
 
 COMMANDS = [
     [], ["generate"], ["generate", "fraud"], ["generate", "donors"], ["import"], ["broker"],
-    ["replay"], ["topics"], ["topics", "create"], ["demo"],
+    ["replay"], ["topics"], ["topics", "create"], ["demo"], ["worker"], ["alerts"], ["bench"], ["train"],
+    ["train", "fraud"], ["train", "donors"], ["evaluate"],
 ]
 
 

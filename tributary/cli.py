@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from offline.cli import evaluate, generate, import_data, train
-from stream.cli import broker, replay, topics, worker
+from stream.cli import alerts, broker, replay, topics, worker
 from tributary.demo import demo
 
 
@@ -47,6 +47,7 @@ main.add_command(replay)
 main.add_command(topics)
 main.add_command(demo)
 main.add_command(worker)
+main.add_command(alerts)
 
 
 @main.command()
