@@ -16,7 +16,6 @@ and read in bounded memory.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from enum import Enum

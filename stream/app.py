@@ -266,7 +266,7 @@ class TributaryWorker:
             return
 
         async def send(client: AIOKafkaProducer) -> list:
-            return [await client.send(o.topic, o.value, key=o.key, partition=o.partition) for o in outputs]
+            return [await client.send(o.topic, o.value, key=o.key) for o in outputs]
 
         await self._deliver(send, self._output_producer, f"{len(outputs)} outputs")
 

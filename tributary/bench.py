@@ -33,7 +33,7 @@ from models.contracts import TransactionEvent, decode
 from models.worlds import open_world
 from stream.kafka.embedded_broker import EmbeddedBroker, free_port
 from stream.kafka.readback import read_topics
-from stream.kafka.topics import TopicSpec, ensure_topics
+from stream.kafka.topics import ensure_topics
 from stream.replay import iter_wire_events, replay_world
 from stream.settings import TopicNames, WorkerSettings
 
@@ -208,7 +208,7 @@ def _state_bytes(events: list[TransactionEvent], model_dir: Path, fraud_model: s
     featurizer = TransactionFeaturizer(state, features)
     for start in range(0, len(raw), 4096):
         featurizer.featurize(raw[start:start + 4096])
-    arrays = sum(a.nbytes for a in (*state.ring.values(), state.meta, state.keys, state.last_offset))
+    arrays = state.nbytes_per_account() * state.capacity
     return (arrays + _index_bytes(len(state))) / max(len(state), 1), len(state)
 
 

@@ -26,12 +26,11 @@ class RawRecord:
 
 @dataclass
 class Output:
-    """A message to publish: topic, key, value bytes (and a partition, for changelogs)."""
+    """A message to publish: topic, key, value bytes."""
 
     topic: str
     key: bytes | None
     value: bytes
-    partition: int | None = None
 
 
 @dataclass

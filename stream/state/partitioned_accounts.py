@@ -94,6 +94,3 @@ class PartitionedAccounts:
 
     def accounts(self) -> dict[int, int]:
         return {p: len(f.state) for p, f in self._featurizers.items()}
-
-    def nbytes(self) -> int:
-        return sum(int(f.state.nbytes_per_account() * f.state.capacity) for f in self._featurizers.values())
