@@ -82,6 +82,17 @@ def latest_version(root: str | Path, name: str) -> Path:
     return versions[-1]
 
 
+def read_manifest(path: str | Path) -> ArtifactManifest:
+    """The manifest of one artifact version directory, without loading its weights."""
+    path = Path(path)
+    if not (path / MANIFEST).exists():
+        raise ArtifactError(f"{path} is not a model artifact ({MANIFEST} missing)")
+    manifest = ArtifactManifest.model_validate(json.loads((path / MANIFEST).read_text()))
+    if manifest.format_version != FORMAT_VERSION:
+        raise ArtifactError(f"{path}: artifact format {manifest.format_version}, this code reads {FORMAT_VERSION}")
+    return manifest
+
+
 def load_artifact(path: str | Path, expected_schema_hash: str | None = None) -> tuple[ArtifactManifest, dict]:
     """Manifest and state dict of one artifact version directory.
 
@@ -89,11 +100,7 @@ def load_artifact(path: str | Path, expected_schema_hash: str | None = None) -> 
     (the features this code computes), since its scores would be silently wrong.
     """
     path = Path(path)
-    if not (path / MANIFEST).exists():
-        raise ArtifactError(f"{path} is not a model artifact ({MANIFEST} missing)")
-    manifest = ArtifactManifest.model_validate(json.loads((path / MANIFEST).read_text()))
-    if manifest.format_version != FORMAT_VERSION:
-        raise ArtifactError(f"{path}: artifact format {manifest.format_version}, this code reads {FORMAT_VERSION}")
+    manifest = read_manifest(path)
     if expected_schema_hash is not None and manifest.feature_schema_hash != expected_schema_hash:
         raise ArtifactError(
             f"{path} was trained on feature schema {manifest.feature_schema_hash}, but this code computes "

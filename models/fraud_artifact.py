@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from models.artifacts import ArtifactError, ArtifactManifest, load_artifact
+from models.artifacts import ArtifactError, ArtifactManifest, load_artifact, read_manifest
 from models.features.transactions import TransactionFeatureConfig
 from models.nn.fraud_model import FraudModel, FraudModelSpec
 
@@ -29,7 +29,7 @@ def load_fraud_model(path: str | Path) -> LoadedFraudModel:
     must equal what this code computes for that configuration, or the artifact is refused.
     """
     path = Path(path)
-    manifest, _ = load_artifact(path)
+    manifest = read_manifest(path)  # weights are loaded once, below, after the schema check
     if manifest.task != "fraud":
         raise ArtifactError(f"{path} is a {manifest.task} model, not a fraud model")
     try:

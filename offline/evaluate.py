@@ -33,9 +33,9 @@ def artifact_dirs(model_dir: Path) -> list[Path]:
 
 def artifact_task(model_dir: Path) -> str:
     """fraud | donors: the task of the artifacts under `model_dir` (they must agree)."""
-    from models.artifacts import load_artifact
+    from models.artifacts import read_manifest
 
-    tasks = {load_artifact(path)[0].task for path in artifact_dirs(model_dir)}
+    tasks = {read_manifest(path).task for path in artifact_dirs(model_dir)}
     if len(tasks) != 1:
         raise ArtifactError(f"{model_dir} holds models for {sorted(tasks)}; point --model at one task's models")
     return tasks.pop()
@@ -87,11 +87,10 @@ def evaluate_fraud(model_dir: Path, world_dir: Path, out: Path, split: str = "te
     if len(configs) != 1:
         raise ArtifactError("these artifacts were trained with different feature settings; evaluate them one at a time")
     shares = (0.6, 0.2) if split == "test" else (0.0, 0.0)
-    data = load_fraud_dataset(open_world(world_dir), configs.pop(), split_shares=shares,
-                              train_negative_share=0.0, progress=progress)
+    world = open_world(world_dir)
+    data = load_fraud_dataset(world, configs.pop(), split_shares=shares, train_negative_share=0.0, progress=progress)
     inputs, labels = data.part(TEST)
     results = {m.manifest.name: ScoredModel(labels, predict(m.model, inputs), m.threshold) for m in loaded}
-    world = open_world(world_dir)
     description = "the test period (last 20% of the stream by time)" if split == "test" else "every transaction"
     notes = [f"{name}: artifact version {m.version}" for name, m in zip(results, loaded)]
     if world.manifest.synthetic:

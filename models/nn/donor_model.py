@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from torch_geometric.nn import SAGEConv
 
-from models.artifacts import MANIFEST, ArtifactError, ArtifactManifest, load_artifact
+from models.artifacts import ArtifactError, ArtifactManifest, load_artifact, read_manifest
 from models.contracts import Segment
 from models.nn.masked import masked_mean
 
@@ -397,10 +397,7 @@ def load_donor_model(path: str | Path) -> tuple[DonorModel, dict[str, float], Ar
     """
     from models.features.donors import DonorFeatureConfig
 
-    manifest_path = Path(path) / MANIFEST
-    if not manifest_path.exists():
-        raise ArtifactError(f"{path} is not a model artifact ({MANIFEST} missing)")
-    manifest = ArtifactManifest.model_validate_json(manifest_path.read_text())
+    manifest = read_manifest(path)
     if manifest.task != "donors":
         raise ArtifactError(f"{path} is a {manifest.task} model, not a donor model")
     config = DonorFeatureConfig.from_schema(manifest.feature_schema)
