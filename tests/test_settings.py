@@ -64,3 +64,17 @@ def test_ssl_files_without_ssl_protocol_are_a_mistake():
 def test_unknown_stream_has_no_topic():
     with pytest.raises(KeyError, match="no topic"):
         TopicNames().for_stream("invoices")
+
+
+def test_worker_environment_reproduces_the_settings(monkeypatch):
+    from stream.settings import WorkerSettings
+    from stream.worker_process import worker_environment
+
+    original = WorkerSettings(
+        bootstrap_servers="k1:9093", app_id="w-7", batch_max=64, security_protocol="SASL_SSL",
+        sasl_mechanism="PLAIN", sasl_username="svc", sasl_password="s3cret", fetch_max_wait_ms=10,
+        topics=TopicNames(transactions="payments.v2", outcomes="outcomes.v2"),
+    )
+    for name, value in worker_environment(original).items():
+        monkeypatch.setenv(name, value)
+    assert WorkerSettings() == original

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -29,11 +27,11 @@ from stream.kafka.readback import read_topics
 from stream.kafka.topics import ensure_topics
 from stream.replay import iter_wire_events, replay_world
 from stream.settings import WorkerSettings
+from stream.worker_process import start_worker as start_worker_process
 from tests.serving_helpers import untrained_fraud_artifact
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-TRIBUTARY = str(Path(sys.executable).parent / "tributary")
 POISON = [
     (b"{not json", "malformed_json"),
     (b'{"event_id": "p1"}', "schema_violation"),
@@ -62,16 +60,13 @@ def model_dir(tmp_path_factory):
     return root
 
 
-def worker_settings(broker, app_id: str) -> WorkerSettings:
-    return WorkerSettings(bootstrap_servers=broker.bootstrap, app_id=app_id)
+def worker_settings(broker, app_id: str, model_dir: Path) -> WorkerSettings:
+    return WorkerSettings(bootstrap_servers=broker.bootstrap, app_id=app_id, model_dir=str(model_dir),
+                          fraud_model="fusion-gated", metrics_port=0, batch_wait_ms=10)
 
 
-def start_worker(broker, model_dir: Path, app_id: str) -> subprocess.Popen:
-    env = {**os.environ, "TRIBUTARY_BOOTSTRAP_SERVERS": broker.bootstrap, "TRIBUTARY_MODEL_DIR": str(model_dir),
-           "TRIBUTARY_FRAUD_MODEL": "fusion-gated", "TRIBUTARY_METRICS_PORT": "0", "TRIBUTARY_APP_ID": app_id,
-           "TRIBUTARY_BATCH_WAIT_MS": "10"}
-    return subprocess.Popen([TRIBUTARY, "worker", "--embedded-broker-safe", "--log-level", "warning"],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+def start_worker(settings: WorkerSettings) -> subprocess.Popen:
+    return start_worker_process(settings, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
 
 def stop(process: subprocess.Popen, sig=signal.SIGTERM) -> str:
@@ -124,9 +119,9 @@ def wait_for(settings: WorkerSettings, count: int, process: subprocess.Popen, ti
 
 
 def test_every_event_is_scored_or_dead_lettered_and_scores_match_offline(broker, world, model_dir):
-    settings = worker_settings(broker, "tributary-it-a")
+    settings = worker_settings(broker, "tributary-it-a", model_dir)
     asyncio.run(ensure_topics(settings))
-    worker = start_worker(broker, model_dir, settings.app_id)
+    worker = start_worker(settings)
     try:
         asyncio.run(replay_world(world, settings, progress=False))
         asyncio.run(produce_poison(broker.bootstrap, settings.topics.transactions))
@@ -157,37 +152,29 @@ def test_every_event_is_scored_or_dead_lettered_and_scores_match_offline(broker,
 
 
 def test_kill_and_restart_loses_nothing_and_continues_exactly(broker, world, model_dir):
-    settings = worker_settings(broker, "tributary-it-b")
-    asyncio.run(ensure_topics(settings))
+    settings = worker_settings(broker, "tributary-it-b", model_dir)
     good = [decode(e.value, TransactionEvent) for e in iter_wire_events(world)]
-    # Topics of this module are shared: use a fresh input topic name for this worker.
+    # Topics of this module are shared: this worker gets input and output topics of its own.
     topics = settings.topics.model_copy(update={"transactions": "transactions-restart", "outcomes": "outcomes-restart",
                                                  "fraud_alerts": "alerts-restart", "dead_letters": "dead-restart"})
     settings = settings.model_copy(update={"topics": topics})
     asyncio.run(ensure_topics(settings))
-    env_topics = {"TRIBUTARY_TOPIC_TRANSACTIONS": topics.transactions, "TRIBUTARY_TOPIC_OUTCOMES": topics.outcomes,
-                  "TRIBUTARY_TOPIC_FRAUD_ALERTS": topics.fraud_alerts, "TRIBUTARY_TOPIC_DEAD_LETTERS": topics.dead_letters}
-    os.environ.update(env_topics)
-    try:
-        first = start_worker(broker, model_dir, settings.app_id)
-        asyncio.run(replay_world(world, settings, progress=False))
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:  # kill -9 somewhere in the middle of the stream
-            seen = len(outcomes_and_letters(settings, len(good), timeout_s=2, )[topics.outcomes])
-            if seen >= len(good) // 3:
-                break
-        stop(first, signal.SIGKILL)
-        assert seen < len(good), "the worker finished before it could be killed; the test proves nothing"
+    first = start_worker(settings)
+    asyncio.run(replay_world(world, settings, progress=False))
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # kill -9 somewhere in the middle of the stream
+        seen = len(outcomes_and_letters(settings, len(good), timeout_s=2)[topics.outcomes])
+        if seen >= len(good) // 3:
+            break
+    stop(first, signal.SIGKILL)
+    assert seen < len(good), "the worker finished before it could be killed; the test proves nothing"
 
-        second = start_worker(broker, model_dir, settings.app_id)
-        try:
-            wait_for(settings, len(good), second)
-            got = outcomes_and_letters(settings, len(good), timeout_s=10)
-        finally:
-            log = stop(second)
+    second = start_worker(settings)
+    try:
+        wait_for(settings, len(good), second)
+        got = outcomes_and_letters(settings, len(good), timeout_s=10)
     finally:
-        for name in env_topics:
-            os.environ.pop(name, None)
+        log = stop(second)
     assert "Traceback" not in log, log[-3000:]
 
     outcomes = got[topics.outcomes]

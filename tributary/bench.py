@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import subprocess
 import sys
@@ -36,6 +35,7 @@ from stream.kafka.readback import read_topics
 from stream.kafka.topics import ensure_topics
 from stream.replay import iter_wire_events, replay_world
 from stream.settings import TopicNames, WorkerSettings
+from stream.worker_process import start_worker
 
 
 @dataclass
@@ -62,7 +62,8 @@ def run_bench(world_dir: Path, model_dir: Path, fraud_model: str, rate: float, l
     world = open_world(world_dir)
     events = [decode(e.value, TransactionEvent) for e in iter_wire_events(world) if e.stream == "transactions"]
     with EmbeddedBroker() as broker:
-        base = WorkerSettings(bootstrap_servers=broker.bootstrap, batch_max=batch_max, batch_wait_ms=batch_wait_ms)
+        base = WorkerSettings(bootstrap_servers=broker.bootstrap, batch_max=batch_max, batch_wait_ms=batch_wait_ms,
+                              model_dir=str(model_dir), fraud_model=fraud_model)
 
         progress(f"1/3 no-op Faust agent over {len(events):,} events")
         noop_topics = _topics("noop")
@@ -77,10 +78,10 @@ def run_bench(world_dir: Path, model_dir: Path, fraud_model: str, rate: float, l
 
         progress("2/3 worker, as fast as possible")
         full_topics = _topics("full")
-        settings = base.model_copy(update={"topics": full_topics, "app_id": "bench-full"})
-        asyncio.run(_setup(settings, full_topics, settings.app_id, world=None))
         metrics_port = free_port()
-        worker = _start_worker(settings, model_dir, fraud_model, metrics_port)
+        settings = base.model_copy(update={"topics": full_topics, "app_id": "bench-full", "metrics_port": metrics_port})
+        asyncio.run(_setup(settings, full_topics, settings.app_id, world=None))
+        worker = start_worker(settings)
         try:
             asyncio.run(replay_world(world, settings, progress=False))
             outcomes = asyncio.run(read_topics(settings, [full_topics.outcomes], expected=len(events), timeout_s=900, settle_s=1))
@@ -94,9 +95,9 @@ def run_bench(world_dir: Path, model_dir: Path, fraud_model: str, rate: float, l
         count = min(len(events), int(rate * latency_seconds))
         progress(f"3/3 worker at a steady {rate:,.0f} events/s for {count:,} events")
         steady_topics = _topics("steady")
-        settings = base.model_copy(update={"topics": steady_topics, "app_id": "bench-steady"})
+        settings = base.model_copy(update={"topics": steady_topics, "app_id": "bench-steady", "metrics_port": free_port()})
         asyncio.run(_setup(settings, steady_topics, settings.app_id, world=None))
-        worker = _start_worker(settings, model_dir, fraud_model, free_port())
+        worker = start_worker(settings)
         try:
             latencies = asyncio.run(_latencies_at_rate(settings, events[:count], rate))
             rss = max(rss, _peak_rss_mb(worker.pid))
@@ -122,17 +123,6 @@ async def _setup(settings: WorkerSettings, topics: TopicNames, app_id: str, worl
     await ensure_topics(scoped)
     if world is not None:
         await replay_world(world, scoped, progress=False)
-
-
-def _start_worker(settings: WorkerSettings, model_dir: Path, fraud_model: str, metrics_port: int) -> subprocess.Popen:
-    env = {**os.environ, "TRIBUTARY_BOOTSTRAP_SERVERS": settings.bootstrap_servers, "TRIBUTARY_APP_ID": settings.app_id,
-           "TRIBUTARY_MODEL_DIR": str(model_dir), "TRIBUTARY_FRAUD_MODEL": fraud_model,
-           "TRIBUTARY_METRICS_PORT": str(metrics_port), "TRIBUTARY_BATCH_MAX": str(settings.batch_max),
-           "TRIBUTARY_BATCH_WAIT_MS": str(settings.batch_wait_ms)}
-    env.update({f"TRIBUTARY_TOPIC_{f.upper()}": getattr(settings.topics, f) for f in TopicNames.model_fields})
-    tributary = str(Path(sys.executable).parent / "tributary")
-    return subprocess.Popen([tributary, "worker", "--embedded-broker-safe"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def _stop(process: subprocess.Popen) -> None:

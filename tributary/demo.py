@@ -15,7 +15,6 @@ import asyncio
 import json
 import os
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +28,7 @@ from stream.kafka.readback import read_topics
 from stream.kafka.topics import ensure_topics
 from stream.replay import replay_world
 from stream.settings import WorkerSettings
+from stream.worker_process import start_worker
 
 SERVED_MODEL = "fusion-gated"
 
@@ -85,15 +85,6 @@ def prepare_model(root: Path, fraud_world: World, fresh: bool) -> Path:
     for name, m in report["models"].items():
         click.echo(f"  {name:<14} held-out PR-AUC {m['pr_auc']:.3f}  F1 {m['f1']:.3f}")
     return model_dir
-
-
-def _start_worker(settings: WorkerSettings, model_dir: Path) -> subprocess.Popen:
-    env = {**os.environ, "TRIBUTARY_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
-           "TRIBUTARY_MODEL_DIR": str(model_dir), "TRIBUTARY_FRAUD_MODEL": SERVED_MODEL,
-           "TRIBUTARY_METRICS_PORT": str(settings.metrics_port)}
-    tributary = str(Path(sys.executable).parent / "tributary")
-    return subprocess.Popen([tributary, "worker", "--embedded-broker-safe"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
 async def _run(settings: WorkerSettings, worlds: list[World]) -> dict:
@@ -156,11 +147,12 @@ def run_demo(root: Path, sizes: DemoSizes = DemoSizes(), seed: int = 7, fresh: b
     worlds = prepare_worlds(root, sizes, seed, fresh)
     model_dir = prepare_model(root, worlds[0], fresh)
     with EmbeddedBroker() as broker:
-        settings = WorkerSettings(bootstrap_servers=broker.bootstrap, metrics_port=free_port())
+        settings = WorkerSettings(bootstrap_servers=broker.bootstrap, metrics_port=free_port(),
+                                  model_dir=str(model_dir), fraud_model=SERVED_MODEL)
         click.echo(f"embedded broker on {broker.bootstrap}; worker metrics on "
                    f"http://127.0.0.1:{settings.metrics_port}/metrics")
         asyncio.run(ensure_topics(settings))
-        worker = _start_worker(settings, model_dir)
+        worker = start_worker(settings, stderr=subprocess.PIPE)
         try:
             run = asyncio.run(_run(settings, worlds))
         finally:
