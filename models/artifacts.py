@@ -87,7 +87,13 @@ def read_manifest(path: str | Path) -> ArtifactManifest:
     path = Path(path)
     if not (path / MANIFEST).exists():
         raise ArtifactError(f"{path} is not a model artifact ({MANIFEST} missing)")
-    manifest = ArtifactManifest.model_validate(json.loads((path / MANIFEST).read_text()))
+    try:
+        manifest = ArtifactManifest.model_validate(json.loads((path / MANIFEST).read_text()))
+    except ValueError as error:  # bad JSON, or JSON that is not a manifest (pydantic's errors are ValueErrors)
+        raise ArtifactError(
+            f"{path} is not a readable model artifact ({MANIFEST}: {str(error).splitlines()[0]}); "
+            "retrain it with `tributary train` or restore the directory"
+        ) from None
     if manifest.format_version != FORMAT_VERSION:
         raise ArtifactError(f"{path}: artifact format {manifest.format_version}, this code reads {FORMAT_VERSION}")
     return manifest

@@ -95,3 +95,25 @@ def test_training_resumes_from_its_checkpoint(trained):
     again = train_fraud(root / "world", root / "run", models=["graph-sage-d1"], progress=False, fit_override=TINY_FIT)
     assert checkpoint.stat().st_mtime_ns == before
     assert again["models"]["graph-sage-d1"] == report["models"]["graph-sage-d1"]
+
+
+@pytest.mark.parametrize("manifest, words", [
+    (None, "no model artifacts"),
+    ("{not json", "not a readable model artifact"),
+    ('{"format_version": 99, "name": "x", "task": "fraud", "feature_schema": {}, "feature_schema_hash": "h"}',
+     "artifact format 99"),
+])
+def test_evaluate_refuses_what_is_not_a_usable_artifact(tmp_path, manifest, words):
+    from click.testing import CliRunner
+
+    from tributary.cli import main
+
+    if manifest is not None:
+        version = tmp_path / "models" / "fusion-gated" / "v1"
+        version.mkdir(parents=True)
+        (version / "manifest.json").write_text(manifest)
+    (tmp_path / "models").mkdir(exist_ok=True)
+    (tmp_path / "world").mkdir()
+    result = CliRunner().invoke(main, ["evaluate", "--model", str(tmp_path / "models"), "--data", str(tmp_path / "world")])
+    assert result.exit_code == 1
+    assert words in result.output and "Traceback" not in result.output
