@@ -11,11 +11,13 @@ from collections import defaultdict
 
 import numpy as np
 
-from models.contracts import TransactionEvent
+from models.contracts import DonorProfile, DonorRelationship, GiftEvent, TransactionEvent
 from models.features.account_state import AccountState
 from models.features.partitioning import kafka_partition
 from models.features.transactions import RawTransaction, TransactionBatch, TransactionFeaturizer
+from models.features.donors import DonorBatch, DonorFeatureConfig, DonorFeaturizer
 from models.fraud_artifact import LoadedFraudModel
+from models.nn.donor_model import DonorModel, as_tensors
 from offline.train.loop import predict
 
 
@@ -31,3 +33,29 @@ def worker_view_scores(events: list[TransactionEvent], loaded: LoadedFraudModel,
         values = predict(loaded.model, batch.arrays())
         scores.update(zip((e.event_id for e in partition_events), np.asarray(values).tolist()))
     return scores
+
+
+def donor_worker_view_scores(
+    events: list[GiftEvent | DonorProfile | DonorRelationship], model: DonorModel, config: DonorFeatureConfig,
+    partitions: int,
+) -> dict[str, list[float]]:
+    """gift event_id -> the probabilities the worker gives it (in `model.spec.targets` order).
+
+    `events` in the order each partition consumes them; all keyed by donor id. Each gift
+    is read right after it is ingested, as of its own time, like the worker does.
+    """
+    by_partition: dict[int, list] = defaultdict(list)
+    for event in events:
+        by_partition[kafka_partition(event.donor_id.encode(), partitions)].append(event)
+    ids, batches = [], []
+    for partition_events in by_partition.values():
+        featurizer = DonorFeaturizer(config.new_state(), config)
+        for event in partition_events:
+            featurizer.state.ingest(event)
+            if isinstance(event, GiftEvent):
+                ids.append(event.event_id)
+                batches.append(featurizer.featurize([event.donor_id], event.event_time, strict=False))
+    if not batches:
+        return {}
+    probabilities = model.score(as_tensors(DonorBatch.concat(batches).arrays())).numpy()
+    return dict(zip(ids, probabilities.tolist()))

@@ -1,7 +1,9 @@
 """The Faust worker: wiring of topics, tables and agents around the pure pipeline stages.
 
-Per micro-batch (`take_events(batch_max, within=batch_wait_ms)`, one agent, concurrency 1:
-faust-streaming #606 loses events with concurrency > 1):
+Two agents, each with its table: transactions (accounts) and the three donor topics
+(donors; only when a donor model is there). Per micro-batch of an agent
+(`take_events(batch_max, within=batch_wait_ms)`, concurrency 1: faust-streaming #606
+loses events with concurrency > 1):
     1. the stage runs in a worker thread (features, model), so the event loop keeps
        heartbeating and fetching while torch works;
     2. outputs (outcomes, alerts, dead letters) are published, every delivery awaited;
@@ -18,28 +20,33 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import faust
+import numpy as np
 import torch
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from models.artifacts import ArtifactError, latest_version
-from models.contracts import DeadLetterReason, encode
+from models.contracts import DeadLetterReason, DriftReport, encode
 from models.features.transactions import EVENT_FEATURES
 from models.fraud_artifact import LoadedFraudModel, load_fraud_model
 from stream.kafka.client_args import aiokafka_args
 from stream.monitoring.drift import DriftMonitor
 from stream.monitoring.metrics import WorkerMetrics
-from stream.pipeline.records import Output, RawRecord, StageResult, dead_letter
+from stream.pipeline.records import ChangelogWrite, Output, RawRecord, StageResult, dead_letter
+from stream.pipeline.donors import DonorStage
 from stream.pipeline.transactions import TransactionStage
+from stream.scoring.donor_scorer import DonorScorer, LoadedDonorModel, load_served_donor_model
 from stream.scoring.fraud_scorer import FraudScorer, ModelSwapError
 from stream.settings import WorkerSettings
 from stream.state.faust_store import STORE_URL, AccountStore, register_store
 from stream.state.partitioned_accounts import PartitionedAccounts
+from stream.state.partitioned_donors import PartitionedDonors
 
 log = logging.getLogger("tributary.worker")
 CHANGELOG_BATCH_BYTES = 1024 * 1024
@@ -122,7 +129,15 @@ class TributaryWorker:
         self.scorer = FraudScorer(loaded, self.device)
         self.transactions = TransactionStage(self.accounts, self.scorer, settings.topics, settings.max_message_bytes)
         self.drift = self._drift_monitor(loaded)
-        self._announce(loaded)
+        self._announce("fraud", loaded)
+        self.donor_stage: DonorStage | None = None
+        donor_model = self._load_donor_model()
+        if donor_model is not None:
+            self.donors = PartitionedDonors(donor_model.features)
+            self.donor_scorer = DonorScorer(donor_model, self.device)
+            self.donor_stage = DonorStage(self.donors, self.donor_scorer, settings.topics, settings.max_message_bytes)
+            self.donor_drift = self._donor_drift_monitors(donor_model)
+            self._announce("donors", donor_model)
         # One thread: batches are processed strictly in order, and state is touched by it alone.
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tributary-score")
         self._producer: AIOKafkaProducer | None = None
@@ -135,6 +150,29 @@ class TributaryWorker:
         path = latest_version(artifacts_root(self.settings.model_dir), self.settings.fraud_model)
         return load_fraud_model(path)
 
+    def _load_donor_model(self) -> LoadedDonorModel | None:
+        """The donor model to serve, or None (then the donor topics are left unconsumed)."""
+        if not self.settings.donor_model:
+            return None
+        try:
+            path = latest_version(artifacts_root(self.settings.model_dir), self.settings.donor_model)
+        except ArtifactError as error:
+            log.warning("not consuming the donor topics: %s (train one with `tributary train donors`)", error)
+            return None
+        return load_served_donor_model(path)
+
+    def _donor_drift_monitors(self, loaded: LoadedDonorModel) -> list[DriftMonitor]:
+        """One score monitor per target (ADWIN, Page-Hinkley, PSI against the validation histogram)."""
+        references = loaded.manifest.reference_distributions.get("scores", {})
+        monitors = []
+        for target in loaded.targets:
+            ref = references.get(target) or {}
+            edges, counts = np.asarray(ref.get("edges", []), float), np.asarray(ref.get("counts", []), float)
+            score = {"score": {"edges": edges[1:-1], "shares": counts / counts.sum()}} if counts.sum() else {}
+            monitors.append(DriftMonitor(score, {}, loaded.manifest.name, loaded.version, window=self.settings.drift_window,
+                                         psi_threshold=self.settings.psi_threshold, prefix=f"{target}:"))
+        return monitors
+
     def _drift_monitor(self, loaded: LoadedFraudModel) -> DriftMonitor:
         return DriftMonitor(
             loaded.manifest.reference_distributions, {n: i for i, n in enumerate(EVENT_FEATURES)},
@@ -142,30 +180,41 @@ class TributaryWorker:
             psi_threshold=self.settings.psi_threshold,
         )
 
-    def _announce(self, loaded: LoadedFraudModel) -> None:
-        self.metrics.model_info.clear()
-        self.metrics.model_info.labels("fraud", loaded.manifest.name, loaded.version).set(1)
-        log.info("serving fraud model %s version %s (threshold %.4f)", loaded.manifest.name, loaded.version, loaded.threshold)
+    def _announce(self, task: str, loaded: LoadedFraudModel | LoadedDonorModel) -> None:
+        for labels in [m.labels for m in self.metrics.model_info.collect()[0].samples]:
+            if labels["task"] == task:
+                self.metrics.model_info.remove(labels["task"], labels["name"], labels["version"])
+        self.metrics.model_info.labels(task, loaded.manifest.name, loaded.version).set(1)
+        log.info("serving %s model %s version %s", task, loaded.manifest.name, loaded.version)
 
     def reload_if_newer(self) -> bool:
-        """Swap in the newest version of the served model, if there is one (atomic)."""
+        """Swap in the newest version of each served model, if there is one (atomic per model)."""
+        swapped = self._reload("fraud", self.settings.fraud_model, self.scorer, load_fraud_model)
+        if self.donor_stage is not None:
+            swapped |= self._reload("donors", self.settings.donor_model, self.donor_scorer, load_served_donor_model)
+        return swapped
+
+    def _reload(self, task: str, name: str, scorer: FraudScorer | DonorScorer, load) -> bool:
         try:
-            newest = latest_version(artifacts_root(self.settings.model_dir), self.settings.fraud_model)
+            newest = latest_version(artifacts_root(self.settings.model_dir), name)
         except ArtifactError as error:
             log.warning("model reload: %s", error)
             return False
-        if newest.name == self.scorer.current.version:
+        if newest.name == scorer.current.version:
             return False
         try:
-            loaded = load_fraud_model(newest)
-            self.scorer.swap(loaded)
+            loaded = load(newest)
+            scorer.swap(loaded)
         except (ArtifactError, ModelSwapError, OSError, RuntimeError) as error:
-            self.metrics.model_reloads.labels("fraud", "refused").inc()
-            log.error("model reload refused, still serving %s: %s", self.scorer.current.version, error)
+            self.metrics.model_reloads.labels(task, "refused").inc()
+            log.error("%s model reload refused, still serving %s: %s", task, scorer.current.version, error)
             return False
-        self.drift = self._drift_monitor(loaded)
-        self.metrics.model_reloads.labels("fraud", "swapped").inc()
-        self._announce(loaded)
+        if task == "fraud":
+            self.drift = self._drift_monitor(loaded)
+        else:
+            self.donor_drift = self._donor_drift_monitors(loaded)
+        self.metrics.model_reloads.labels(task, "swapped").inc()
+        self._announce(task, loaded)
         return True
 
     # -- Faust wiring -----------------------------------------------------------------
@@ -203,6 +252,23 @@ class TributaryWorker:
             async for events in stream.take_events(s.batch_max, within=s.batch_wait_ms / 1000):
                 await worker.handle_batch(events, worker.transactions, worker.account_table)
 
+        if self.donor_stage is not None:
+            # One agent over the three co-partitioned topics: partition p of each feeds
+            # (and restores) partition p of the donors table.
+            donor_topics = app.topic(s.topics.gifts, s.topics.donor_profiles, s.topics.donor_relationships,
+                                     partitions=s.partitions, key_serializer="raw", value_serializer="raw")
+            self.donor_table = app.Table(
+                "donors", partitions=s.partitions, store=STORE_URL, options={"accounts": self.donors},
+                key_type=bytes, value_type=bytes,
+            )
+            if not isinstance(self.donor_table.data, AccountStore):
+                raise RuntimeError(f"the donors table got a {type(self.donor_table.data).__name__}, not AccountStore")
+
+            @app.agent(donor_topics, concurrency=1, name="score-donors")
+            async def score_donors(stream):
+                async for events in stream.take_events(s.batch_max, within=s.batch_wait_ms / 1000):
+                    await worker.handle_batch(events, worker.donor_stage, worker.donor_table)
+
         @app.timer(interval=s.reload_interval_s)
         async def reload_models():
             loop = asyncio.get_running_loop()
@@ -223,7 +289,7 @@ class TributaryWorker:
 
         return app
 
-    async def handle_batch(self, events, stage: TransactionStage, table) -> None:
+    async def handle_batch(self, events, stage: TransactionStage | DonorStage, table) -> None:
         records = [
             RawRecord(e.message.topic, e.message.partition, e.message.offset, e.message.key, e.message.value,
                       int(e.message.timestamp * 1000) if e.message.timestamp else None)
@@ -240,12 +306,9 @@ class TributaryWorker:
                 result.outputs.append(Output(self.settings.topics.dead_letters, record.key, encode(letter)))
                 result.dead_letters["processing_error"] = result.dead_letters.get("processing_error", 0) + 1
         started = time.perf_counter()
-        if result.scores is not None and len(result.scores):
-            for report in self.drift.observe(result.scores, result.event_features):
-                result.outputs.append(Output(self.settings.topics.drift_reports, report.monitor.encode(), encode(report)))
-                self.metrics.drift_reports.labels(report.model_name, report.monitor).inc()
-            for monitor, value in self.drift.latest.items():
-                self.metrics.drift_statistic.labels(self.drift.model_name, monitor).set(value)
+        for report in self._drift_reports(stage, result):
+            result.outputs.append(Output(self.settings.topics.drift_reports, report.monitor.encode(), encode(report)))
+            self.metrics.drift_reports.labels(report.model_name, report.monitor).inc()
         await self.publish(result.outputs)
         # Durable before the next batch: otherwise a crash could keep batch N's outputs
         # but lose batch N-1's state, and redelivered events would see an older state.
@@ -257,8 +320,26 @@ class TributaryWorker:
         for record in records:
             if record.timestamp_ms is not None:
                 self.metrics.end_to_end.labels(record.topic).observe(max(done_ms - record.timestamp_ms, 0) / 1000)
-        self.metrics.record_batch(records[0].topic, result)
-        self.metrics.state_entities.labels("accounts").set(sum(self.accounts.accounts().values()))
+        consumed = Counter(record.topic for record in records)
+        self.metrics.record_batch(self.settings.topics.transactions if stage is self.transactions
+                                  else self.settings.topics.gifts, result, consumed)
+        state = self.accounts if stage is self.transactions else self.donors
+        self.metrics.state_entities.labels(table.name).set(sum(state.accounts().values()))
+
+    def _drift_reports(self, stage: TransactionStage | DonorStage, result: StageResult) -> list[DriftReport]:
+        if result.scores is None or not len(result.scores):
+            return []
+        if stage is self.transactions:
+            pairs = [(self.drift, result.scores, result.event_features)]
+        else:
+            empty = np.zeros((len(result.scores), 0))
+            pairs = [(monitor, result.scores[:, j], empty) for j, monitor in enumerate(self.donor_drift)]
+        reports = []
+        for monitor, scores, features in pairs:
+            reports += monitor.observe(scores, features)
+            for name, value in monitor.latest.items():
+                self.metrics.drift_statistic.labels(monitor.model_name, name).set(value)
+        return reports
 
     async def publish(self, outputs: list[Output]) -> None:
         """Send and wait for every output; retry (never drop) while the broker is away."""
@@ -270,22 +351,22 @@ class TributaryWorker:
 
         await self._deliver(send, self._output_producer, f"{len(outputs)} outputs")
 
-    async def publish_changelog(self, topic: str, changelog: dict[int, list[tuple[bytes, bytes]]]) -> None:
-        """Per partition, as explicit record batches: the published-offset marker alone, the
-        changed accounts together, then the marker alone again.
+    async def publish_changelog(self, topic: str, changelog: dict[int, ChangelogWrite]) -> None:
+        """Per partition, as explicit record batches: the published-offset markers, the
+        changed entities together, then the last marker alone again.
 
-        Many accounts per batch keep the changelog cheap; ending every write on a
+        Many entities per batch keep the changelog cheap; ending every write on a
         single-record batch keeps the partition's end offset right even on the embedded
         broker, which reports it wrongly after a multi-record batch (Faust's recovery reads
         only up to that offset, so it would silently restore stale state).
         """
-        if not any(changelog.values()):
+        if not any(write.records or write.markers for write in changelog.values()):
             return
 
         async def send(client: AIOKafkaProducer) -> list:
             futures = []
-            for partition, (marker, *accounts) in changelog.items():
-                for records in ([marker], *_chunks(accounts), [marker]):
+            for partition, write in changelog.items():
+                for records in (write.markers, *_chunks(write.records), write.markers[-1:]):
                     batch = client.create_batch()
                     for key, value in records:
                         batch.append(key=key, value=value, timestamp=None)

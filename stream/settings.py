@@ -72,6 +72,10 @@ class WorkerSettings(KafkaSettings):
     app_id: str = Field("tributary-worker", description="consumer group and prefix of the changelog topics")
     model_dir: str = Field("var/models", description="a `tributary train` output (artifacts/ inside) or an artifacts root")
     fraud_model: str = Field("fusion-gated", description="which fraud model under model_dir to serve (latest version)")
+    donor_model: str = Field(
+        "multitarget", description="which donor model under model_dir to serve; the donor topics are consumed "
+        "only when one is there ('' never)",
+    )
     batch_max: int = Field(256, ge=1, description="events per micro-batch at most: larger = more throughput")
     batch_wait_ms: int = Field(20, ge=1, description="longest wait to fill a batch: smaller = lower latency")
     torch_threads: int = Field(1, ge=1, description="CPU threads for inference; the event loop keeps a core")

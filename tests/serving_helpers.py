@@ -9,6 +9,9 @@ from pathlib import Path
 import torch
 
 from models.artifacts import ArtifactManifest, save_artifact
+from models.contracts import Segment
+from models.features.donors import F_EDGE as DONOR_F_EDGE, F_GIFT, F_NODE as DONOR_F_NODE, F_TAB, DonorFeatureConfig
+from models.nn.donor_model import DonorModel, DonorModelSpec
 from models.features.transactions import F_EDGE, F_EVENT, F_NODE, F_SEQ, TransactionFeatureConfig
 from models.nn.fraud_model import FraudModel, FraudModelSpec
 from stream.pipeline.records import RawRecord
@@ -39,3 +42,28 @@ def transaction_record(i: int, source: str, destination: str, amount: float, par
         "source_account": source, "destination_account": destination, "amount": amount, "type": "transfer",
     }).encode()
     return RawRecord("transactions", partition, i if offset is None else offset, source.encode(), value)
+
+
+# Small on purpose: serving tests exercise the path, not the model's quality.
+SMALL_DONOR_FEATURES = DonorFeatureConfig(window=8, fanout=8, neighbours=4)
+
+
+def untrained_donor_artifact(root: Path, threshold: float = 0.5, seed: int = 0,
+                             features: DonorFeatureConfig = SMALL_DONOR_FEATURES, version: str | None = None) -> Path:
+    """A real artifact of an untrained (randomly initialised, seeded) donor multi-target model."""
+    torch.manual_seed(seed)
+    dims = {"tab": F_TAB, "gift": F_GIFT, "node": DONOR_F_NODE, "edge": DONOR_F_EDGE, "window": features.window,
+            "neighbours": features.neighbours, "types": 5}
+    spec = DonorModelSpec(dims=dims, tab_hidden=16, seq_hidden=8, seq_heads=2, graph_hidden=16, fusion_width=16,
+                          fusion_heads=4, fused=16, head_hidden=8, target_heads=2)
+    model = DonorModel(spec).eval()
+    targets = [s.value for s in Segment]
+    histogram = {"edges": [i / 10 for i in range(11)], "counts": [1] * 10}
+    extra = {"version": version} if version else {}
+    manifest = ArtifactManifest(
+        name="multitarget", task="donors", hyperparameters={"model": spec.to_dict(), "targets": targets},
+        feature_schema=features.schema(), feature_schema_hash=features.schema_hash(),
+        threshold={t: threshold for t in targets},
+        reference_distributions={"scores": {t: histogram for t in targets}}, **extra,
+    )
+    return save_artifact(root, manifest, model.state_dict())

@@ -178,7 +178,7 @@ def test_crash_after_outputs_but_midway_through_the_changelog(artifact):
     recs = records(300)
     original = stage_for(artifact)
     a, b, c = original.process(recs[:100]), original.process(recs[100:200]), original.process(recs[200:])
-    half_of_b = {p: items[: 1 + (len(items) - 1) // 2] for p, items in b.changelog.items()}  # marker + half
+    half_of_b = {p: [*w.markers, *w.records[: len(w.records) // 2]] for p, w in b.changelog.items()}
     resumed = _restored(artifact, a.changelog, half_of_b)
     again_b = resumed.process(recs[100:200])
     assert again_b.replayed == 100 and again_b.scored == 0  # outputs exist: never scored twice

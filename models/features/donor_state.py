@@ -50,6 +50,10 @@ RELATIONSHIP_CODES = {r.value: i for i, r in enumerate(RelationshipType)}
 N_CHANNELS, N_TYPES = len(CHANNEL_CODES), len(RELATIONSHIP_CODES)
 AGE_BAND_CODES = {b.value: i for i, b in enumerate(b for b in AgeBand if b is not AgeBand.UNKNOWN)}
 RECURRING_BIT, REFERRED_BIT = 8, 16  # flags above the channel code in the gift ring's `code`
+# Which ends of a two-ended event (gift: donor, referrer; relationship: donor, related) to
+# apply. The worker re-applies a redelivered event only to the ends its state lacks.
+DONOR_END, OTHER_END = 1, 2
+BOTH_ENDS = DONOR_END | OTHER_END
 
 META_FIELDS = (
     "gift_count",
@@ -245,8 +249,11 @@ class DonorState(KeyedRows):
         amounts: np.ndarray,
         channels: np.ndarray,
         recurring: np.ndarray,
+        ends: np.ndarray | None = None,
     ) -> None:
-        """Gifts in event-time order. times: state seconds; months: `month_index`; referrer NO_KEY for none."""
+        """Gifts in event-time order. times: state seconds; months: `month_index`; referrer NO_KEY for none.
+
+        ends: per gift, DONOR_END | OTHER_END bits of the rows to update (default both)."""
         n = len(donor_keys)
         if n == 0:
             return
@@ -257,6 +264,7 @@ class DonorState(KeyedRows):
             np.asarray(donor_keys, dtype=np.int64), np.asarray(referrer_keys, dtype=np.int64),
             np.asarray(times, dtype=np.float64), np.asarray(months, dtype=np.int16),
             np.log1p(np.asarray(amounts, dtype=np.float64)), np.asarray(amounts, dtype=np.float64), codes,
+            _ends(ends, n),
         )
         start = 0
         while start < n:
@@ -283,16 +291,18 @@ class DonorState(KeyedRows):
 
     def ingest_relationships(
         self, donor_keys: np.ndarray, related_keys: np.ndarray, times: np.ndarray, types_: np.ndarray,
-        added: np.ndarray, strengths: np.ndarray,
+        added: np.ndarray, strengths: np.ndarray, ends: np.ndarray | None = None,
     ) -> None:
-        """Edge adds/removes in event-time order; types_ index RelationshipType; strength NaN if unknown."""
+        """Edge adds/removes in event-time order; types_ index RelationshipType; strength NaN if unknown.
+
+        ends: per event, DONOR_END | OTHER_END bits of the rows to update (default both)."""
         n = len(donor_keys)
         if n == 0:
             return
         args = (
             np.asarray(donor_keys, dtype=np.int64), np.asarray(related_keys, dtype=np.int64),
             np.asarray(times, dtype=np.float64), np.asarray(types_, dtype=np.int64),
-            np.asarray(added, dtype=np.bool_), np.asarray(strengths, dtype=np.float32),
+            np.asarray(added, dtype=np.bool_), np.asarray(strengths, dtype=np.float32), _ends(ends, n),
         )
         start = 0
         while start < n:
@@ -304,22 +314,26 @@ class DonorState(KeyedRows):
 
     # -- ingestion: one contract event (the worker) --------------------------------------
 
-    def ingest(self, event: GiftEvent | DonorProfile | DonorRelationship) -> None:
-        """Apply one event; events must come in event-time order (per donor at least)."""
+    def ingest(self, event: GiftEvent | DonorProfile | DonorRelationship, ends: int = BOTH_ENDS) -> None:
+        """Apply one event; events must come in event-time order (per donor at least).
+
+        ends: DONOR_END and/or OTHER_END, the rows a two-ended event updates (a profile has one end)."""
+        if not ends:
+            return
         t = np.array([to_state_time(event.event_time)])
         key = np.array([donor_key(event.donor_id)], dtype=np.int64)
         if isinstance(event, GiftEvent):
             referrer = donor_key(event.referrer_donor_id) if event.referrer_donor_id else NO_KEY
             self.ingest_gifts(key, np.array([referrer]), t, np.array([month_index(event.event_time)]),
                               np.array([event.amount]), np.array([CHANNEL_CODES[event.channel.value]]),
-                              np.array([event.is_recurring]))
+                              np.array([event.is_recurring]), np.array([ends]))
         elif isinstance(event, DonorProfile):
             self.ingest_profiles(key, t, profile_values([event], self.region_buckets))
         elif isinstance(event, DonorRelationship):
             strength = np.nan if event.strength is None else event.strength
             self.ingest_relationships(key, np.array([donor_key(event.related_donor_id)]), t,
                                       np.array([RELATIONSHIP_CODES[event.relationship_type.value]]),
-                                      np.array([event.action == "add"]), np.array([strength]))
+                                      np.array([event.action == "add"]), np.array([strength]), np.array([ends]))
         else:
             raise TypeError(f"not a donor event: {type(event).__name__}; expected GiftEvent, DonorProfile or "
                             "DonorRelationship")
@@ -384,6 +398,10 @@ class DonorState(KeyedRows):
         return self.keys[self.pool["neighbour"][self.adj_block[row, k, slots // BLOCK], slots % BLOCK]].tolist()
 
 
+def _ends(ends: np.ndarray | None, n: int) -> np.ndarray:
+    return np.full(n, BOTH_ENDS, dtype=np.uint8) if ends is None else np.asarray(ends, dtype=np.uint8)
+
+
 class _Reader:
     def __init__(self, blob: bytes):
         self.blob, self.offset = blob, 0
@@ -431,7 +449,7 @@ def _decayed(value, since, now):
 
 
 @njit(cache=True)
-def _ingest_gifts(start, donor_keys, referrer_keys, times, months, log_amounts, amounts, codes,
+def _ingest_gifts(start, donor_keys, referrer_keys, times, months, log_amounts, amounts, codes, ends,
                   index, rows_used, keys, meta, r_amount, r_time, r_month, r_code):  # fmt: skip
     """Returns the index of the first gift not ingested (capacity ran short) or len."""
     window = r_amount.shape[1]
@@ -439,29 +457,31 @@ def _ingest_gifts(start, donor_keys, referrer_keys, times, months, log_amounts, 
     for i in range(start, donor_keys.shape[0]):
         if rows_used[0] + 2 > capacity:
             return i
-        row = row_for(donor_keys[i], index, rows_used, keys)
         t = times[i]
         la = log_amounts[i]
-        n = int(meta[row, GIFT_COUNT])
-        pos = n % window
-        r_amount[row, pos] = la
-        r_time[row, pos] = t
-        r_month[row, pos] = months[i]
-        r_code[row, pos] = codes[i]
-        if n == 0:
-            meta[row, FIRST_GIFT_TIME] = t
-            meta[row, GIFT_MAX_LOG] = la
-        meta[row, GIFT_COUNT] = n + 1
-        meta[row, GIFT_SUM] += amounts[i]
-        meta[row, GIFT_SUM_LOG] += la
-        meta[row, GIFT_SUMSQ_LOG] += la * la
-        meta[row, GIFT_MAX_LOG] = max(meta[row, GIFT_MAX_LOG], la)
-        meta[row, LAST_GIFT_TIME] = t
-        if codes[i] & RECURRING_BIT:
-            meta[row, RECURRING_COUNT] += 1.0
-        meta[row, SEEN] = 1.0
-        if referrer_keys[i] != NO_KEY:
-            meta[row, REFERRED_COUNT] += 1.0
+        if ends[i] & DONOR_END:
+            row = row_for(donor_keys[i], index, rows_used, keys)
+            n = int(meta[row, GIFT_COUNT])
+            pos = n % window
+            r_amount[row, pos] = la
+            r_time[row, pos] = t
+            r_month[row, pos] = months[i]
+            r_code[row, pos] = codes[i]
+            if n == 0:
+                meta[row, FIRST_GIFT_TIME] = t
+                meta[row, GIFT_MAX_LOG] = la
+            meta[row, GIFT_COUNT] = n + 1
+            meta[row, GIFT_SUM] += amounts[i]
+            meta[row, GIFT_SUM_LOG] += la
+            meta[row, GIFT_SUMSQ_LOG] += la * la
+            meta[row, GIFT_MAX_LOG] = max(meta[row, GIFT_MAX_LOG], la)
+            meta[row, LAST_GIFT_TIME] = t
+            if codes[i] & RECURRING_BIT:
+                meta[row, RECURRING_COUNT] += 1.0
+            meta[row, SEEN] = 1.0
+            if referrer_keys[i] != NO_KEY:
+                meta[row, REFERRED_COUNT] += 1.0
+        if referrer_keys[i] != NO_KEY and ends[i] & OTHER_END:
             ref = row_for(referrer_keys[i], index, rows_used, keys)
             meta[ref, REFERRAL_DECAYED] = _decayed(meta[ref, REFERRAL_DECAYED], meta[ref, REFERRAL_LAST_TIME], t) + 1.0
             meta[ref, REFERRAL_COUNT] += 1.0
@@ -534,7 +554,7 @@ def _adj_append(row, k, neighbour, t, strength, adj_block, adj_len, blocks_used,
 
 
 @njit(cache=True)
-def _ingest_relationships(start, donor_keys, related_keys, times, types_, added, strengths,
+def _ingest_relationships(start, donor_keys, related_keys, times, types_, added, strengths, ends,
                           index, rows_used, keys, meta, adj_block, adj_len, degree, blocks_used,
                           p_neighbour, p_time, p_strength):  # fmt: skip
     capacity = meta.shape[0]
@@ -547,6 +567,8 @@ def _ingest_relationships(start, donor_keys, related_keys, times, types_, added,
         a = row_for(donor_keys[i], index, rows_used, keys)
         b = row_for(related_keys[i], index, rows_used, keys)
         for side in range(2):
+            if not ends[i] & (DONOR_END if side == 0 else OTHER_END):
+                continue
             row, other = (a, b) if side == 0 else (b, a)
             meta[row, SEEN] = 1.0
             if added[i]:

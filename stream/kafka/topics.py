@@ -16,7 +16,7 @@ from stream.kafka.client_args import aiokafka_args
 from stream.settings import KafkaSettings, WorkerSettings
 
 # Tables of the worker, whose changelogs must exist with the input topics' partition count.
-WORKER_TABLES = ("accounts",)
+WORKER_TABLES = ("accounts", "donors")
 
 
 class TopicLayoutError(RuntimeError):

@@ -61,11 +61,14 @@ class DriftMonitor:
             "score" is the model's score, other names are event features.
         feature_index: event-feature name -> column in the batch's event features.
         window: events per PSI evaluation.
+        prefix: put before monitor names, to tell several monitors of one model apart
+            (the donor model has one per target: "high_value:adwin:score").
     """
 
     def __init__(self, references: dict, feature_index: dict[str, int], model_name: str, model_version: str,
-                 window: int = 5000, psi_threshold: float = 0.2, adwin_delta: float = 0.002):
+                 window: int = 5000, psi_threshold: float = 0.2, adwin_delta: float = 0.002, prefix: str = ""):
         self.model_name, self.model_version = model_name, model_version
+        self.prefix = prefix
         self.window, self.psi_threshold = window, psi_threshold
         self._bins = {
             name: _Binned(np.asarray(ref["edges"], dtype=np.float64), np.asarray(ref["shares"], dtype=np.float64))
@@ -96,7 +99,7 @@ class DriftMonitor:
         if self._seen >= self.window:
             for name, binned in self._bins.items():
                 value = psi(binned.reference, binned.shares())
-                self.latest[f"psi:{name}"] = value
+                self.latest[f"{self.prefix}psi:{name}"] = value
                 if value > self.psi_threshold:
                     reports.append(self._report(f"psi:{name}", DriftKind.PSI, value, self.psi_threshold,
                                                 {"live_shares": ",".join(f"{s:.3f}" for s in binned.shares())}))
@@ -105,6 +108,7 @@ class DriftMonitor:
         return reports
 
     def _report(self, monitor: str, kind: DriftKind, statistic: float, threshold: float, details: dict) -> DriftReport:
+        monitor = self.prefix + monitor
         self.latest[monitor] = float(statistic)
         return DriftReport(
             report_id=uuid.uuid4().hex, monitor=monitor, kind=kind,

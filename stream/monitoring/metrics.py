@@ -35,8 +35,11 @@ class WorkerMetrics:
         self.model_reloads = Counter("tributary_model_reloads_total", "Model reload attempts", ["task", "result"], registry=r)
         self.state_entities = Gauge("tributary_state_entities", "Entities held in state", ["kind"], registry=r)
 
-    def record_batch(self, topic: str, result: StageResult) -> None:
-        self.consumed.labels(topic).inc(result.consumed)
+    def record_batch(self, topic: str, result: StageResult, consumed_by_topic: dict[str, int] | None = None) -> None:
+        """`topic` labels the batch (the agent's main topic); consumed counts go to each
+        record's own topic when `consumed_by_topic` says (one agent reads the three donor topics)."""
+        for name, count in (consumed_by_topic or {topic: result.consumed}).items():
+            self.consumed.labels(name).inc(count)
         self.batch_size.labels(topic).observe(result.consumed)
         if result.scored:
             self.scored.labels(topic).inc(result.scored)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import base64
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 import numpy as np
 
-from models.contracts import DeadLetter, DeadLetterReason, InvalidEvent, decode
+from models.contracts import DeadLetter, DeadLetterReason, InvalidEvent, decode, encode
 from models.contracts._base import Contract
 
 
@@ -34,9 +35,22 @@ class Output:
 
 
 @dataclass
+class ChangelogWrite:
+    """What one batch writes to one changelog partition: the "outputs published up to"
+    markers, which must land before the entity records they cover, then those records."""
+
+    markers: list[tuple[bytes, bytes]]
+    records: list[tuple[bytes, bytes]]
+
+    def __iter__(self):
+        yield from self.markers
+        yield from self.records
+
+
+@dataclass
 class StageResult:
     outputs: list[Output] = field(default_factory=list)
-    changelog: dict[int, list[tuple[bytes, bytes]]] = field(default_factory=dict)  # partition -> records
+    changelog: dict[int, ChangelogWrite] = field(default_factory=dict)  # by partition
     consumed: int = 0
     scored: int = 0
     applied: int = 0
@@ -48,6 +62,18 @@ class StageResult:
     model: tuple[str, str] | None = None  # (name, version) that scored the batch
     scores: np.ndarray | None = None  # scores of the scored events, for the drift monitor
     event_features: np.ndarray | None = None  # their event features, for the drift monitor
+
+
+    def add_dead_letter(self, topic: str, record: RawRecord, letter: DeadLetter) -> None:
+        """Publish `letter` for `record` on `topic`, counted by reason."""
+        self.outputs.append(Output(topic, record.key, encode(letter)))
+        self.dead_letters[letter.reason.value] = self.dead_letters.get(letter.reason.value, 0) + 1
+
+    def lap(self, stage: str, started: float) -> float:
+        """Add the time since `started` to `stage`; returns now, the next stage's start."""
+        now = time.perf_counter()
+        self.timings[stage] = self.timings.get(stage, 0.0) + now - started
+        return now
 
 
 def decode_or_dead_letter(

@@ -20,7 +20,7 @@ import numpy as np
 from models.contracts import DeadLetterReason, EventOutcome, FraudAlert, Outcome, TransactionEvent, encode
 from models.features.account_state import TYPE_CODES
 from models.features.transactions import CHANNEL_CODES, TransactionBatch
-from stream.pipeline.records import Output, RawRecord, StageResult, dead_letter, decode_or_dead_letter
+from stream.pipeline.records import ChangelogWrite, Output, RawRecord, StageResult, dead_letter, decode_or_dead_letter
 from stream.scoring.fraud_scorer import FraudScorer, alert_id, take_rows
 from stream.settings import TopicNames
 from stream.state.partitioned_accounts import PartitionedAccounts
@@ -41,10 +41,10 @@ class TransactionStage:
         for record in records:
             event, letter = decode_or_dead_letter(record, TransactionEvent, self.max_message_bytes)
             if letter is not None:
-                self._dead(result, record, letter)
+                result.add_dead_letter(self.topics.dead_letters, record, letter)
             else:
                 events.append((record, event))
-        clock = _lap(result, "decode", clock)
+        clock = result.lap("decode", clock)
 
         by_partition: dict[int, list[int]] = defaultdict(list)
         for i, (record, _) in enumerate(events):
@@ -66,8 +66,8 @@ class TransactionStage:
             ))
             order.extend(indices)
             marker = self.accounts.published_marker(partition, max(r.offset for r, _ in picked))
-            result.changelog[partition] = [marker, *self.accounts.export_rows(partition, batches[-1].rows.ravel())]
-        clock = _lap(result, "state", clock)
+            result.changelog[partition] = ChangelogWrite([marker], self.accounts.export_rows(partition, batches[-1].rows.ravel()))
+        clock = result.lap("state", clock)
         if not events:
             return result
 
@@ -83,12 +83,12 @@ class TransactionStage:
             reasons = self.scorer.reasons(model, take_rows(batch, flagged)) if len(flagged) else []
         except Exception as error:  # a model failure fails the batch's events explicitly, never silently
             for i in live:
-                self._dead(result, ordered[i][0], dead_letter(
+                result.add_dead_letter(self.topics.dead_letters, ordered[i][0], dead_letter(
                     ordered[i][0], DeadLetterReason.PROCESSING_ERROR.value, type(error).__name__,
                     f"scoring failed: {error}"))
-            _lap(result, "model", clock)
+            result.lap("model", clock)
             return result
-        clock = _lap(result, "model", clock)
+        clock = result.lap("model", clock)
 
         now = datetime.now(timezone.utc)
         reason_for = dict(zip(flagged.tolist(), reasons))
@@ -113,17 +113,7 @@ class TransactionStage:
             )
             result.outputs.append(Output(self.topics.outcomes, event.event_id.encode(), encode(outcome)))
         result.scored = len(live)
-        _lap(result, "publish_prepare", clock)
+        result.lap("publish_prepare", clock)
         result.scores = scores
         result.event_features = batch.event[live]
         return result
-
-    def _dead(self, result: StageResult, record: RawRecord, letter) -> None:
-        result.outputs.append(Output(self.topics.dead_letters, record.key, encode(letter)))
-        result.dead_letters[letter.reason.value] = result.dead_letters.get(letter.reason.value, 0) + 1
-
-
-def _lap(result: StageResult, stage: str, started: float) -> float:
-    now = time.perf_counter()
-    result.timings[stage] = result.timings.get(stage, 0.0) + now - started
-    return now

@@ -23,24 +23,28 @@ class ModelSwapError(ValueError):
     pass
 
 
-class FraudScorer:
-    """Holds the served model. `swap` replaces it atomically: a batch in flight keeps the
-    model it started with, so every output names the version that actually scored it."""
+class ServedModel:
+    """Holds a served model. `swap` replaces it atomically: a batch in flight keeps the
+    model it started with, so every output names the version that actually scored it.
 
-    def __init__(self, loaded: LoadedFraudModel, device: torch.device | str = "cpu"):
+    A model is any loaded artifact with `model` (the torch module), `features` (the
+    feature settings its state needs), `manifest` and `version`.
+    """
+
+    def __init__(self, loaded, device: torch.device | str = "cpu"):
         self.device = torch.device(device)
         self._lock = threading.Lock()
         self._current = self._prepare(loaded)
 
     @property
-    def current(self) -> LoadedFraudModel:
+    def current(self):
         return self._current
 
-    def _prepare(self, loaded: LoadedFraudModel) -> LoadedFraudModel:
+    def _prepare(self, loaded):
         loaded.model.to(self.device).eval()
         return loaded
 
-    def swap(self, loaded: LoadedFraudModel) -> LoadedFraudModel:
+    def swap(self, loaded):
         """Serve `loaded` from the next batch on; returns the model it replaced.
 
         Refuses a model whose feature settings differ: the live state (window length,
@@ -55,6 +59,10 @@ class FraudScorer:
         with self._lock:
             previous, self._current = self._current, prepared
         return previous
+
+
+class FraudScorer(ServedModel):
+    current: LoadedFraudModel
 
     def score(self, model: LoadedFraudModel, inputs: dict[str, np.ndarray]) -> np.ndarray:
         if len(inputs["event"]) == 0:

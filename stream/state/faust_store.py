@@ -1,12 +1,13 @@
 """A Faust table store that *is* the columnar feature state.
 
-Faust's memory store would keep a second copy of every account (a dict of blobs next
+Faust's memory store would keep a second copy of every entity (a dict of blobs next
 to our numpy arrays) and decode each changelog record into it. This store instead
-applies changelog records straight into `PartitionedAccounts` during recovery, so state
-lives once, in the compact form the feature kernel reads. The worker writes the
-changelog itself, once per batch per changed account, with `Table.send_changelog`.
+applies changelog records straight into the partitioned state during recovery, so state
+lives once, in the compact form the feature kernels read. The worker writes the
+changelog itself, once per batch per changed entity (see stream.app).
 
-Register it on a table with `store=STORE_URL` and `options={"accounts": <PartitionedAccounts>}`.
+Register it on a table with `store=STORE_URL` and `options={"accounts": <state>}`, where
+the state is a `PartitionedAccounts` or a `PartitionedDonors`.
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ from faust.stores import memory
 from faust.types import TP, EventT
 
 from stream.state.partitioned_accounts import PartitionedAccounts
+from stream.state.partitioned_donors import PartitionedDonors
+
+PartitionedState = PartitionedAccounts | PartitionedDonors
 
 STORE_SCHEME = "tributary-accounts"
 # Needs a host part: yarl's URL("scheme://") is falsy, and Faust then silently falls back
@@ -31,7 +35,7 @@ log = logging.getLogger("tributary.state")
 class _AllPartitionsView(MutableMapping):
     """Read-only mapping over every partition's accounts (for Faust's introspection)."""
 
-    def __init__(self, accounts: PartitionedAccounts):
+    def __init__(self, accounts: PartitionedState):
         self._accounts = accounts
 
     def __getitem__(self, key: bytes) -> bytes:
@@ -63,8 +67,8 @@ class AccountStore(memory.Store):
         # Not __post_init__: Faust's Store sets `options` only after Service.__init__ ran it.
         super().__init__(*args, options=options, **kwargs)
         accounts = (options or {}).get("accounts")
-        if not isinstance(accounts, PartitionedAccounts):
-            raise TypeError(f"{STORE_SCHEME} store needs options={{'accounts': PartitionedAccounts(...)}}")
+        if not isinstance(accounts, (PartitionedAccounts, PartitionedDonors)):
+            raise TypeError(f"{STORE_SCHEME} store needs options={{'accounts': PartitionedAccounts or PartitionedDonors}}")
         self.accounts = accounts
         self.data = _AllPartitionsView(accounts)
 
@@ -83,8 +87,8 @@ class AccountStore(memory.Store):
     async def on_recovery_completed(self, active_tps: Set[TP], standby_tps: Set[TP]) -> None:
         active = {tp.partition for tp in active_tps}
         self.accounts.drop([p for p in self.accounts.partitions if p not in active])
-        log.info("state recovered: accounts per partition %s, outputs published up to %s",
-                 self.accounts.accounts(), self.accounts.published)
+        log.info("%s recovered: entities per partition %s, outputs published up to %s",
+                 self.table.name, self.accounts.accounts(), self.accounts.published)
 
     def _clear(self) -> None:
         self.accounts.drop(self.accounts.partitions)

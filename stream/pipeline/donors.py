@@ -1,0 +1,154 @@
+"""Donor events in, segment updates out: decode, state, multi-target model, membership.
+
+No Faust here (see transactions.py for the pattern). One batch holds records of the
+three co-partitioned donor topics. Per batch:
+    decode each record with its topic's contract (bad ones become dead letters)
+    per partition: merge the topics' records by event time, each topic kept in offset
+        order (Kafka orders a partition, never two topics); apply each event to the
+        state; right after a gift, read that donor's features as of the gift
+    score every gift of the batch in one forward pass of the served model
+    compare each donor's memberships with those last published; publish an update
+        only on change; one outcome per event (gifts "scored", others "applied")
+    changelog: per topic a published-offset marker, then every changed donor row
+Profiles and relationships are not scored: they change what the donor's next gift sees.
+"""
+
+from __future__ import annotations
+
+import heapq
+import time
+from collections import defaultdict
+from datetime import datetime, timezone
+
+import numpy as np
+
+from models.contracts import (
+    DeadLetterReason,
+    DonorProfile,
+    DonorRelationship,
+    DonorSegmentUpdate,
+    EventOutcome,
+    GiftEvent,
+    Outcome,
+    Segment,
+    encode,
+)
+from models.features.donor_state import NO_KEY, donor_key
+from models.features.donors import DonorBatch
+from stream.pipeline.records import ChangelogWrite, Output, RawRecord, StageResult, dead_letter, decode_or_dead_letter
+from stream.scoring.donor_scorer import SEGMENT_BITS, DonorScorer, membership_mask, segments_of
+from stream.settings import TopicNames
+from stream.state.partitioned_donors import TOPIC_INDEX, PartitionedDonors, other_end_key
+
+DonorEvent = GiftEvent | DonorProfile | DonorRelationship
+
+
+class DonorStage:
+    def __init__(self, donors: PartitionedDonors, scorer: DonorScorer, topics: TopicNames, max_message_bytes: int):
+        self.donors = donors
+        self.scorer = scorer
+        self.topics = topics
+        self.max_message_bytes = max_message_bytes
+        self.contracts = {topics.gifts: GiftEvent, topics.donor_profiles: DonorProfile,
+                          topics.donor_relationships: DonorRelationship}
+
+    def process(self, records: list[RawRecord]) -> StageResult:
+        result = StageResult(consumed=len(records))
+        clock = time.perf_counter()
+        by_partition: dict[int, list[list[tuple[RawRecord, DonorEvent]]]] = defaultdict(lambda: [[], [], []])
+        for record in records:
+            contract = self.contracts.get(record.topic)
+            if contract is None:  # a wiring bug, not bad input; still never lost
+                result.add_dead_letter(self.topics.dead_letters, record, dead_letter(record, DeadLetterReason.PROCESSING_ERROR.value, "KeyError",
+                                                       f"no donor contract for topic {record.topic!r}"))
+                continue
+            event, letter = decode_or_dead_letter(record, contract, self.max_message_bytes)
+            if letter is not None:
+                result.add_dead_letter(self.topics.dead_letters, record, letter)
+            else:
+                by_partition[record.partition][TOPIC_INDEX[contract]].append((record, event))
+        clock = result.lap("decode", clock)
+
+        model = self.scorer.current
+        gifts: list[tuple[RawRecord, GiftEvent]] = []
+        features: list[DonorBatch] = []
+        applied: list[tuple[RawRecord, DonorEvent]] = []
+        touched: dict[int, set[int]] = defaultdict(set)
+        for partition, streams in sorted(by_partition.items()):
+            part = self.donors.partition(partition)
+            gifts_, profiles, relationships = (sorted(s, key=lambda pair: pair[0].offset) for s in streams)
+            # At equal times profiles and relationships go first, as replay orders them.
+            for record, event in heapq.merge(profiles, relationships, gifts_, key=lambda pair: pair[1].event_time):
+                topic = TOPIC_INDEX[type(event)]
+                part.apply(event, record.offset)
+                touched[partition].add(donor_key(event.donor_id))
+                if (other := other_end_key(event)) != NO_KEY:
+                    touched[partition].add(other)
+                if record.offset <= self.donors.published_offset(topic, partition):
+                    result.replayed += 1  # its outputs are out already; only the state needed it
+                elif isinstance(event, GiftEvent):
+                    # As of the gift, the gift included: what the model was trained to read.
+                    features.append(part.featurizer.featurize_keys(
+                        np.array([donor_key(event.donor_id)], dtype=np.int64), event.event_time, strict=False))
+                    gifts.append((record, event))
+                else:
+                    applied.append((record, event))
+        clock = result.lap("state", clock)
+
+        now = datetime.now(timezone.utc)
+        for record, event in applied:
+            self._outcome(result, record, event, Outcome.APPLIED, now)
+        result.applied = len(applied)
+        if gifts:
+            try:
+                probabilities = self.scorer.score(model, DonorBatch.concat(features))
+            except Exception as error:  # a model failure fails the gifts explicitly, never silently
+                for record, _ in gifts:
+                    result.add_dead_letter(self.topics.dead_letters, record, dead_letter(record, DeadLetterReason.PROCESSING_ERROR.value,
+                                                           type(error).__name__, f"scoring failed: {error}"))
+                gifts = []
+                probabilities = np.zeros((0, len(model.targets)), dtype=np.float32)
+            clock = result.lap("model", clock)
+            result.model = (model.manifest.name, model.version)
+            masks = membership_mask(model, probabilities)
+            for (record, event), p, mask in zip(gifts, probabilities, masks.tolist()):
+                scores = {t: float(v) for t, v in zip(model.targets, p.tolist())}
+                self._membership(result, record.partition, event, scores, mask, model, now)
+                self._outcome(result, record, event, Outcome.SCORED, now, scores, model)
+            result.scored = len(gifts)
+            result.scores = probabilities
+
+        for partition, streams in by_partition.items():
+            markers = [self.donors.published_marker(topic, partition, max(r.offset for r, _ in s))
+                       for topic, s in enumerate(streams) if s]
+            result.changelog[partition] = ChangelogWrite(markers, self.donors.export(partition, touched[partition]))
+        result.lap("publish_prepare", clock)
+        return result
+
+    def _membership(self, result: StageResult, partition: int, event: GiftEvent, scores: dict[str, float],
+                    mask: int, model, now: datetime) -> None:
+        part = self.donors.partition(partition)
+        row = part.row_of(event.donor_id)
+        previous = int(part.segments[row])
+        if mask == previous:
+            return
+        part.segments[row] = mask
+        for segment, bit in SEGMENT_BITS.items():
+            if (mask ^ previous) & bit:
+                result.segment_changes[segment] = result.segment_changes.get(segment, 0) + 1
+        update = DonorSegmentUpdate(
+            donor_id=event.donor_id, event_id=event.event_id, event_time=event.event_time,
+            probabilities={Segment(t): p for t, p in scores.items()}, segments=segments_of(mask),
+            previous_segments=segments_of(previous), model_name=model.manifest.name, model_version=model.version,
+            updated_at=now,
+        )
+        result.outputs.append(Output(self.topics.donor_segments, event.donor_id.encode(), encode(update)))
+
+    def _outcome(self, result: StageResult, record: RawRecord, event: DonorEvent, outcome: Outcome, now: datetime,
+                 scores: dict[str, float] | None = None, model=None) -> None:
+        value = EventOutcome(
+            event_id=event.event_id, topic=record.topic, partition=record.partition, offset=record.offset,
+            outcome=outcome, scores=scores or {}, model_name=model.manifest.name if model else None,
+            model_version=model.version if model else None, processed_at=now,
+        )
+        result.outputs.append(Output(self.topics.outcomes, event.event_id.encode(), encode(value)))

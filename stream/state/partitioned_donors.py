@@ -1,0 +1,166 @@
+"""Donor-feature state, one independent `DonorState` per input partition.
+
+The three donor topics (gifts, profiles, relationships) are keyed by donor id and
+co-partitioned, so partition p of each feeds partition p's state, and that state's
+changelog is partition p of the donors changelog topic. Like accounts, state follows its
+partition (see partitioned_accounts): a gift's referrer or a relationship's other donor
+that is keyed to another partition gets a row here too, holding what *this* partition
+saw of it (the referral credit, the edge); its own profile and gifts live in its home
+partition and are not visible here. With one partition that is the whole network.
+
+Idempotence after a redelivery, per (row, topic): each row remembers the highest offset
+of each donor topic that touched it. Every touch of a row from one topic partition comes
+in offset order, so an event at or below that offset is already in the row; the event
+is then applied only to the end (donor, referrer / related donor) that lacks it. Each
+row also remembers the segments last published for the donor, so an update is published
+only when membership changes, across restarts too.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from models.contracts import DonorProfile, DonorRelationship, GiftEvent
+from models.features.donor_state import DONOR_END, NO_KEY, OTHER_END, donor_key
+from models.features.donors import DonorFeatureConfig, DonorFeaturizer
+from stream.state.partitioned_accounts import decode_key, encode_key
+
+# Topic index of each donor event class: the column of `applied`, the byte in marker keys.
+DONOR_TOPICS = (GiftEvent, DonorProfile, DonorRelationship)
+TOPIC_INDEX = {cls: i for i, cls in enumerate(DONOR_TOPICS)}
+# One "outputs published up to" marker per topic; 10 bytes, so never an 8-byte donor key.
+_MARKER_PREFIX = b"\xffpublish"
+_HEADER = np.dtype([("applied", "<i8", (len(DONOR_TOPICS),)), ("segments", "u1")])
+
+
+def marker_key(topic_index: int) -> bytes:
+    return _MARKER_PREFIX + bytes([topic_index])
+
+
+def other_end_key(event: GiftEvent | DonorProfile | DonorRelationship) -> int:
+    """Key of the second donor an event touches, or NO_KEY."""
+    if isinstance(event, GiftEvent):
+        return donor_key(event.referrer_donor_id) if event.referrer_donor_id else NO_KEY
+    if isinstance(event, DonorRelationship):
+        return donor_key(event.related_donor_id)
+    return NO_KEY
+
+
+class DonorPartition:
+    """A `DonorState` plus, per row, the applied offsets per topic and the published segments."""
+
+    def __init__(self, config: DonorFeatureConfig, capacity: int = 1024):
+        self.state = config.new_state(capacity=capacity)
+        self.featurizer = DonorFeaturizer(self.state, config)
+        self.applied = np.full((0, len(DONOR_TOPICS)), -1, dtype=np.int64)
+        self.segments = np.zeros(0, dtype=np.uint8)
+        self._fit()
+
+    def _fit(self) -> None:
+        """Grow the per-row side arrays with the state (which grows by doubling)."""
+        capacity = self.state.capacity
+        if len(self.segments) < capacity:
+            grown = np.full((capacity, len(DONOR_TOPICS)), -1, dtype=np.int64)
+            grown[: len(self.applied)] = self.applied
+            self.applied = grown
+            segments = np.zeros(capacity, dtype=np.uint8)
+            segments[: len(self.segments)] = self.segments
+            self.segments = segments
+
+    def apply(self, event: GiftEvent | DonorProfile | DonorRelationship, offset: int) -> bool:
+        """Apply the event to the ends that lack it; True if it was new to at least one."""
+        topic = TOPIC_INDEX[type(event)]
+        rows = [self.state.row(donor_key(event.donor_id))]
+        other = other_end_key(event)
+        if other != NO_KEY:
+            rows.append(self.state.row(other))
+        self._fit()
+        ends = 0
+        for end, row in zip((DONOR_END, OTHER_END), rows):
+            if self.applied[row, topic] < offset:
+                ends |= end
+        if not ends:
+            return False
+        self.state.ingest(event, ends)
+        self._fit()
+        for end, row in zip((DONOR_END, OTHER_END), rows):
+            if ends & end:
+                self.applied[row, topic] = offset
+        return True
+
+    def row_of(self, donor_id: str) -> int:
+        return self.state.lookup(donor_key(donor_id))
+
+    def export_rows(self, rows: Iterable[int]) -> list[tuple[bytes, bytes]]:
+        records = []
+        for row in sorted(set(rows)):
+            header = np.zeros(1, dtype=_HEADER)
+            header["applied"], header["segments"] = self.applied[row], self.segments[row]
+            key = int(self.state.keys[row])
+            records.append((encode_key(key), header.tobytes() + self.state.export_donor(key)))
+        return records
+
+    def import_row(self, key: int, blob: bytes) -> None:
+        header = np.frombuffer(blob, dtype=_HEADER, count=1)
+        row = self.state.import_donor(key, blob[_HEADER.itemsize:])
+        self._fit()
+        self.applied[row], self.segments[row] = header["applied"][0], header["segments"][0]
+
+    def __len__(self) -> int:
+        return len(self.state)
+
+
+class PartitionedDonors:
+    def __init__(self, config: DonorFeatureConfig, initial_capacity: int = 1024):
+        self.config = config
+        self.initial_capacity = initial_capacity
+        self._partitions: dict[int, DonorPartition] = {}
+        # (topic index, partition) -> highest input offset whose outputs are published
+        self.published: dict[tuple[int, int], int] = {}
+
+    def partition(self, partition: int) -> DonorPartition:
+        part = self._partitions.get(partition)
+        if part is None:
+            part = self._partitions[partition] = DonorPartition(self.config, self.initial_capacity)
+        return part
+
+    @property
+    def partitions(self) -> list[int]:
+        return sorted(self._partitions)
+
+    def drop(self, partitions: Iterable[int]) -> None:
+        for partition in partitions:
+            self._partitions.pop(partition, None)
+            for key in [k for k in self.published if k[1] == partition]:
+                del self.published[key]
+
+    def published_offset(self, topic_index: int, partition: int) -> int:
+        return self.published.get((topic_index, partition), -1)
+
+    def published_marker(self, topic_index: int, partition: int, offset: int) -> tuple[bytes, bytes]:
+        """Changelog record: outputs of this topic partition are published up to `offset`
+        (written before the rows the events changed, as for accounts)."""
+        key = (topic_index, partition)
+        self.published[key] = max(self.published.get(key, -1), offset)
+        return marker_key(topic_index), offset.to_bytes(8, "little", signed=True)
+
+    def restore(self, partition: int, key: bytes, blob: bytes) -> None:
+        """Apply one changelog record (the latest wins)."""
+        if len(key) == len(_MARKER_PREFIX) + 1 and key.startswith(_MARKER_PREFIX):
+            self.published[(key[len(_MARKER_PREFIX)], partition)] = int.from_bytes(blob, "little", signed=True)
+        else:
+            self.partition(partition).import_row(decode_key(key), blob)
+
+    def export(self, partition: int, keys: Iterable[int]) -> list[tuple[bytes, bytes]]:
+        part = self.partition(partition)
+        return part.export_rows(r for k in keys if (r := part.state.lookup(k)))
+
+    def items(self, partition: int) -> Iterator[tuple[bytes, bytes]]:
+        part = self.partition(partition)
+        yield from part.export_rows(range(1, len(part) + 1))
+
+    def accounts(self) -> dict[int, int]:
+        """Donors (rows) held per partition; named like PartitionedAccounts' for the store."""
+        return {p: len(part) for p, part in self._partitions.items()}
