@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -69,6 +70,23 @@ def save_artifact(root: str | Path, manifest: ArtifactManifest, state_dict: dict
     partial.mkdir(parents=True, exist_ok=False)
     torch.save({k: v.detach().cpu() for k, v in state_dict.items()}, partial / WEIGHTS)
     (partial / MANIFEST).write_text(manifest.model_dump_json(indent=2) + "\n")
+    os.replace(partial, final)
+    return final
+
+
+def install_artifact(version_dir: str | Path, root: str | Path) -> Path:
+    """Copy a trained version directory into the artifacts root a worker serves from.
+
+    Atomic like `save_artifact`: copied under a hidden name, then renamed, so a running
+    worker picks the version up whole at its next reload check (a model rollout).
+    """
+    manifest = read_manifest(version_dir)
+    final = Path(root) / manifest.name / manifest.version
+    if final.exists():
+        raise ArtifactError(f"{final} exists already: version {manifest.version} of {manifest.name} is installed")
+    partial = final.with_name(f".{manifest.version}.partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    shutil.copytree(version_dir, partial)
     os.replace(partial, final)
     return final
 

@@ -1,12 +1,13 @@
 """`tributary demo`: the whole pipeline on an embedded broker, no Kafka install needed.
 
 1. generate small synthetic worlds (or reuse the last ones);
-2. train the served fraud model on the fraud world if none exists (quick profile);
+2. train the served models if none exist (quick profile): the fraud model on the fraud
+   world, the donor multi-target model on the donor world;
 3. start the embedded broker, create the topics, start `tributary worker`;
 4. replay both worlds in event-time order;
-5. wait until every transaction has an outcome, then summarise: events in, alerts out,
-   their precision and recall against the world's labels, dead letters, events/s and
-   consume-to-publish latency percentiles; stop everything.
+5. wait until every event has an outcome, then summarise: events in, alerts out, their
+   precision and recall against the world's labels, segment updates, dead letters,
+   events/s and consume-to-publish latency percentiles; stop everything.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import json
 import os
 import subprocess
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +33,7 @@ from stream.settings import WorkerSettings
 from stream.worker_process import start_worker
 
 SERVED_MODEL = "fusion-gated"
+DONOR_MODEL = "multitarget"
 
 
 @dataclass(frozen=True)
@@ -64,27 +67,49 @@ def prepare_worlds(root: Path, sizes: DemoSizes, seed: int, fresh: bool) -> list
     ]
 
 
-def prepare_model(root: Path, fraud_world: World, fresh: bool) -> Path:
-    """The quick-profile served model, trained on the demo's fraud world unless one exists."""
+def prepare_models(root: Path, fraud_world: World, donor_world: World, fresh: bool) -> Path:
+    """The quick-profile served models, trained on the demo's worlds unless they exist.
+
+    Both end up under one artifacts root, the worker's model_dir; the donor model is
+    trained in a directory of its own (reports and checkpoints would collide) and
+    installed there, as an operator rolls out a model.
+    """
     import torch
 
-    from models.artifacts import ArtifactError, latest_version
+    from models.artifacts import ArtifactError, install_artifact, latest_version
+    from offline.train.donors import train_donors
     from offline.train.fraud import train_fraud
 
     model_dir = root / "models"
-    try:
-        if not fresh:
-            latest_version(model_dir / "artifacts", SERVED_MODEL)
-            click.echo(f"reusing the trained {SERVED_MODEL} model in {model_dir}")
-            return model_dir
-    except ArtifactError:
-        pass
-    click.echo(f"training {SERVED_MODEL} and LightGBM on the fraud world (quick profile)")
     torch.set_num_threads(max(1, (os.cpu_count() or 2)))
-    report = train_fraud(fraud_world.root, model_dir, profile="quick", models=[SERVED_MODEL, "lightgbm"])
+    for name, train in ((SERVED_MODEL, lambda: _train_fraud(train_fraud, fraud_world, model_dir)),
+                        (DONOR_MODEL, lambda: _train_donors(train_donors, donor_world, root / "donor-training"))):
+        try:
+            if not fresh:
+                latest_version(model_dir / "artifacts", name)
+                click.echo(f"reusing the trained {name} model in {model_dir}")
+                continue
+        except ArtifactError:
+            pass
+        trained = train()
+        if trained is not None:
+            install_artifact(trained, model_dir / "artifacts")
+    return model_dir
+
+
+def _train_fraud(train_fraud, world: World, model_dir: Path) -> None:
+    click.echo(f"training {SERVED_MODEL} and LightGBM on the fraud world (quick profile)")
+    report = train_fraud(world.root, model_dir, profile="quick", models=[SERVED_MODEL, "lightgbm"])
     for name, m in report["models"].items():
         click.echo(f"  {name:<14} held-out PR-AUC {m['pr_auc']:.3f}  F1 {m['f1']:.3f}")
-    return model_dir
+
+
+def _train_donors(train_donors, world: World, out: Path) -> Path:
+    click.echo(f"training the donor {DONOR_MODEL} model on the donor world (quick profile)")
+    report = train_donors(world.root, out, profile="quick", models=[DONOR_MODEL])
+    for target, m in report["models"][DONOR_MODEL]["targets"].items():
+        click.echo(f"  {target:<20} held-out PR-AUC {m['pr_auc']:.3f}  F1 {m['f1']:.3f}")
+    return Path(report["artifact"])
 
 
 async def _run(settings: WorkerSettings, worlds: list[World]) -> dict:
@@ -95,20 +120,35 @@ async def _run(settings: WorkerSettings, worlds: list[World]) -> dict:
         report = await replay_world(world, settings, progress=False)
         sent += report.total
         click.echo(f"replayed {report.total:,} {world.manifest.kind.value} events in {report.seconds:.1f} s")
-    transactions = worlds[0].manifest.counts.get("transactions", 0)
     topics = settings.topics
-    click.echo(f"waiting for the worker to score {transactions:,} transactions ...")
-    records = await read_topics(settings, [topics.outcomes, topics.dead_letters, topics.fraud_alerts],
-                                expected=transactions, timeout_s=600, settle_s=2)
-    inputs = await read_topics(settings, [topics.transactions], expected=transactions, timeout_s=60, settle_s=0.5)
+    click.echo(f"waiting for the worker to process {sent:,} events ...")
+    finished: set[str] = set()
+    letters = 0
+
+    def everything_arrived(fresh) -> bool:
+        nonlocal letters
+        for record in fresh:
+            if record.topic == topics.outcomes:
+                finished.add(json.loads(record.value)["event_id"])
+            elif record.topic == topics.dead_letters:
+                letters += 1
+        return len(finished) + letters >= sent
+
+    records = await read_topics(settings, [topics.outcomes, topics.dead_letters, topics.fraud_alerts,
+                                           topics.donor_segments],
+                                expected=sent, timeout_s=900, settle_s=2, until=everything_arrived)
+    inputs = await read_topics(settings, [topics.transactions, topics.gifts], expected=sent, timeout_s=60,
+                               settle_s=0.5)
     return {"records": records, "inputs": inputs, "sent": sent, "seconds": time.monotonic() - started}
 
 
-def summarise(settings: WorkerSettings, fraud_world: World, run: dict) -> bool:
+def summarise(settings: WorkerSettings, worlds: list[World], run: dict) -> bool:
+    fraud_world, donor_world = worlds
     topics = settings.topics
     outcomes = [r for r in run["records"] if r.topic == topics.outcomes]
     alerts = {json.loads(r.value)["event_id"] for r in run["records"] if r.topic == topics.fraud_alerts}
     letters = [r for r in run["records"] if r.topic == topics.dead_letters]
+    updates = [json.loads(r.value) for r in run["records"] if r.topic == topics.donor_segments]
     sent_at = {json.loads(r.value)["event_id"]: r.timestamp for r in run["inputs"]}
     latency = np.array([r.timestamp - sent_at[e] for r in outcomes if (e := json.loads(r.value)["event_id"]) in sent_at])
     stamps = sorted(r.timestamp for r in outcomes)
@@ -116,39 +156,45 @@ def summarise(settings: WorkerSettings, fraud_world: World, run: dict) -> bool:
     labels = fraud_world.read_labels("transactions").to_pydict()
     fraud = {e for e, f in zip(labels["event_id"], labels["is_fraud"]) if f}
     caught = len(alerts & fraud)
+    kinds = Counter((o["topic"], o["outcome"]) for o in map(json.loads, (r.value for r in outcomes)))
     distinct = {json.loads(r.value)["event_id"] for r in outcomes}
     transactions = fraud_world.manifest.counts["transactions"]
+    segment_changes = Counter(s for u in updates for s in set(u["segments"]) ^ set(u["previous_segments"]))
     rows = [
         ("events replayed (all topics)", f"{run['sent']:,}"),
-        ("transactions in", f"{transactions:,}"),
-        ("transactions scored (distinct outcomes)", f"{len(distinct):,}"),
+        ("events with an outcome (distinct)", f"{len(distinct):,}"),
+        ("transactions in / scored", f"{transactions:,} / {kinds[(topics.transactions, 'scored')]:,}"),
+        ("gifts scored; profiles, relationships applied",
+         f"{kinds[(topics.gifts, 'scored')]:,}; {kinds[(topics.donor_profiles, 'applied')]:,}, "
+         f"{kinds[(topics.donor_relationships, 'applied')]:,}"),
         ("dead letters", f"{len(letters):,}"),
         ("fraud alerts", f"{len(alerts):,}"),
         ("alert precision / recall vs labels",
          f"{caught / max(len(alerts), 1):.3f} / {caught / max(len(fraud), 1):.3f} ({caught} of {len(fraud)} fraud; "
          "the model trained on this world's first 60%, so this is partly in-sample)"),
+        ("donor-segment updates", f"{len(updates):,} for {len({u['donor_id'] for u in updates}):,} donors"),
+        ("  segments entered or left", ", ".join(f"{s} {n:,}" for s, n in sorted(segment_changes.items())) or "none"),
         ("worker events/s (first to last outcome)", f"{rate:,.0f}"),
         ("consume-to-publish latency p50 / p95 / p99 (ms)",
          " / ".join(f"{v:,.0f}" for v in np.percentile(latency, [50, 95, 99]))
          + " (a burst replay: latency includes queueing)" if len(latency) else "n/a"),
-        ("donor events", "replayed; donor-segment serving is not built yet (no segment updates)"),
     ]
     width = max(len(k) for k, _ in rows)
     click.echo("")
     for key, value in rows:
         click.echo(f"{key:<{width}}  {value}")
-    complete = distinct == set(sent_at) and len(distinct) == transactions
-    click.echo("every transaction was scored" if complete else "SOME TRANSACTIONS HAVE NO OUTCOME: see above")
+    complete = len(distinct) + len(letters) >= run["sent"]
+    click.echo("every event has an outcome" if complete else "SOME EVENTS HAVE NO OUTCOME: see above")
     return complete
 
 
 def run_demo(root: Path, sizes: DemoSizes = DemoSizes(), seed: int = 7, fresh: bool = False) -> bool:
-    """Returns True when every replayed transaction was scored."""
+    """Returns True when every replayed event has an outcome (scored, applied or dead-lettered)."""
     worlds = prepare_worlds(root, sizes, seed, fresh)
-    model_dir = prepare_model(root, worlds[0], fresh)
+    model_dir = prepare_models(root, *worlds, fresh)
     with EmbeddedBroker() as broker:
         settings = WorkerSettings(bootstrap_servers=broker.bootstrap, metrics_port=free_port(),
-                                  model_dir=str(model_dir), fraud_model=SERVED_MODEL)
+                                  model_dir=str(model_dir), fraud_model=SERVED_MODEL, donor_model=DONOR_MODEL)
         click.echo(f"embedded broker on {broker.bootstrap}; worker metrics on "
                    f"http://127.0.0.1:{settings.metrics_port}/metrics")
         asyncio.run(ensure_topics(settings))
@@ -163,7 +209,7 @@ def run_demo(root: Path, sizes: DemoSizes = DemoSizes(), seed: int = 7, fresh: b
                 worker.kill()
         if worker.returncode not in (0, -15):
             click.echo(f"the worker exited with {worker.returncode}:\n{(worker.stderr.read() or '')[-2000:]}", err=True)
-    return summarise(settings, worlds[0], run)
+    return summarise(settings, worlds, run)
 
 
 @click.command()
