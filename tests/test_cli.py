@@ -19,7 +19,7 @@ from tributary.cli import main
 COMMANDS = [
     [], ["generate"], ["generate", "fraud"], ["generate", "donors"], ["import"], ["broker"],
     ["replay"], ["topics"], ["topics", "create"], ["demo"], ["worker"], ["alerts"], ["bench"], ["train"],
-    ["train", "fraud"], ["train", "donors"], ["evaluate"],
+    ["train", "fraud"], ["train", "donors"], ["evaluate"], ["replay-test"],
 ]
 
 

@@ -68,3 +68,42 @@ def bench(data, accounts, days, model_dir, fraud_model, rate, latency_seconds, b
     from tributary.bench import bench_main
 
     bench_main(data, model_dir, fraud_model, accounts, days, rate, latency_seconds, batch_max, batch_wait_ms, as_json)
+
+
+@main.command("replay-test")
+@click.option("--data", "world_dir", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="A labelled fraud world (tributary generate fraud / tributary import ...).")
+@click.option("--model-dir", envvar="TRIBUTARY_MODEL_DIR", required=True,
+              type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="The models the worker serves: the same directory (env TRIBUTARY_MODEL_DIR).")
+@click.option("--bootstrap", default=None,
+              help="Kafka bootstrap servers, with a worker running against them (env TRIBUTARY_BOOTSTRAP_SERVERS).")
+@click.option("--fraud-model", envvar="TRIBUTARY_FRAUD_MODEL", default="fusion-gated", show_default=True,
+              help="The fraud model the worker serves (env TRIBUTARY_FRAUD_MODEL).")
+@click.option("--bad-per-kind", default=3, show_default=True, type=click.IntRange(min=1),
+              help="Bad events planted of each kind (malformed JSON, schema violations, oversized, ...).")
+@click.option("--margin", default=0.05, show_default=True, type=click.FloatRange(min=0),
+              help="How far alert precision and recall may fall below the offline evaluation's.")
+@click.option("--timeout-s", default=600.0, show_default=True, help="Longest wait for the worker's outputs.")
+@click.option("--embedded", is_flag=True, help="Start an embedded broker and a worker of its own (no Kafka needed).")
+def replay_test(world_dir, model_dir, bootstrap, fraud_model, bad_per_kind, margin, timeout_s, embedded):
+    """Replay a labelled world with planted bad events; fail if events are lost, dead letters
+    differ from the bad events planted, or alert precision/recall fall below offline - margin."""
+    from stream.settings import KafkaSettings
+    from tributary.replay_test import ReplayTestError, format_report, run_embedded, run_replay_test
+
+    if embedded and bootstrap:
+        raise click.UsageError("--embedded starts its own broker: leave out --bootstrap")
+    try:
+        if embedded:
+            report = run_embedded(world_dir, model_dir, fraud_model, bad_per_kind, margin, timeout_s, echo=click.echo)
+        else:
+            settings = KafkaSettings(**({"bootstrap_servers": bootstrap} if bootstrap else {}))
+            report = run_replay_test(world_dir, model_dir, settings, fraud_model, bad_per_kind, margin, timeout_s,
+                                     echo=click.echo)
+    except ReplayTestError as error:
+        raise click.ClickException(str(error)) from error
+    click.echo("")
+    click.echo(format_report(report))
+    if not report.passed:
+        raise SystemExit(1)
