@@ -2,26 +2,31 @@
 
 Two agents, each with its table: transactions (accounts) and the three donor topics
 (donors; only when a donor model is there). Per micro-batch of an agent
-(`take_events(batch_max, within=batch_wait_ms)`, concurrency 1: faust-streaming #606
+(`noack_take(batch_max, within=batch_wait_ms)`, concurrency 1: faust-streaming #606
 loses events with concurrency > 1):
-    1. the stage runs in a worker thread (features, model), so the event loop keeps
+    1. the stage runs in the one worker thread (features, model), so the event loop keeps
        heartbeating and fetching while torch works;
     2. outputs (outcomes, alerts, dead letters) are published, every delivery awaited;
     3. then, per partition, a marker "outputs published up to offset O" and the changed
        accounts are written to the table's changelog topic, every delivery awaited;
-    4. the batch is acked when the body returns; offsets are committed later.
+    4. then the batch's events are acked; offsets are committed later, never past an
+       unacked event.
+Batches are pipelined (`pipeline_depth`): the agent hands a batch over and goes back to
+buffering the next while the thread processes it, and batch N+1 is processed while N
+publishes. Order is kept where it matters: the thread processes batches in order, and
+N+1 publishes only after N's changelog is durable.
 After a crash, redelivered events at or below the marker are not scored again, only
 recorded into accounts that lack them; events above it find the state exactly as it
-was before their batch, so scoring them again gives the same scores (and alert ids). The body never
-raises: `take_events` acks in a `finally`, so an escaping exception would lose events.
+was before their batch, so scoring them again gives the same scores (and alert ids).
+An event is acked only once its outputs and state are durable, so none is lost.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections import Counter
 import time
+from collections import Counter, deque
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -142,6 +147,7 @@ class TributaryWorker:
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tributary-score")
         self._producer: AIOKafkaProducer | None = None
         self._changelog: AIOKafkaProducer | None = None
+        self._inflight: dict[object, deque[asyncio.Future]] = {}
         self.app = self._create_app()
 
     # -- models -----------------------------------------------------------------------
@@ -249,8 +255,8 @@ class TributaryWorker:
 
         @app.agent(transactions, concurrency=1, name="score-transactions")
         async def score_transactions(stream):
-            async for events in stream.take_events(s.batch_max, within=s.batch_wait_ms / 1000):
-                await worker.handle_batch(events, worker.transactions, worker.account_table)
+            async for events in stream.noack_take(s.batch_max, within=s.batch_wait_ms / 1000):
+                await worker.submit(events, worker.transactions, worker.account_table, stream)
 
         if self.donor_stage is not None:
             # One agent over the three co-partitioned topics: partition p of each feeds
@@ -266,8 +272,8 @@ class TributaryWorker:
 
             @app.agent(donor_topics, concurrency=1, name="score-donors")
             async def score_donors(stream):
-                async for events in stream.take_events(s.batch_max, within=s.batch_wait_ms / 1000):
-                    await worker.handle_batch(events, worker.donor_stage, worker.donor_table)
+                async for events in stream.noack_take(s.batch_max, within=s.batch_wait_ms / 1000):
+                    await worker.submit(events, worker.donor_stage, worker.donor_table, stream)
 
         @app.timer(interval=s.reload_interval_s)
         async def reload_models():
@@ -282,6 +288,7 @@ class TributaryWorker:
 
         @app.on_before_shutdown.connect
         async def stop_producers(app, **kwargs):
+            await worker.drain(timeout_s=30)
             for producer in (worker._producer, worker._changelog):
                 if producer is not None:
                     await producer.stop()
@@ -289,22 +296,57 @@ class TributaryWorker:
 
         return app
 
-    async def handle_batch(self, events, stage: TransactionStage | DonorStage, table) -> None:
+    async def submit(self, events, stage: TransactionStage | DonorStage, table, stream) -> None:
+        """Hand a batch to the pipeline; returns once it has a slot, so Faust buffers the
+        next batch meanwhile. Never raises (an exception would stop the agent)."""
+        inflight = self._inflight.setdefault(stage, deque())
+        while len(inflight) >= self.settings.pipeline_depth:
+            await asyncio.wait({inflight[0]})
         records = [
             RawRecord(e.message.topic, e.message.partition, e.message.offset, e.message.key, e.message.value,
                       int(e.message.timestamp * 1000) if e.message.timestamp else None)
             for e in events
         ]
-        loop = asyncio.get_running_loop()
+        # Into the (one-thread) executor now, so batches are processed in submission order.
+        processing = asyncio.get_running_loop().run_in_executor(self.executor, stage.process, records)
+        previous = inflight[-1] if inflight else None
+        task = asyncio.ensure_future(self._complete(events, records, processing, previous, stage, table, stream))
+        inflight.append(task)
+        task.add_done_callback(inflight.remove)
+
+    async def _complete(self, events, records, processing, previous, stage, table, stream) -> None:
         try:
-            result = await loop.run_in_executor(self.executor, stage.process, records)
+            result = await self._result(records, processing)
+            if previous is not None:
+                await asyncio.wait({previous})  # publish in batch order
+            await self.handle_result(records, result, stage, table)
+            for event in events:
+                await stream.ack(event)
+        except asyncio.CancelledError:  # shutting down: unacked events are redelivered
+            raise
+        except Exception:  # a bug: these events stay unacked, so offsets are never committed past them
+            log.exception("publishing a batch of %d failed; its events will be redelivered after a restart",
+                          len(records))
+
+    async def drain(self, timeout_s: float) -> None:
+        """Let in-flight batches finish publishing (called before the producers stop)."""
+        pending = [task for queue in self._inflight.values() for task in queue]
+        if pending:
+            await asyncio.wait(pending, timeout=timeout_s)
+
+    async def _result(self, records: list[RawRecord], processing) -> StageResult:
+        try:
+            return await processing
         except Exception as error:  # a bug, not bad input: fail these events loudly, keep going
             log.exception("batch of %d failed; dead-lettering it", len(records))
             result = StageResult(consumed=len(records))
             for record in records:
                 letter = dead_letter(record, DeadLetterReason.PROCESSING_ERROR.value, type(error).__name__, str(error))
-                result.outputs.append(Output(self.settings.topics.dead_letters, record.key, encode(letter)))
-                result.dead_letters["processing_error"] = result.dead_letters.get("processing_error", 0) + 1
+                result.add_dead_letter(self.settings.topics.dead_letters, record, letter)
+            return result
+
+    async def handle_result(self, records: list[RawRecord], result: StageResult, stage, table) -> None:
+        """Publish a processed batch: outputs, then its changelog, then metrics."""
         started = time.perf_counter()
         for report in self._drift_reports(stage, result):
             result.outputs.append(Output(self.settings.topics.drift_reports, report.monitor.encode(), encode(report)))

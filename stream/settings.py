@@ -78,6 +78,10 @@ class WorkerSettings(KafkaSettings):
     )
     batch_max: int = Field(256, ge=1, description="events per micro-batch at most: larger = more throughput")
     batch_wait_ms: int = Field(20, ge=1, description="longest wait to fill a batch: smaller = lower latency")
+    pipeline_depth: int = Field(
+        2, ge=1, le=8, description="batches in flight per agent: 1 overlaps only buffering with work; 2 also "
+        "processes the next batch while one publishes",
+    )
     torch_threads: int = Field(1, ge=1, description="CPU threads for inference; the event loop keeps a core")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     metrics_port: int = Field(9108, description="Prometheus /metrics port; 0 disables it")
