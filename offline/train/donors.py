@@ -354,8 +354,11 @@ def fit_neural(
     torch.manual_seed(seed)
     model = DonorModel(spec)
     model.set_normalisation(normalisation_stats(data.batch, train), tabular_quantiles(data.batch, train, spec.tab_bins))
-    model.to(device)
     averaged = copy.deepcopy(model) if profile.ema else model  # what is evaluated and kept
+    # Copied before moving: `.to()` re-packs an LSTM's weights into the one block cuDNN
+    # needs, a deep copy of a CUDA model does not (cuDNN then re-packs them on every call).
+    model.to(device)
+    averaged.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=profile.lr, weight_decay=profile.weight_decay)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.5, patience=2)
     # Targets without a positive training donor cannot be learnt: masked out of the loss.
@@ -377,7 +380,10 @@ def fit_neural(
     best_state = copy.deepcopy(model.state_dict())
     stopped, finished, resumed_from = False, False, None
     if last.exists():
-        saved = torch.load(last, map_location=device, weights_only=True)
+        # Onto the CPU, whatever the training device: the RNG states must stay CPU tensors
+        # (set_state refuses CUDA ones), and load_state_dict moves the weights and optimizer
+        # state to the model's device.
+        saved = torch.load(last, map_location="cpu", weights_only=True)
         if saved.get("signature") == signature:
             model.load_state_dict(saved["model"])
             optimizer.load_state_dict(saved["optimizer"])

@@ -10,6 +10,7 @@ import torch
 from models.contracts import AlertReason
 from models.features.transactions import EVENT_FEATURES, NODE_FEATURES, TransactionBatch
 from models.fraud_artifact import LoadedFraudModel
+from models.nn.precision import differentiable_rnns, exact_float32
 
 # Names of the inputs reasons are drawn from, in the order of the attribution vector.
 REASON_FEATURES = (
@@ -33,6 +34,7 @@ class ServedModel:
 
     def __init__(self, loaded, device: torch.device | str = "cpu"):
         self.device = torch.device(device)
+        exact_float32(self.device)  # scores on CUDA within 1e-5 of the CPU's (offline) scores
         self._lock = threading.Lock()
         self._current = self._prepare(loaded)
 
@@ -80,7 +82,7 @@ class FraudScorer(ServedModel):
         tensors = {k: torch.from_numpy(np.ascontiguousarray(v)).to(self.device) for k, v in inputs.items()}
         tensors["event"].requires_grad_(True)
         tensors["node"].requires_grad_(True)
-        with torch.enable_grad():
+        with torch.enable_grad(), differentiable_rnns(net):  # cuDNN: RNN gradients in eval mode
             net(tensors).sum().backward()
         event_attr = tensors["event"].grad * (tensors["event"] - net.event_mean)
         node_attr = tensors["node"].grad * (tensors["node"] - net.node_mean)
