@@ -74,6 +74,13 @@ def save_artifact(root: str | Path, manifest: ArtifactManifest, state_dict: dict
     return final
 
 
+def served_root(model_dir: str | Path) -> Path:
+    """The artifacts root a worker serves from: `model_dir/artifacts` when there is one
+    (a `tributary train` output), else `model_dir` itself."""
+    root = Path(model_dir)
+    return root / "artifacts" if (root / "artifacts").is_dir() else root
+
+
 def install_artifact(version_dir: str | Path, root: str | Path) -> Path:
     """Copy a trained version directory into the artifacts root a worker serves from.
 

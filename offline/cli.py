@@ -117,13 +117,19 @@ def train_fraud_command(data: Path, out: Path, profile: str, models: tuple[str, 
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Output directory: artifacts/, checkpoints/, report/.")
 @_PROFILE
+@click.option("--model", "models", multiple=True,
+              help="Train only these (repeatable), e.g. --model multitarget (the served model; the rest are baselines).")
 @_THREADS
-def train_donors_command(data: Path, out: Path, profile: str, threads: int | None) -> None:
+def train_donors_command(data: Path, out: Path, profile: str, models: tuple[str, ...], threads: int | None) -> None:
     """The multi-target donor-segment model and its baselines."""
     from offline.train.donors import train_donors
 
     _threads(threads)
-    _print_donor_table(train_donors(data, out, profile=profile))
+    try:
+        report = train_donors(data, out, profile=profile, models=list(models) or None)
+    except ValueError as error:  # an unknown --model or --profile
+        raise click.BadParameter(str(error)) from None
+    _print_donor_table(report)
 
 
 @click.command()
@@ -153,6 +159,23 @@ def evaluate(model_dir: Path, data: Path, out: Path | None, split: str, as_json:
         _print_fraud_table(report)
     if not as_json:
         click.echo(f"report: {out}")
+
+
+@click.command("install-model")
+@click.argument("version_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--model-dir", envvar="TRIBUTARY_MODEL_DIR", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="The worker's model directory (env TRIBUTARY_MODEL_DIR).")
+def install_model(version_dir: Path, model_dir: Path) -> None:
+    """Roll out a trained model version (e.g. OUT/artifacts/fusion-gated/<version>).
+
+    Copies it into the served model directory under a hidden name, then renames it, so
+    a running worker swaps to it whole at its next reload check. Rolling back: move the
+    newer version directory out of the model directory.
+    """
+    from models.artifacts import install_artifact, served_root
+
+    installed = install_artifact(version_dir, served_root(model_dir))
+    click.echo(f"installed {installed}; workers serving {model_dir} switch to it within their reload interval")
 
 
 def _print_fraud_table(report: dict) -> None:

@@ -28,7 +28,6 @@ import logging
 import time
 from collections import Counter, deque
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import faust
 import numpy as np
@@ -36,7 +35,7 @@ import torch
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from models.artifacts import ArtifactError, latest_version
+from models.artifacts import ArtifactError, latest_version, served_root
 from models.contracts import DeadLetterReason, DriftReport, encode
 from models.features.transactions import EVENT_FEATURES
 from models.fraud_artifact import LoadedFraudModel, load_fraud_model
@@ -70,11 +69,6 @@ def _chunks(records: list[tuple[bytes, bytes]]) -> list[list[tuple[bytes, bytes]
     if current:
         out.append(current)
     return out
-
-
-def artifacts_root(model_dir: str | Path) -> Path:
-    root = Path(model_dir)
-    return root / "artifacts" if (root / "artifacts").is_dir() else root
 
 
 def pick_device(setting: str) -> torch.device:
@@ -127,7 +121,7 @@ class TributaryWorker:
         if settings.fetch_max_wait_ms:
             limit_fetch_wait(settings.fetch_max_wait_ms)
         torch.set_num_threads(settings.torch_threads)
-        self.metrics = WorkerMetrics()
+        self.metrics = WorkerMetrics(settings.topics)
         self.device = pick_device(settings.device)
         loaded = self._load_fraud_model()
         self.accounts = PartitionedAccounts(loaded.features)
@@ -153,7 +147,7 @@ class TributaryWorker:
     # -- models -----------------------------------------------------------------------
 
     def _load_fraud_model(self) -> LoadedFraudModel:
-        path = latest_version(artifacts_root(self.settings.model_dir), self.settings.fraud_model)
+        path = latest_version(served_root(self.settings.model_dir), self.settings.fraud_model)
         return load_fraud_model(path)
 
     def _load_donor_model(self) -> LoadedDonorModel | None:
@@ -161,10 +155,9 @@ class TributaryWorker:
         if not self.settings.donor_model:
             return None
         try:
-            path = latest_version(artifacts_root(self.settings.model_dir), self.settings.donor_model)
-        except ArtifactError as error:
-            log.warning("not consuming the donor topics: %s (train one with `tributary train donors`)", error)
-            return None
+            path = latest_version(served_root(self.settings.model_dir), self.settings.donor_model)
+        except ArtifactError:
+            return None  # said at start-up (start_metrics), once logging is set up
         return load_served_donor_model(path)
 
     def _donor_drift_monitors(self, loaded: LoadedDonorModel) -> list[DriftMonitor]:
@@ -202,7 +195,7 @@ class TributaryWorker:
 
     def _reload(self, task: str, name: str, scorer: FraudScorer | DonorScorer, load) -> bool:
         try:
-            newest = latest_version(artifacts_root(self.settings.model_dir), name)
+            newest = latest_version(served_root(self.settings.model_dir), name)
         except ArtifactError as error:
             log.warning("model reload: %s", error)
             return False
@@ -282,6 +275,15 @@ class TributaryWorker:
 
         @app.task
         async def start_metrics():
+            # Logged here, not in __init__: Faust sets up logging only when the worker starts.
+            log.info("serving fraud model %s version %s", worker.scorer.current.manifest.name,
+                     worker.scorer.current.version)
+            if worker.donor_stage is None:
+                log.warning("not consuming the donor topics: no '%s' model under %s (train one with "
+                            "`tributary train donors`)", s.donor_model, s.model_dir)
+            else:
+                log.info("serving donor model %s version %s", worker.donor_scorer.current.manifest.name,
+                         worker.donor_scorer.current.version)
             if s.metrics_port:
                 worker.metrics.serve(s.metrics_port, s.metrics_address)
                 log.info("metrics on http://%s:%d/metrics", s.metrics_address, s.metrics_port)

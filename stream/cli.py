@@ -99,11 +99,18 @@ def worker(bootstrap, model_dir, fraud_model, batch_max, batch_wait_ms, metrics_
 
     Every setting is a TRIBUTARY_* environment variable; flags given here win.
     """
+    import os
+
     import faust
 
     from stream.app import TributaryWorker
     from stream.settings import WorkerSettings
 
+    unknown = WorkerSettings.unknown_variables(dict(os.environ))
+    if unknown:
+        raise click.ClickException(
+            f"unknown settings variables {', '.join(unknown)}: no setting reads them (misspelt?). The valid names "
+            "are in the README's configuration table and stream/settings.py; unset or correct them.")
     flags = {"bootstrap_servers": bootstrap, "model_dir": model_dir, "fraud_model": fraud_model,
              "batch_max": batch_max, "batch_wait_ms": batch_wait_ms, "metrics_port": metrics_port}
     overrides = {k: v for k, v in flags.items() if v is not None}

@@ -16,6 +16,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from models.contracts import DEFAULT_MAX_MESSAGE_BYTES
 
 
+# TRIBUTARY_* variables that are read elsewhere, not by the settings.
+NOT_SETTINGS = {"TRIBUTARY_BENCH_LOGLEVEL"}
+
+
 class TopicNames(BaseSettings):
     """Topic names; override one with e.g. TRIBUTARY_TOPIC_TRANSACTIONS=payments."""
 
@@ -100,6 +104,18 @@ class WorkerSettings(KafkaSettings):
     )
     drift_window: int = Field(5000, ge=100, description="events per PSI evaluation")
     psi_threshold: float = Field(0.2, gt=0)
+
+    @staticmethod
+    def unknown_variables(environ: dict[str, str]) -> list[str]:
+        """TRIBUTARY_* variables in `environ` that no setting reads (misspelt, most likely).
+
+        pydantic-settings ignores them silently: TRIBUTARY_BATCHMAX=64 would leave the
+        batch size at its default without a word.
+        """
+        known = {f"TRIBUTARY_{name.upper()}" for name in WorkerSettings.model_fields if name != "topics"}
+        known |= {f"TRIBUTARY_TOPIC_{name.upper()}" for name in TopicNames.model_fields}
+        known |= NOT_SETTINGS
+        return sorted(v for v in environ if v.upper().startswith("TRIBUTARY_") and v.upper() not in known)
 
     def changelog_topic(self, table: str) -> str:
         """Faust's name for a table's changelog topic."""

@@ -18,8 +18,8 @@ from tributary.cli import main
 
 COMMANDS = [
     [], ["generate"], ["generate", "fraud"], ["generate", "donors"], ["import"], ["broker"],
-    ["replay"], ["topics"], ["topics", "create"], ["demo"], ["worker"], ["alerts"], ["bench"], ["train"],
-    ["train", "fraud"], ["train", "donors"], ["evaluate"], ["replay-test"],
+    ["replay"], ["topics"], ["topics", "create"], ["demo"], ["worker"], ["alerts"], ["bench"], ["bench-model"], ["train"],
+    ["train", "fraud"], ["train", "donors"], ["evaluate"], ["replay-test"], ["install-model"],
 ]
 
 
@@ -69,3 +69,23 @@ def test_broker_command_answers_and_stops_on_sigterm():
     finally:
         if process.poll() is None:
             os.kill(process.pid, signal.SIGKILL)
+
+
+def test_worker_refuses_a_misspelt_setting_variable(monkeypatch):
+    monkeypatch.setenv("TRIBUTARY_BATCHMAX", "64")
+    result = CliRunner().invoke(main, ["worker"])
+    assert result.exit_code == 1 and "TRIBUTARY_BATCHMAX" in result.output and "misspelt" in result.output
+
+
+def test_install_model_rolls_a_version_out_once(tmp_path):
+    from models.artifacts import latest_version
+    from tests.serving_helpers import untrained_fraud_artifact
+
+    version = untrained_fraud_artifact(tmp_path / "staging", version="20260101T000000000000Z")
+    served = tmp_path / "served"
+    (served / "artifacts").mkdir(parents=True)
+    first = CliRunner().invoke(main, ["install-model", str(version), "--model-dir", str(served)])
+    assert first.exit_code == 0, first.output
+    assert latest_version(served / "artifacts", "fusion-gated").name == version.name
+    again = CliRunner().invoke(main, ["install-model", str(version), "--model-dir", str(served)])
+    assert again.exit_code == 1 and "installed" in again.output and "Traceback" not in again.output

@@ -78,3 +78,12 @@ def test_worker_environment_reproduces_the_settings(monkeypatch):
     for name, value in worker_environment(original).items():
         monkeypatch.setenv(name, value)
     assert WorkerSettings() == original
+
+
+def test_misspelt_variables_are_found_and_real_ones_are_not():
+    from stream.settings import WorkerSettings
+
+    environ = {"TRIBUTARY_BATCHMAX": "64", "TRIBUTARY_BATCH_MAX": "64", "TRIBUTARY_TOPIC_GIFTS": "g",
+               "TRIBUTARY_TOPIC_GIFT": "g", "TRIBUTARY_SASL_PASSWORD": "x", "TRIBUTARY_BENCH_LOGLEVEL": "info",
+               "PATH": "/bin"}
+    assert WorkerSettings.unknown_variables(environ) == ["TRIBUTARY_BATCHMAX", "TRIBUTARY_TOPIC_GIFT"]

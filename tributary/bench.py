@@ -190,9 +190,9 @@ def _state_bytes(events: list[TransactionEvent], model_dir: Path, fraud_model: s
     from models.features.account_state import AccountState
     from models.features.transactions import RawTransaction, TransactionFeaturizer
     from models.fraud_artifact import load_fraud_model
-    from stream.app import artifacts_root
+    from models.artifacts import served_root
 
-    features = load_fraud_model(latest_version(artifacts_root(model_dir), fraud_model)).features
+    features = load_fraud_model(latest_version(served_root(model_dir), fraud_model)).features
     raw = [RawTransaction.from_event(e) for e in events]
     state = AccountState(window=features.window, capacity=1024)
     featurizer = TransactionFeaturizer(state, features)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from offline.cli import evaluate, generate, import_data, train
+from offline.cli import evaluate, generate, import_data, install_model, train
 from stream.cli import alerts, broker, replay, topics, worker
 from tributary.demo import demo
 
@@ -42,6 +42,7 @@ main.add_command(generate)
 main.add_command(import_data)
 main.add_command(train)
 main.add_command(evaluate)
+main.add_command(install_model)
 main.add_command(broker)
 main.add_command(replay)
 main.add_command(topics)
@@ -68,6 +69,53 @@ def bench(data, accounts, days, model_dir, fraud_model, rate, latency_seconds, b
     from tributary.bench import bench_main
 
     bench_main(data, model_dir, fraud_model, accounts, days, rate, latency_seconds, batch_max, batch_wait_ms, as_json)
+
+
+def _batch_sizes(ctx, param, value: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers, got {value!r}") from None
+    if not sizes or min(sizes) < 1:
+        raise click.BadParameter("batch sizes must be positive integers")
+    return sizes
+
+
+@main.command("bench-model")
+@click.option("--data", "fraud_data", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="A fraud world to featurise (default: generate one of --accounts x --days).")
+@click.option("--donor-data", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="A donor world to featurise (default: generate one of --donors).")
+@click.option("--accounts", default=2_000, show_default=True)
+@click.option("--days", default=7, show_default=True)
+@click.option("--donors", default=2_000, show_default=True)
+@click.option("--model", "models", type=click.Choice(["fraud", "donors"]), multiple=True,
+              help="Which models to time (repeatable; default both).")
+@click.option("--device", "devices", type=click.Choice(["auto", "cpu", "cuda"]), multiple=True,
+              help="Devices to time (repeatable; default auto: cpu, and cuda when available). "
+                   "CUDA rows are skipped with a note where there is no CUDA.")
+@click.option("--batch-sizes", default="1,16,64,256,1024", show_default=True, callback=_batch_sizes,
+              help="Comma-separated batch sizes.")
+@click.option("--repeats", default=50, show_default=True, help="Timed calls per batch size and device.")
+@click.option("--warmup", default=5, show_default=True, help="Untimed calls before them.")
+@click.option("--threads", type=int, default=None, help="CPU threads for torch (default: all cores).")
+@click.option("--model-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="Trained fraud models (default: an untrained model of the served architecture).")
+@click.option("--fraud-model", default="fusion-gated", show_default=True)
+@click.option("--donor-model-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="Trained donor models (default: an untrained multitarget model).")
+@click.option("--profile", type=click.Choice(["quick", "full"]), default="quick", show_default=True,
+              help="Widths of the untrained models.")
+@click.option("--cudnn-tf32", is_flag=True,
+              help="Time CUDA with cuDNN's TF32 on (torch's default; the served scorers turn it off for parity).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
+def bench_model(fraud_data, donor_data, accounts, days, donors, models, devices, batch_sizes, repeats, warmup, threads,
+                model_dir, fraud_model, donor_model_dir, profile, cudnn_tf32, as_json):
+    """Time the fraud and donor models alone per batch size on CPU and CUDA: latency, events/s, CPU-vs-CUDA scores."""
+    from tributary.bench_model import bench_model_main
+
+    bench_model_main(fraud_data, donor_data, accounts, days, donors, models, devices, batch_sizes, repeats, warmup,
+                     threads, model_dir, fraud_model, donor_model_dir, profile, cudnn_tf32, as_json)
 
 
 @main.command("replay-test")

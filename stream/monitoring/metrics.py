@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from models.contracts import DeadLetterReason, Segment
 from stream.pipeline.records import StageResult
+from stream.settings import TopicNames
 
 # Latency buckets from 1 ms to 10 s: the target is p99 <= 50 ms at 1,000 events/s.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -12,7 +14,7 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
 
 
 class WorkerMetrics:
-    def __init__(self, registry: CollectorRegistry | None = None):
+    def __init__(self, topics: TopicNames | None = None, registry: CollectorRegistry | None = None):
         self.registry = registry or CollectorRegistry()
         r = self.registry
         self.consumed = Counter("tributary_events_consumed_total", "Input events consumed", ["topic"], registry=r)
@@ -34,6 +36,22 @@ class WorkerMetrics:
         self.model_info = Gauge("tributary_model_info", "The model being served (value 1)", ["task", "name", "version"], registry=r)
         self.model_reloads = Counter("tributary_model_reloads_total", "Model reload attempts", ["task", "result"], registry=r)
         self.state_entities = Gauge("tributary_state_entities", "Entities held in state", ["kind"], registry=r)
+
+        if topics is not None:
+            self._start_series(topics)
+
+    def _start_series(self, topics: TopicNames) -> None:
+        """Create the known label sets at 0: a counter series that appears only with its first
+        increment makes Prometheus' increase() miss that increment."""
+        inputs = (topics.transactions, topics.gifts, topics.donor_profiles, topics.donor_relationships)
+        for topic in inputs:
+            self.consumed.labels(topic)
+            for reason in DeadLetterReason:
+                self.dead_letters.labels(topic, reason.value)
+        for topic in (topics.transactions, topics.gifts):
+            self.scored.labels(topic)
+        for segment in Segment:
+            self.segment_changes.labels(segment.value)
 
     def record_batch(self, topic: str, result: StageResult, consumed_by_topic: dict[str, int] | None = None) -> None:
         """`topic` labels the batch (the agent's main topic); consumed counts go to each
