@@ -43,7 +43,9 @@ from stream.kafka.client_args import aiokafka_args
 from stream.monitoring.drift import DriftMonitor
 from stream.monitoring.metrics import WorkerMetrics
 from stream.pipeline.records import ChangelogWrite, Output, RawRecord, StageResult, dead_letter
+from stream.monitoring.performance import PerformanceMonitor, RecentScores
 from stream.pipeline.donors import DonorStage
+from stream.pipeline.labels import LabelStage
 from stream.pipeline.transactions import TransactionStage
 from stream.scoring.donor_scorer import DonorScorer, LoadedDonorModel, load_served_donor_model
 from stream.scoring.fraud_scorer import FraudScorer, ModelSwapError
@@ -126,7 +128,14 @@ class TributaryWorker:
         loaded = self._load_fraud_model()
         self.accounts = PartitionedAccounts(loaded.features)
         self.scorer = FraudScorer(loaded, self.device)
-        self.transactions = TransactionStage(self.accounts, self.scorer, settings.topics, settings.max_message_bytes)
+        self.recent = RecentScores(settings.label_memory) if settings.label_memory else None
+        self.transactions = TransactionStage(self.accounts, self.scorer, settings.topics, settings.max_message_bytes,
+                                             self.recent)
+        self.label_stage: LabelStage | None = None
+        if self.recent is not None:
+            self.performance = PerformanceMonitor(loaded.manifest.metrics.get("test", {}), settings.label_window,
+                                                  settings.performance_margin)
+            self.label_stage = LabelStage(self.recent, self.performance, settings.topics, settings.max_message_bytes)
         self.drift = self._drift_monitor(loaded)
         self._announce("fraud", loaded)
         self.donor_stage: DonorStage | None = None
@@ -251,6 +260,15 @@ class TributaryWorker:
             async for events in stream.noack_take(s.batch_max, within=s.batch_wait_ms / 1000):
                 await worker.submit(events, worker.transactions, worker.account_table, stream)
 
+        if self.label_stage is not None:
+            labels = app.topic(s.topics.fraud_labels, partitions=s.partitions, key_serializer="raw",
+                               value_serializer="raw")
+
+            @app.agent(labels, concurrency=1, name="match-labels")
+            async def match_labels(stream):
+                async for events in stream.noack_take(s.batch_max, within=s.batch_wait_ms / 1000):
+                    await worker.submit(events, worker.label_stage, None, stream)
+
         if self.donor_stage is not None:
             # One agent over the three co-partitioned topics: partition p of each feeds
             # (and restores) partition p of the donors table.
@@ -350,7 +368,7 @@ class TributaryWorker:
     async def handle_result(self, records: list[RawRecord], result: StageResult, stage, table) -> None:
         """Publish a processed batch: outputs, then its changelog, then metrics."""
         started = time.perf_counter()
-        for report in self._drift_reports(stage, result):
+        for report in self._drift_reports(stage, result) + result.reports:
             result.outputs.append(Output(self.settings.topics.drift_reports, report.monitor.encode(), encode(report)))
             self.metrics.drift_reports.labels(report.model_name, report.monitor).inc()
         await self.publish(result.outputs)
@@ -358,17 +376,22 @@ class TributaryWorker:
         # but lose batch N-1's state, and redelivered events would see an older state.
         # (Faust's own producer.flush() gives up after 0.1 s per message, so it cannot
         # promise this; a producer of our own, awaited, can.)
-        await self.publish_changelog(self.settings.changelog_topic(table.name), result.changelog)
+        if table is not None:
+            await self.publish_changelog(self.settings.changelog_topic(table.name), result.changelog)
         result.timings["publish"] = time.perf_counter() - started
         done_ms = time.time() * 1000
         for record in records:
             if record.timestamp_ms is not None:
                 self.metrics.end_to_end.labels(record.topic).observe(max(done_ms - record.timestamp_ms, 0) / 1000)
         consumed = Counter(record.topic for record in records)
-        self.metrics.record_batch(self.settings.topics.transactions if stage is self.transactions
-                                  else self.settings.topics.gifts, result, consumed)
-        state = self.accounts if stage is self.transactions else self.donors
-        self.metrics.state_entities.labels(table.name).set(sum(state.accounts().values()))
+        self.metrics.record_batch(records[0].topic if stage is not self.donor_stage else self.settings.topics.gifts,
+                                  result, consumed)
+        if stage is self.label_stage:
+            for measure, value in self.performance.latest.items():
+                self.metrics.labelled_performance.labels(measure).set(value)
+        if table is not None:
+            state = self.accounts if stage is self.transactions else self.donors
+            self.metrics.state_entities.labels(table.name).set(sum(state.accounts().values()))
 
     def _drift_reports(self, stage: TransactionStage | DonorStage, result: StageResult) -> list[DriftReport]:
         if result.scores is None or not len(result.scores):

@@ -103,6 +103,15 @@ class WorkerSettings(KafkaSettings):
         "waiting fetch only when it times out, so there every event waits up to this long: set ~10",
     )
     drift_window: int = Field(5000, ge=100, description="events per PSI evaluation")
+    label_memory: int = Field(
+        200_000, ge=0, description="scored transactions remembered for late labels (about 150 bytes each); 0: "
+        "do not consume the label topic",
+    )
+    label_window: int = Field(500, ge=10, description="labels per precision/recall evaluation")
+    performance_margin: float = Field(
+        0.1, gt=0, description="a drift report when labelled precision or recall falls this far below the "
+        "artifact's held-out figure",
+    )
     psi_threshold: float = Field(0.2, gt=0)
 
     @staticmethod

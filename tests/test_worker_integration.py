@@ -90,10 +90,38 @@ async def produce_poison(bootstrap: str, topic: str) -> None:
         await producer.stop()
 
 
+async def produce_labels(settings: WorkerSettings, events: list[TransactionEvent]) -> None:
+    """A confirmed-fraud label for each event, keyed like its transaction, plus one for an unknown event."""
+    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers)
+    await producer.start()
+    try:
+        for e in [*events, None]:
+            event_id, account = (e.event_id, e.source_account) if e else ("no-such-transaction", "nobody")
+            value = json.dumps({"label_id": f"label-{event_id}", "event_id": event_id, "source_account": account,
+                                "kind": "confirmed_fraud", "labelled_at": "2025-03-01T00:00:00Z"}).encode()
+            await producer.send(settings.topics.fraud_labels, value, key=account.encode())
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
 def outcomes_and_letters(settings: WorkerSettings, expected: int, timeout_s: float):
+    """Outcomes, dead letters and alerts read back; stops early once `expected` distinct
+    events have an outcome or a dead letter (duplicates after a restart do not count)."""
     topics = settings.topics
+    events, letters = set(), set()
+
+    def enough(fresh) -> bool:
+        for record in fresh:
+            if record.topic == topics.outcomes:
+                events.add(json.loads(record.value)["event_id"])
+            elif record.topic == topics.dead_letters:
+                letter = json.loads(record.value)
+                letters.add((letter["topic"], letter["partition"], letter["offset"]))
+        return len(events) + len(letters) >= expected
+
     records = asyncio.run(read_topics(settings, [topics.outcomes, topics.dead_letters, topics.fraud_alerts],
-                                      expected=expected, timeout_s=timeout_s, settle_s=2.0))
+                                      expected=expected, timeout_s=timeout_s, settle_s=2.0, until=enough))
     by_topic = defaultdict(list)
     for record in records:
         by_topic[record.topic].append(json.loads(record.value))
@@ -103,7 +131,7 @@ def outcomes_and_letters(settings: WorkerSettings, expected: int, timeout_s: flo
 def settled(settings: WorkerSettings, got) -> int:
     """Distinct events with an outcome, plus dead letters (duplicates must not count twice)."""
     distinct = {o["event_id"] for o in got[settings.topics.outcomes]}
-    return len(distinct) + len({(d["partition"], d["offset"]) for d in got[settings.topics.dead_letters]})
+    return len(distinct) + len({(d["topic"], d["partition"], d["offset"]) for d in got[settings.topics.dead_letters]})
 
 
 def wait_for(settings: WorkerSettings, count: int, process: subprocess.Popen, timeout_s: float = 180) -> None:
@@ -112,10 +140,11 @@ def wait_for(settings: WorkerSettings, count: int, process: subprocess.Popen, ti
     got = None
     while time.monotonic() < deadline:
         assert process.poll() is None, f"worker exited early:\n{stop(process)[-3000:]}"
-        got = outcomes_and_letters(settings, count, timeout_s=5)
+        got = outcomes_and_letters(settings, count, timeout_s=20)
         if settled(settings, got) >= count:
             return
-    raise AssertionError(f"only {settled(settings, got)} of {count} events reached an outcome within {timeout_s} s")
+    raise AssertionError(f"only {settled(settings, got)} of {count} events reached an outcome within {timeout_s} s; "
+                         f"the worker said:\n{stop(process)[-4000:]}")
 
 
 def test_every_event_is_scored_or_dead_lettered_and_scores_match_offline(broker, world, model_dir):
@@ -128,10 +157,23 @@ def test_every_event_is_scored_or_dead_lettered_and_scores_match_offline(broker,
         good = [decode(e.value, TransactionEvent) for e in iter_wire_events(world)]
         assert len(good) >= 10_000
         wait_for(settings, len(good) + len(POISON), worker)
-        got = outcomes_and_letters(settings, len(good) + len(POISON), timeout_s=10)
+        # Late labels for some scored transactions (and one for a transaction never seen).
+        labelled = good[:300]
+        asyncio.run(produce_labels(settings, labelled))
+        wait_for(settings, len(good) + len(POISON) + len(labelled) + 1, worker)
+        got = outcomes_and_letters(settings, len(good) + len(POISON) + len(labelled) + 1, timeout_s=10)
     finally:
         log = stop(worker)
     assert "Traceback" not in log, log[-3000:]
+    label_outcomes = {o["event_id"]: o for o in got[settings.topics.outcomes] if o["topic"] == settings.topics.fraud_labels}
+    scored = {o["event_id"]: o for o in got[settings.topics.outcomes] if o["topic"] == settings.topics.transactions}
+    assert set(label_outcomes) == {f"label-{e.event_id}" for e in labelled}
+    assert all(label_outcomes[f"label-{e.event_id}"]["scores"] == scored[e.event_id]["scores"] for e in labelled)
+    unknown = [d for d in got[settings.topics.dead_letters] if d["topic"] == settings.topics.fraud_labels]
+    assert [d["reason"] for d in unknown] == ["unknown_entity"]
+    got[settings.topics.outcomes] = [o for o in got[settings.topics.outcomes]  # the transactions' own, duplicates kept
+                                     if o["topic"] == settings.topics.transactions]
+    got[settings.topics.dead_letters] = [d for d in got[settings.topics.dead_letters] if d not in unknown]
 
     outcomes, letters = got[settings.topics.outcomes], got[settings.topics.dead_letters]
     # Conservation: each good event exactly one outcome, each poison exactly one dead letter.
@@ -156,7 +198,8 @@ def test_kill_and_restart_loses_nothing_and_continues_exactly(broker, world, mod
     good = [decode(e.value, TransactionEvent) for e in iter_wire_events(world)]
     # Topics of this module are shared: this worker gets input and output topics of its own.
     topics = settings.topics.model_copy(update={"transactions": "transactions-restart", "outcomes": "outcomes-restart",
-                                                 "fraud_alerts": "alerts-restart", "dead_letters": "dead-restart"})
+                                                 "fraud_alerts": "alerts-restart", "dead_letters": "dead-restart",
+                                                 "fraud_labels": "labels-restart"})
     settings = settings.model_copy(update={"topics": topics})
     asyncio.run(ensure_topics(settings))
     first = start_worker(settings)

@@ -4,6 +4,8 @@ from ._base import SCHEMA_VERSION
 from .events import (
     AgeBand,
     DonorProfile,
+    FraudLabel,
+    LabelKind,
     DonorRelationship,
     GiftChannel,
     GiftEvent,
@@ -40,6 +42,8 @@ __all__ = [
     "DriftReport",
     "EventOutcome",
     "FraudAlert",
+    "FraudLabel",
+    "LabelKind",
     "GiftChannel",
     "GiftEvent",
     "InvalidEvent",

@@ -164,3 +164,28 @@ class DonorRelationship(Contract):
         if self.donor_id == self.related_donor_id:
             raise ValueError("donor_id and related_donor_id are the same donor")
         return self
+
+
+class LabelKind(str, Enum):
+    CONFIRMED_FRAUD = "confirmed_fraud"
+    CHARGEBACK = "chargeback"
+    CLEARED = "cleared"  # investigated and found legitimate
+
+
+class FraudLabel(Contract):
+    """A late verdict on a scored transaction (case outcome, chargeback).
+
+    Keyed on the wire by `source_account`, like the transaction, so the label reaches the
+    worker that scored it (same partition).
+    """
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    label_id: EntityId  # of the label itself: its outcome record carries this id
+    event_id: EntityId  # of the transaction
+    source_account: EntityId
+    kind: LabelKind
+    labelled_at: EventTime
+
+    @property
+    def is_fraud(self) -> bool:
+        return self.kind is not LabelKind.CLEARED

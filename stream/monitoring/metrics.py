@@ -35,6 +35,10 @@ class WorkerMetrics:
         self.drift_reports = Counter("tributary_drift_reports_total", "Drift reports published", ["model", "monitor"], registry=r)
         self.model_info = Gauge("tributary_model_info", "The model being served (value 1)", ["task", "name", "version"], registry=r)
         self.model_reloads = Counter("tributary_model_reloads_total", "Model reload attempts", ["task", "result"], registry=r)
+        self.labels = Counter("tributary_labels_total", "Late labels matched to a scored transaction, by verdict "
+                              "of its alert (tp, fp, tn, fn)", ["verdict"], registry=r)
+        self.labelled_performance = Gauge("tributary_labelled_performance", "Precision / recall of alerts over the "
+                                          "last labelled transactions", ["measure"], registry=r)
         self.state_entities = Gauge("tributary_state_entities", "Entities held in state", ["kind"], registry=r)
 
         if topics is not None:
@@ -52,6 +56,10 @@ class WorkerMetrics:
             self.scored.labels(topic)
         for segment in Segment:
             self.segment_changes.labels(segment.value)
+        for verdict in ("tp", "fp", "tn", "fn"):
+            self.labels.labels(verdict)
+        for reason in DeadLetterReason:
+            self.dead_letters.labels(topics.fraud_labels, reason.value)
 
     def record_batch(self, topic: str, result: StageResult, consumed_by_topic: dict[str, int] | None = None) -> None:
         """`topic` labels the batch (the agent's main topic); consumed counts go to each
@@ -69,6 +77,8 @@ class WorkerMetrics:
             self.dead_letters.labels(topic, reason).inc(count)
         if result.alerts and result.model:
             self.alerts.labels(result.model[0]).inc(result.alerts)
+        for verdict, count in result.labels.items():
+            self.labels.labels(verdict).inc(count)
         for segment, count in result.segment_changes.items():
             self.segment_changes.labels(segment).inc(count)
         for stage, seconds in result.timings.items():

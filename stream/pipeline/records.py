@@ -58,6 +58,8 @@ class StageResult:
     dead_letters: dict[str, int] = field(default_factory=dict)  # reason -> count
     alerts: int = 0
     segment_changes: dict[str, int] = field(default_factory=dict)
+    labels: dict[str, int] = field(default_factory=dict)  # late labels: tp / fp / tn / fn -> count
+    reports: list = field(default_factory=list)  # DriftReports the stage raised (published with the outputs)
     timings: dict[str, float] = field(default_factory=dict)  # stage -> seconds for the batch
     model: tuple[str, str] | None = None  # (name, version) that scored the batch
     scores: np.ndarray | None = None  # scores of the scored events, for the drift monitor

@@ -20,6 +20,7 @@ import numpy as np
 from models.contracts import DeadLetterReason, EventOutcome, FraudAlert, Outcome, TransactionEvent, encode
 from models.features.account_state import TYPE_CODES
 from models.features.transactions import CHANNEL_CODES, TransactionBatch
+from stream.monitoring.performance import RecentScores, Said
 from stream.pipeline.records import ChangelogWrite, Output, RawRecord, StageResult, dead_letter, decode_or_dead_letter
 from stream.scoring.fraud_scorer import FraudScorer, alert_id, take_rows
 from stream.settings import TopicNames
@@ -27,8 +28,10 @@ from stream.state.partitioned_accounts import PartitionedAccounts
 
 
 class TransactionStage:
-    def __init__(self, accounts: PartitionedAccounts, scorer: FraudScorer, topics: TopicNames, max_message_bytes: int):
+    def __init__(self, accounts: PartitionedAccounts, scorer: FraudScorer, topics: TopicNames, max_message_bytes: int,
+                 recent: RecentScores | None = None):
         self.accounts = accounts
+        self.recent = recent  # what was said about each transaction, for late labels
         self.scorer = scorer
         self.topics = topics
         self.max_message_bytes = max_message_bytes
@@ -112,6 +115,8 @@ class TransactionStage:
                 model_name=model.manifest.name, model_version=model.version, processed_at=now,
             )
             result.outputs.append(Output(self.topics.outcomes, event.event_id.encode(), encode(outcome)))
+            if self.recent is not None:
+                self.recent.add(event.event_id, Said(score, alert is not None, model.manifest.name, model.version))
         result.scored = len(live)
         result.lap("publish_prepare", clock)
         result.scores = scores
