@@ -50,7 +50,7 @@ from stream.pipeline.transactions import TransactionStage
 from stream.scoring.donor_scorer import DonorScorer, LoadedDonorModel, load_served_donor_model
 from stream.scoring.fraud_scorer import FraudScorer, ModelSwapError
 from stream.settings import WorkerSettings
-from stream.state.faust_store import STORE_URL, AccountStore, register_store
+from stream.state.faust_store import STORE_URL, PartitionedStateStore, register_store
 from stream.state.partitioned_accounts import PartitionedAccounts
 from stream.state.partitioned_donors import PartitionedDonors
 
@@ -247,44 +247,32 @@ class TributaryWorker:
             store="memory://",
         )
         transactions = app.topic(s.topics.transactions, partitions=s.partitions, key_serializer="raw", value_serializer="raw")
-        self.account_table = app.Table(
-            "accounts", partitions=s.partitions, store=STORE_URL, options={"accounts": self.accounts},
-            key_type=bytes, value_type=bytes,  # bytes in, bytes out: the "raw" codec
-        )
-        if not isinstance(self.account_table.data, AccountStore):  # see STORE_URL: never again silently
-            raise RuntimeError(f"the accounts table got a {type(self.account_table.data).__name__}, not AccountStore")
         worker = self
 
-        @app.agent(transactions, concurrency=1, name="score-transactions")
-        async def score_transactions(stream):
-            async for events in stream.noack_take(s.batch_max, within=s.batch_wait_ms / 1000):
-                await worker.submit(events, worker.transactions, worker.account_table, stream)
+        def state_table(name: str, state) -> faust.Table:
+            table = app.Table(name, partitions=s.partitions, store=STORE_URL, options={"state": state},
+                              key_type=bytes, value_type=bytes)  # bytes in, bytes out: the "raw" codec
+            if not isinstance(table.data, PartitionedStateStore):  # see STORE_URL: never again silently
+                raise RuntimeError(f"the {name} table got a {type(table.data).__name__}, not PartitionedStateStore")
+            return table
 
+        def batch_agent(topic, name: str, stage, table) -> None:
+            @app.agent(topic, concurrency=1, name=name)
+            async def agent(stream):
+                async for events in stream.noack_take(s.batch_max, within=s.batch_wait_ms / 1000):
+                    await worker.submit(events, stage, table, stream)
+
+        batch_agent(transactions, "score-transactions", self.transactions, state_table("accounts", self.accounts))
         if self.label_stage is not None:
             labels = app.topic(s.topics.fraud_labels, partitions=s.partitions, key_serializer="raw",
                                value_serializer="raw")
-
-            @app.agent(labels, concurrency=1, name="match-labels")
-            async def match_labels(stream):
-                async for events in stream.noack_take(s.batch_max, within=s.batch_wait_ms / 1000):
-                    await worker.submit(events, worker.label_stage, None, stream)
-
+            batch_agent(labels, "match-labels", self.label_stage, None)
         if self.donor_stage is not None:
             # One agent over the three co-partitioned topics: partition p of each feeds
             # (and restores) partition p of the donors table.
             donor_topics = app.topic(s.topics.gifts, s.topics.donor_profiles, s.topics.donor_relationships,
                                      partitions=s.partitions, key_serializer="raw", value_serializer="raw")
-            self.donor_table = app.Table(
-                "donors", partitions=s.partitions, store=STORE_URL, options={"accounts": self.donors},
-                key_type=bytes, value_type=bytes,
-            )
-            if not isinstance(self.donor_table.data, AccountStore):
-                raise RuntimeError(f"the donors table got a {type(self.donor_table.data).__name__}, not AccountStore")
-
-            @app.agent(donor_topics, concurrency=1, name="score-donors")
-            async def score_donors(stream):
-                async for events in stream.noack_take(s.batch_max, within=s.batch_wait_ms / 1000):
-                    await worker.submit(events, worker.donor_stage, worker.donor_table, stream)
+            batch_agent(donor_topics, "score-donors", self.donor_stage, state_table("donors", self.donors))
 
         @app.timer(interval=s.reload_interval_s)
         async def reload_models():
@@ -390,8 +378,7 @@ class TributaryWorker:
             for measure, value in self.performance.latest.items():
                 self.metrics.labelled_performance.labels(measure).set(value)
         if table is not None:
-            state = self.accounts if stage is self.transactions else self.donors
-            self.metrics.state_entities.labels(table.name).set(sum(state.accounts().values()))
+            self.metrics.state_entities.labels(table.name).set(sum(table.data.partitioned.entities().values()))
 
     def _drift_reports(self, stage: TransactionStage | DonorStage, result: StageResult) -> list[DriftReport]:
         if result.scores is None or not len(result.scores):

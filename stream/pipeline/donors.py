@@ -33,12 +33,11 @@ from models.contracts import (
     Segment,
     encode,
 )
-from models.features.donor_state import NO_KEY, donor_key
 from models.features.donors import DonorBatch
 from stream.pipeline.records import ChangelogWrite, Output, RawRecord, StageResult, dead_letter, decode_or_dead_letter
 from stream.scoring.donor_scorer import SEGMENT_BITS, DonorScorer, membership_mask, segments_of
 from stream.settings import TopicNames
-from stream.state.partitioned_donors import TOPIC_INDEX, PartitionedDonors, other_end_key
+from stream.state.partitioned_donors import TOPIC_INDEX, PartitionedDonors
 
 DonorEvent = GiftEvent | DonorProfile | DonorRelationship
 
@@ -73,7 +72,6 @@ class DonorStage:
         gifts: list[tuple[RawRecord, GiftEvent]] = []
         features: list[DonorBatch] = []
         applied: list[tuple[RawRecord, DonorEvent]] = []
-        touched: dict[int, set[int]] = defaultdict(set)
         for partition, streams in sorted(by_partition.items()):
             part = self.donors.partition(partition)
             gifts_, profiles, relationships = (sorted(s, key=lambda pair: pair[0].offset) for s in streams)
@@ -81,15 +79,11 @@ class DonorStage:
             for record, event in heapq.merge(profiles, relationships, gifts_, key=lambda pair: pair[1].event_time):
                 topic = TOPIC_INDEX[type(event)]
                 part.apply(event, record.offset)
-                touched[partition].add(donor_key(event.donor_id))
-                if (other := other_end_key(event)) != NO_KEY:
-                    touched[partition].add(other)
                 if record.offset <= self.donors.published_offset(topic, partition):
                     result.replayed += 1  # its outputs are out already; only the state needed it
                 elif isinstance(event, GiftEvent):
                     # As of the gift, the gift included: what the model was trained to read.
-                    features.append(part.featurizer.featurize_keys(
-                        np.array([donor_key(event.donor_id)], dtype=np.int64), event.event_time, strict=False))
+                    features.append(part.featurizer.featurize([event.donor_id], event.event_time, strict=False))
                     gifts.append((record, event))
                 else:
                     applied.append((record, event))
@@ -121,7 +115,7 @@ class DonorStage:
         for partition, streams in by_partition.items():
             markers = [self.donors.published_marker(topic, partition, max(r.offset for r, _ in s))
                        for topic, s in enumerate(streams) if s]
-            result.changelog[partition] = ChangelogWrite(markers, self.donors.export(partition, touched[partition]))
+            result.changelog[partition] = ChangelogWrite(markers, self.donors.partition(partition).take_changes())
         result.lap("publish_prepare", clock)
         return result
 
@@ -132,7 +126,7 @@ class DonorStage:
         previous = int(part.segments[row])
         if mask == previous:
             return
-        part.segments[row] = mask
+        part.set_segments(row, mask)
         for segment, bit in SEGMENT_BITS.items():
             if (mask ^ previous) & bit:
                 result.segment_changes[segment] = result.segment_changes.get(segment, 0) + 1

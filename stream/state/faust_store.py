@@ -6,7 +6,7 @@ applies changelog records straight into the partitioned state during recovery, s
 lives once, in the compact form the feature kernels read. The worker writes the
 changelog itself, once per batch per changed entity (see stream.app).
 
-Register it on a table with `store=STORE_URL` and `options={"accounts": <state>}`, where
+Register it on a table with `store=STORE_URL` and `options={"state": <state>}`, where
 the state is a `PartitionedAccounts` or a `PartitionedDonors`.
 """
 
@@ -25,7 +25,7 @@ from stream.state.partitioned_donors import PartitionedDonors
 
 PartitionedState = PartitionedAccounts | PartitionedDonors
 
-STORE_SCHEME = "tributary-accounts"
+STORE_SCHEME = "tributary-state"
 # Needs a host part: yarl's URL("scheme://") is falsy, and Faust then silently falls back
 # to the app's default store (a dict no one reads), losing the state on every restart.
 STORE_URL = f"{STORE_SCHEME}://state"
@@ -33,24 +33,24 @@ log = logging.getLogger("tributary.state")
 
 
 class _AllPartitionsView(MutableMapping):
-    """Read-only mapping over every partition's accounts (for Faust's introspection)."""
+    """Read-only mapping over every partition's entities (for Faust's introspection)."""
 
-    def __init__(self, accounts: PartitionedState):
-        self._accounts = accounts
+    def __init__(self, state: PartitionedState):
+        self._state = state
 
     def __getitem__(self, key: bytes) -> bytes:
-        for partition in self._accounts.partitions:
-            for k, blob in self._accounts.export(partition, [int.from_bytes(key, "little", signed=True)]):
+        for partition in self._state.partitions:
+            for k, blob in self._state.export(partition, [int.from_bytes(key, "little", signed=True)]):
                 return blob
         raise KeyError(key)
 
     def __iter__(self) -> Iterator[bytes]:
-        for partition in self._accounts.partitions:
-            for key, _ in self._accounts.items(partition):
+        for partition in self._state.partitions:
+            for key, _ in self._state.items(partition):
                 yield key
 
     def __len__(self) -> int:
-        return sum(self._accounts.accounts().values())
+        return sum(self._state.entities().values())
 
     def __setitem__(self, key, value) -> None:
         raise TypeError("write account state through the feature kernel, not the table")
@@ -59,18 +59,18 @@ class _AllPartitionsView(MutableMapping):
         raise TypeError("account state is not deleted key by key")
 
     def clear(self) -> None:
-        self._accounts.drop(self._accounts.partitions)
+        self._state.drop(self._state.partitions)
 
 
-class AccountStore(memory.Store):
+class PartitionedStateStore(memory.Store):
     def __init__(self, *args: Any, options: dict | None = None, **kwargs: Any) -> None:
         # Not __post_init__: Faust's Store sets `options` only after Service.__init__ ran it.
         super().__init__(*args, options=options, **kwargs)
-        accounts = (options or {}).get("accounts")
-        if not isinstance(accounts, (PartitionedAccounts, PartitionedDonors)):
-            raise TypeError(f"{STORE_SCHEME} store needs options={{'accounts': PartitionedAccounts or PartitionedDonors}}")
-        self.accounts = accounts
-        self.data = _AllPartitionsView(accounts)
+        state = (options or {}).get("state")
+        if not isinstance(state, (PartitionedAccounts, PartitionedDonors)):
+            raise TypeError(f"{STORE_SCHEME} store needs options={{'state': PartitionedAccounts or PartitionedDonors}}")
+        self.partitioned = state  # not `state`: a Faust Service property
+        self.data = _AllPartitionsView(state)
 
     def apply_changelog_batch(
         self, batch: Iterable[EventT], to_key: Callable[[Any], Any], to_value: Callable[[Any], Any]
@@ -80,20 +80,20 @@ class AccountStore(memory.Store):
             message = event.message
             if message.value is None:  # a tombstone: nothing we write, but never fatal
                 continue
-            self.accounts.restore(message.partition, message.key, message.value)
+            self.partitioned.restore(message.partition, message.key, message.value)
             applied += 1
         log.debug("applied %d changelog records", applied)
 
     async def on_recovery_completed(self, active_tps: Set[TP], standby_tps: Set[TP]) -> None:
         active = {tp.partition for tp in active_tps}
-        self.accounts.drop([p for p in self.accounts.partitions if p not in active])
+        self.partitioned.drop([p for p in self.partitioned.partitions if p not in active])
         log.info("%s recovered: entities per partition %s, outputs published up to %s",
-                 self.table.name, self.accounts.accounts(), self.accounts.published)
+                 self.table.name, self.partitioned.entities(), self.partitioned.published)
 
     def _clear(self) -> None:
-        self.accounts.drop(self.accounts.partitions)
+        self.partitioned.drop(self.partitioned.partitions)
 
 
 def register_store() -> None:
-    """Make `tributary-accounts://` resolvable by Faust (idempotent)."""
-    stores.STORES.aliases.setdefault(STORE_SCHEME, f"{__name__}:AccountStore")
+    """Make `tributary-state://` resolvable by Faust (idempotent)."""
+    stores.STORES.aliases.setdefault(STORE_SCHEME, f"{__name__}:PartitionedStateStore")

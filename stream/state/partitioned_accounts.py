@@ -92,5 +92,5 @@ class PartitionedAccounts:
         state = self.state(partition)
         yield from self.export_rows(partition, np.arange(1, len(state) + 1))
 
-    def accounts(self) -> dict[int, int]:
+    def entities(self) -> dict[int, int]:
         return {p: len(f.state) for p, f in self._featurizers.items()}

@@ -56,6 +56,7 @@ class DonorPartition:
         self.featurizer = DonorFeaturizer(self.state, config)
         self.applied = np.full((0, len(DONOR_TOPICS)), -1, dtype=np.int64)
         self.segments = np.zeros(0, dtype=np.uint8)
+        self._changed: set[int] = set()  # rows changed since the last take_changes()
         self._fit()
 
     def _fit(self) -> None:
@@ -88,7 +89,19 @@ class DonorPartition:
         for end, row in zip((DONOR_END, OTHER_END), rows):
             if ends & end:
                 self.applied[row, topic] = offset
+                self._changed.add(row)
         return True
+
+    def set_segments(self, row: int, mask: int) -> None:
+        """Record the segments last published for the donor in `row`."""
+        self.segments[row] = mask
+        self._changed.add(row)
+
+    def take_changes(self) -> list[tuple[bytes, bytes]]:
+        """Changelog records of the rows changed since the last call."""
+        records = self.export_rows(self._changed)
+        self._changed.clear()
+        return records
 
     def row_of(self, donor_id: str) -> int:
         return self.state.lookup(donor_key(donor_id))
@@ -161,6 +174,6 @@ class PartitionedDonors:
         part = self.partition(partition)
         yield from part.export_rows(range(1, len(part) + 1))
 
-    def accounts(self) -> dict[int, int]:
-        """Donors (rows) held per partition; named like PartitionedAccounts' for the store."""
+    def entities(self) -> dict[int, int]:
+        """Donors (rows) held per partition."""
         return {p: len(part) for p, part in self._partitions.items()}
