@@ -8,6 +8,7 @@ import pytest
 
 from stream.kafka.embedded_broker import EmbeddedBroker
 from stream.settings import KafkaSettings
+from tests.serving_helpers import untrained_fraud_artifact
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -22,3 +23,11 @@ def broker():
 @pytest.fixture
 def kafka_settings(broker) -> KafkaSettings:
     return KafkaSettings(bootstrap_servers=broker.bootstrap)
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory) -> Path:
+    """A served fraud model: untrained but real; a threshold near its median score gives plenty of alerts."""
+    root = tmp_path_factory.mktemp("models")
+    untrained_fraud_artifact(root, threshold=0.5, seed=3)
+    return root

@@ -35,6 +35,18 @@ def untrained_fraud_artifact(root: Path, threshold: float = 0.5, seed: int = 0, 
     return save_artifact(root, manifest, model.state_dict())
 
 
+def restore_compacted(state, results) -> None:
+    """Restore partitioned `state` from the changelogs of stage results as a compacted
+    changelog topic holds them: the latest record per (partition, key)."""
+    latest = {}
+    for result in results:
+        for partition, write in result.changelog.items():
+            for key, blob in write:
+                latest[(partition, key)] = blob
+    for (partition, key), blob in latest.items():
+        state.restore(partition, key, blob)
+
+
 def transaction_record(i: int, source: str, destination: str, amount: float, partition: int = 0,
                        offset: int | None = None, start=datetime(2025, 2, 1, tzinfo=timezone.utc)) -> RawRecord:
     value = json.dumps({

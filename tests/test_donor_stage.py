@@ -28,7 +28,7 @@ from stream.scoring.donor_scorer import DonorScorer, load_served_donor_model
 from stream.settings import TopicNames
 from models.features.donor_state import GIFT_COUNT, REFERRAL_COUNT
 from stream.state.partitioned_donors import DonorPartition, PartitionedDonors
-from tests.serving_helpers import SMALL_DONOR_FEATURES, untrained_donor_artifact
+from tests.serving_helpers import SMALL_DONOR_FEATURES, restore_compacted, untrained_donor_artifact
 
 TOPICS = TopicNames()
 PARTITIONS = 3
@@ -132,14 +132,8 @@ def test_state_restored_from_changelog_continues_exactly(artifact, stream_record
     expected = uninterrupted.process(stream_records[cut:])
 
     crashed = stage_for(artifact)
-    changelog = {}
-    for start in range(0, cut, 200):
-        for partition, write in crashed.process(stream_records[start:start + 200]).changelog.items():
-            for key, blob in write:
-                changelog[(partition, key)] = blob  # compacted: the latest per key
     restored = PartitionedDonors(load_served_donor_model(artifact).features)
-    for (partition, key), blob in changelog.items():
-        restored.restore(partition, key, blob)
+    restore_compacted(restored, [crashed.process(stream_records[start:start + 200]) for start in range(0, cut, 200)])
     resumed = stage_for(artifact, restored).process(stream_records[resume_from:])  # redelivery
     assert resumed.replayed == cut - resume_from
     got, want = outcome_scores(resumed), outcome_scores(expected)

@@ -19,7 +19,6 @@ from models.worlds import open_world
 from offline.generate.fraud_world import generate_fraud_world
 from stream.kafka.topics import ensure_topics
 from stream.settings import WorkerSettings
-from tests.serving_helpers import untrained_fraud_artifact
 from tributary.cli import main
 from tributary.replay_test import (
     BAD_KINDS, check, format_report, plan_bad_events, run_replay_test, running_worker, _event, _json,
@@ -32,14 +31,6 @@ def world(tmp_path_factory):
     # Small, but with fraud in it (12 fraudulent of ~1,000 transactions) for the quality check.
     generate_fraud_world(root, accounts=800, days=3, seed=2, progress=False)
     return open_world(root)
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("models")
-    # Untrained but real: a threshold near its median score gives plenty of alerts.
-    untrained_fraud_artifact(root, threshold=0.5, seed=3)
-    return root
 
 
 @pytest.fixture(scope="module")

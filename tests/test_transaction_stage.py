@@ -16,7 +16,7 @@ from stream.pipeline.transactions import TransactionStage
 from stream.scoring.fraud_scorer import FraudScorer, ModelSwapError
 from stream.settings import TopicNames
 from stream.state.partitioned_accounts import PartitionedAccounts
-from tests.serving_helpers import transaction_record, untrained_fraud_artifact
+from tests.serving_helpers import restore_compacted, transaction_record, untrained_fraud_artifact
 
 TOPICS = TopicNames()
 
@@ -121,14 +121,8 @@ def test_state_restored_from_changelog_continues_exactly(artifact):
     expected = uninterrupted.process(stream_records[200:])
 
     crashed = stage_for(artifact)
-    changelog = {}
-    for start in range(0, 200, 50):
-        for partition, items in crashed.process(stream_records[start:start + 50]).changelog.items():
-            for key, blob in items:
-                changelog[(partition, key)] = blob  # compacted: the latest per key
     restored_accounts = PartitionedAccounts(load_fraud_model(artifact).features)
-    for (partition, key), blob in changelog.items():
-        restored_accounts.restore(partition, key, blob)
+    restore_compacted(restored_accounts, [crashed.process(stream_records[start:start + 50]) for start in range(0, 200, 50)])
     resumed = stage_for(artifact, restored_accounts).process(stream_records[150:])  # redelivery from 150
     assert resumed.replayed == 50
     got = {EventOutcome.model_validate_json(o.value).event_id: EventOutcome.model_validate_json(o.value).scores

@@ -28,7 +28,6 @@ from stream.kafka.topics import ensure_topics
 from stream.replay import iter_wire_events, replay_world
 from stream.settings import WorkerSettings
 from stream.worker_process import start_worker as start_worker_process
-from tests.serving_helpers import untrained_fraud_artifact
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -50,14 +49,6 @@ def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("world")
     generate_fraud_world(root, accounts=2500, days=11, seed=11, progress=False)
     return open_world(root)
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("models")
-    # Untrained but real: a threshold near its median score gives plenty of alerts.
-    untrained_fraud_artifact(root, threshold=0.5, seed=3)
-    return root
 
 
 def worker_settings(broker, app_id: str, model_dir: Path) -> WorkerSettings:
