@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import subprocess
+import tempfile
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from models.contracts import TransactionEvent, decode
 from models.fraud_artifact import load_fraud_model
@@ -57,7 +59,16 @@ def worker_settings(broker, app_id: str, model_dir: Path) -> WorkerSettings:
 
 
 def start_worker(settings: WorkerSettings) -> subprocess.Popen:
-    return start_worker_process(settings, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    # TEST_WORKER_LOG_LEVEL=info shows what a worker did when a test fails (not TRIBUTARY_*:
+    # the worker refuses variables of its own prefix that no setting reads).
+    # The log goes to a file, not a pipe: nobody reads a pipe until the worker stops, and
+    # a full one (64 KiB) would block the worker's event loop in mid-test.
+    level = os.environ.get("TEST_WORKER_LOG_LEVEL", "warning")
+    log = tempfile.NamedTemporaryFile("w", prefix=f"{settings.app_id}-", suffix=".log", delete=False)
+    process = start_worker_process(settings, log_level=level, stdout=log, stderr=subprocess.STDOUT)
+    log.close()  # the child has its own copy of the descriptor
+    process.log_path = Path(log.name)
+    return process
 
 
 def stop(process: subprocess.Popen, sig=signal.SIGTERM) -> str:
@@ -68,7 +79,7 @@ def stop(process: subprocess.Popen, sig=signal.SIGTERM) -> str:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-    return process.stdout.read() if process.stdout else ""
+    return process.log_path.read_text(errors="replace")
 
 
 async def produce_poison(bootstrap: str, topic: str) -> None:
@@ -134,8 +145,33 @@ def wait_for(settings: WorkerSettings, count: int, process: subprocess.Popen, ti
         got = outcomes_and_letters(settings, count, timeout_s=20)
         if settled(settings, got) >= count:
             return
+    if process.poll() is None:  # ask for every thread's and task's stack in the log (mode's SIGUSR1)
+        process.send_signal(signal.SIGUSR1)
+        time.sleep(3)
     raise AssertionError(f"only {settled(settings, got)} of {count} events reached an outcome within {timeout_s} s; "
-                         f"the worker said:\n{stop(process)[-4000:]}")
+                         f"{asyncio.run(unsettled(settings, got, count))}; the worker said:\n{stop(process)[-20000:]}")
+
+
+async def unsettled(settings: WorkerSettings, got, count: int) -> str:
+    """Which input offsets lack an outcome, per partition, and the group's committed offsets."""
+    inputs = {settings.topics.transactions, settings.topics.gifts, settings.topics.donor_profiles,
+              settings.topics.donor_relationships, settings.topics.fraud_labels}
+    records = await read_topics(settings, sorted(inputs), expected=count, timeout_s=20, settle_s=1.0)
+    done = {(o["topic"], o["partition"], o["offset"]) for o in got[settings.topics.outcomes]}
+    done |= {(d["topic"], d["partition"], d["offset"]) for d in got[settings.topics.dead_letters]}
+    missing = defaultdict(list)
+    for r in records:
+        if (r.topic, r.partition, r.offset) not in done:
+            missing[(r.topic, r.partition)].append(r.offset)
+    admin = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=settings.app_id,
+                             enable_auto_commit=False)
+    await admin.start()
+    try:
+        committed = {tp: await admin.committed(TopicPartition(*tp)) for tp in sorted(missing)}
+    finally:
+        await admin.stop()
+    return "; ".join(f"{t}[{p}]: {len(offsets)} without outcome in {min(offsets)}..{max(offsets)}, "
+                     f"committed {committed[(t, p)]}" for (t, p), offsets in sorted(missing.items())) or "none missing"
 
 
 def test_every_event_is_scored_or_dead_lettered_and_scores_match_offline(broker, world, model_dir):
@@ -217,7 +253,11 @@ def test_kill_and_restart_loses_nothing_and_continues_exactly(broker, world, mod
         per_event[o["event_id"]].append(o)
     assert set(per_event) == {e.event_id for e in good}, "an event was left without an outcome"
     for copies in per_event.values():  # duplicates, if any, say the same thing
-        assert len({(c["scores"]["fraud"], c.get("alert_id")) for c in copies}) == 1
+        # Same alert id; the score within float noise (a rescored event sits in a batch of
+        # another size, and batched matrix products round differently).
+        assert len({c.get("alert_id") for c in copies}) == 1
+        scores = [c["scores"]["fraud"] for c in copies]
+        assert max(scores) - min(scores) <= 1e-5, copies
     duplicates = sum(len(c) - 1 for c in per_event.values())
     print(f"killed after {seen:,} of {len(good):,} outcomes; {duplicates:,} duplicate outcomes after the restart")
 
