@@ -32,22 +32,34 @@ from concurrent.futures import ThreadPoolExecutor
 import faust
 import numpy as np
 import torch
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
+from faust.types import TP
 
 from models.artifacts import ArtifactError, latest_version, served_root
 from models.contracts import DeadLetterReason, DriftReport, encode
 from models.features.transactions import EVENT_FEATURES
 from models.fraud_artifact import LoadedFraudModel, load_fraud_model
 from stream.kafka.client_args import aiokafka_args
+from stream.kafka.offset_guard import OffsetGuard
 from stream.monitoring.drift import DriftMonitor
 from stream.monitoring.metrics import WorkerMetrics
-from stream.pipeline.records import ChangelogWrite, Output, RawRecord, StageResult, dead_letter
 from stream.monitoring.performance import PerformanceMonitor, RecentScores
 from stream.pipeline.donors import DonorStage
 from stream.pipeline.labels import LabelStage
+from stream.pipeline.records import (
+    ChangelogWrite,
+    Output,
+    RawRecord,
+    StageResult,
+    dead_letter,
+)
 from stream.pipeline.transactions import TransactionStage
-from stream.scoring.donor_scorer import DonorScorer, LoadedDonorModel, load_served_donor_model
+from stream.scoring.donor_scorer import (
+    DonorScorer,
+    LoadedDonorModel,
+    load_served_donor_model,
+)
 from stream.scoring.fraud_scorer import FraudScorer, ModelSwapError
 from stream.settings import WorkerSettings
 from stream.state.faust_store import STORE_URL, PartitionedStateStore, register_store
@@ -56,6 +68,8 @@ from stream.state.partitioned_donors import PartitionedDonors
 
 log = logging.getLogger("tributary.worker")
 CHANGELOG_BATCH_BYTES = 1024 * 1024
+# How often fetch positions are compared with what reached the pipeline (stream.kafka.offset_guard).
+OFFSET_WATCH_S = 5.0
 
 
 def _chunks(records: list[tuple[bytes, bytes]]) -> list[list[tuple[bytes, bytes]]]:
@@ -151,6 +165,8 @@ class TributaryWorker:
         self._producer: AIOKafkaProducer | None = None
         self._changelog: AIOKafkaProducer | None = None
         self._inflight: dict[object, deque[asyncio.Future]] = {}
+        self._probe: AIOKafkaConsumer | None = None
+        self.offset_guard = OffsetGuard(self._probe_consumer, self._seek)
         self.app = self._create_app()
 
     # -- models -----------------------------------------------------------------------
@@ -274,6 +290,24 @@ class TributaryWorker:
                                      partitions=s.partitions, key_serializer="raw", value_serializer="raw")
             batch_agent(donor_topics, "score-donors", self.donor_stage, state_table("donors", self.donors))
 
+        input_topics = {s.topics.transactions, s.topics.gifts, s.topics.donor_profiles, s.topics.donor_relationships,
+                        s.topics.fraud_labels}
+
+        @app.timer(interval=OFFSET_WATCH_S)
+        async def watch_offsets():
+            if app.rebalancing or app.in_recovery:
+                return
+            try:
+                positions = {}
+                for tp in app.consumer.assignment():
+                    if tp.topic in input_topics:
+                        position = await app.consumer.position(tp)
+                        if position is not None:
+                            positions[(tp.topic, tp.partition)] = position
+                worker.metrics.held_back_seeks.inc(await worker.offset_guard.watch(positions))
+            except Exception:  # a watch that fails is retried at the next tick; never stop the worker
+                log.exception("offset watch failed")
+
         @app.timer(interval=s.reload_interval_s)
         async def reload_models():
             loop = asyncio.get_running_loop()
@@ -294,19 +328,38 @@ class TributaryWorker:
                 worker.metrics.serve(s.metrics_port, s.metrics_address)
                 log.info("metrics on http://%s:%d/metrics", s.metrics_address, s.metrics_port)
 
+        # A partition that moves (or comes back) starts again at its committed offset.
+        @app.on_partitions_revoked.connect
+        async def forget_revoked(app, revoked, **kwargs):
+            worker.offset_guard.forget(tuple(tp) for tp in revoked)
+
+        @app.on_partitions_assigned.connect
+        async def forget_assigned(app, assigned, **kwargs):
+            worker.offset_guard.forget(tuple(tp) for tp in assigned)
+
         @app.on_before_shutdown.connect
         async def stop_producers(app, **kwargs):
             await worker.drain(timeout_s=30)
-            for producer in (worker._producer, worker._changelog):
-                if producer is not None:
-                    await producer.stop()
-            worker._producer = worker._changelog = None
+            for client in (worker._producer, worker._changelog, worker._probe):
+                if client is not None:
+                    await client.stop()
+            worker._producer = worker._changelog = worker._probe = None
 
         return app
 
     async def submit(self, events, stage: TransactionStage | DonorStage, table, stream) -> None:
         """Hand a batch to the pipeline; returns once it has a slot, so Faust buffers the
         next batch meanwhile. Never raises (an exception would stop the agent)."""
+        try:
+            admitted = await self.offset_guard.admit(events)
+        except Exception:  # a bug in the guard must not stop the agent; the stages still dedupe
+            log.exception("offset check failed; processing the batch as it came")
+            admitted = events
+        if len(admitted) < len(events):
+            self.metrics.held_back.inc(len(events) - len(admitted))
+            events = admitted
+            if not events:
+                return
         inflight = self._inflight.setdefault(stage, deque())
         while len(inflight) >= self.settings.pipeline_depth:
             await asyncio.wait({inflight[0]})
@@ -452,6 +505,19 @@ class TributaryWorker:
         if self._changelog is None:
             self._changelog = await self._start_producer(max_batch_size=CHANGELOG_BATCH_BYTES, linger_ms=0)
         return self._changelog
+
+    async def _probe_consumer(self) -> AIOKafkaConsumer:
+        """A consumer of the worker's group that never subscribes: the offset guard reads
+        committed offsets and single records with it (see stream.kafka.offset_guard)."""
+        if self._probe is None:
+            isolation = "read_committed" if self.settings.processing_guarantee == "exactly_once" else "read_uncommitted"
+            self._probe = AIOKafkaConsumer(**aiokafka_args(self.settings), group_id=self.settings.app_id,
+                                           enable_auto_commit=False, isolation_level=isolation)
+            await self._probe.start()
+        return self._probe
+
+    async def _seek(self, topic: str, partition: int, offset: int) -> None:
+        await self.app.consumer.seek(TP(topic, partition), offset)
 
     async def _start_producer(self, **options) -> AIOKafkaProducer:
         producer = AIOKafkaProducer(**aiokafka_args(self.settings), acks="all", **options)

@@ -91,16 +91,7 @@ async def produce(settings, wire_events, poison=(), rate: float | None = None) -
         await producer.stop()
 
 
-KNOWN_RESTART_STALL = (
-    "open bug (issue 4): after a kill -9 mid-stream, the restarted worker sometimes stops consuming the gift "
-    "topic short of its end (seen on the embedded broker: recovery completes, then no more gifts); the run "
-    "without a kill passes"
-)
-
-
-@pytest.mark.parametrize("kill", [
-    False, pytest.param(True, marks=pytest.mark.xfail(reason=KNOWN_RESTART_STALL, strict=False)),
-], ids=["uninterrupted", "kill-and-restart"])
+@pytest.mark.parametrize("kill", [False, True], ids=["uninterrupted", "kill-and-restart"])
 def test_donor_events_are_conserved_and_match_the_offline_scores(broker, donor_world, donor_model_dir, kill):
     suffix = "kill" if kill else "run"
     settings = worker_settings(broker, f"tributary-it-donors-{suffix}", donor_model_dir)

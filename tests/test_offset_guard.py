@@ -1,0 +1,134 @@
+"""The offset guard: records reach the stages in offset order, holes are read again."""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+
+from aiokafka import TopicPartition
+
+from stream.kafka.offset_guard import OffsetGuard
+
+
+class FakeProbe:
+    """The broker as the guard's probe consumer sees it: records per partition, commits."""
+
+    def __init__(self, offsets: dict[tuple[str, int], list[int]], committed: dict[tuple[str, int], int]):
+        self.offsets, self.committed_offsets = offsets, committed
+        self.position: dict[TopicPartition, int] = {}
+
+    async def committed(self, tp: TopicPartition):
+        return self.committed_offsets.get((tp.topic, tp.partition))
+
+    async def beginning_offsets(self, tps):
+        return {tp: min(self.offsets[(tp.topic, tp.partition)]) for tp in tps}
+
+    def assign(self, tps):
+        self.assigned = set(tps)
+
+    def assignment(self):
+        return getattr(self, "assigned", set())
+
+    def seek(self, tp, offset):
+        self.position[tp] = offset
+
+    async def getmany(self, tp, timeout_ms, max_records):
+        after = [o for o in self.offsets[(tp.topic, tp.partition)] if o >= self.position[tp]]
+        return {tp: [SimpleNamespace(offset=after[0])]} if after else {}
+
+
+def events(topic: str, partition: int, offsets) -> list:
+    return [SimpleNamespace(message=SimpleNamespace(topic=topic, partition=partition, offset=o)) for o in offsets]
+
+
+def offsets_of(admitted) -> list[tuple[int, int]]:
+    return [(e.message.partition, e.message.offset) for e in admitted]
+
+
+def guard_over(probe: FakeProbe):
+    seeks = []
+
+    async def seek(topic, partition, offset):
+        seeks.append((topic, partition, offset))
+
+    async def get_probe():
+        return probe
+
+    return OffsetGuard(get_probe, seek), seeks
+
+
+def test_in_order_records_from_the_committed_offset_pass():
+    probe = FakeProbe({("t", 0): list(range(100))}, {("t", 0): 40})
+    guard, seeks = guard_over(probe)
+    admitted = asyncio.run(guard.admit(events("t", 0, range(40, 60))))
+    assert offsets_of(admitted) == [(0, o) for o in range(40, 60)] and not seeks
+
+
+def test_a_hole_after_the_committed_offset_is_held_back_and_read_again():
+    # What Faust did after a restart: the first fetch after the commit never reached the agent.
+    probe = FakeProbe({("t", 0): list(range(3000)), ("t", 1): list(range(3000))}, {("t", 0): 2161, ("t", 1): 2161})
+    guard, seeks = guard_over(probe)
+    batch = events("t", 0, range(2533, 2540)) + events("t", 1, range(2161, 2170))
+    admitted = asyncio.run(guard.admit(batch))
+    assert offsets_of(admitted) == [(1, o) for o in range(2161, 2170)]  # the other partition goes on
+    assert seeks == [("t", 0, 2161)] and guard.held_back == 7
+    # Later records beyond the hole, still in flight from before the seek: held back again.
+    assert asyncio.run(guard.admit(events("t", 0, range(2540, 2545)))) == []
+    # After the seek, the hole arrives first, in order, then what follows it.
+    admitted = asyncio.run(guard.admit(events("t", 0, range(2161, 2600))))
+    assert offsets_of(admitted) == [(0, o) for o in range(2161, 2600)]
+
+
+def test_offsets_a_consumer_never_sees_are_not_a_hole():
+    # Transaction markers and compaction leave offsets without records: nothing to wait for.
+    probe = FakeProbe({("t", 0): [0, 1, 2, 5, 6, 9]}, {("t", 0): 0})
+    guard, seeks = guard_over(probe)
+    admitted = asyncio.run(guard.admit(events("t", 0, [0, 1, 2, 5, 6, 9])))
+    assert offsets_of(admitted) == [(0, o) for o in [0, 1, 2, 5, 6, 9]] and not seeks
+
+
+def test_redeliveries_pass_for_the_stages_to_recognise():
+    probe = FakeProbe({("t", 0): list(range(50))}, {("t", 0): 10})
+    guard, seeks = guard_over(probe)
+    asyncio.run(guard.admit(events("t", 0, range(10, 30))))
+    admitted = asyncio.run(guard.admit(events("t", 0, range(10, 35))))  # a seek back re-read them
+    assert offsets_of(admitted) == [(0, o) for o in range(10, 35)] and not seeks
+
+
+def test_nothing_committed_starts_at_the_beginning_of_the_log():
+    probe = FakeProbe({("t", 0): list(range(7, 20))}, {})
+    guard, seeks = guard_over(probe)
+    assert asyncio.run(guard.admit(events("t", 0, [12]))) == [] and seeks == [("t", 0, 7)]
+    assert len(asyncio.run(guard.admit(events("t", 0, range(7, 20))))) == 13
+
+
+def test_a_reassigned_partition_starts_again_at_its_committed_offset():
+    probe = FakeProbe({("t", 0): list(range(100))}, {("t", 0): 0})
+    guard, seeks = guard_over(probe)
+    asyncio.run(guard.admit(events("t", 0, range(0, 50))))
+    probe.committed_offsets[("t", 0)] = 30  # committed while this worker held it
+    guard.forget([("t", 0)])
+    assert offsets_of(asyncio.run(guard.admit(events("t", 0, range(30, 40))))) == [(0, o) for o in range(30, 40)]
+    assert not seeks
+
+
+def test_a_hole_at_the_end_is_found_by_the_watch_and_read_again():
+    # Everything fetched after the restart was dropped: no later record will reveal the hole.
+    probe = FakeProbe({("t", 0): list(range(500))}, {("t", 0): 200})
+    guard, seeks = guard_over(probe)
+    assert asyncio.run(guard.watch({("t", 0): 500})) == 0  # first look: maybe still in flight
+    assert asyncio.run(guard.watch({("t", 0): 500})) == 1 and seeks == [("t", 0, 200)]
+    assert len(asyncio.run(guard.admit(events("t", 0, range(200, 500))))) == 300
+    assert asyncio.run(guard.watch({("t", 0): 500})) == 0
+
+
+def test_the_watch_leaves_a_moving_partition_alone_and_skips_offsets_without_records():
+    probe = FakeProbe({("t", 0): [*range(100), 103]}, {("t", 0): 0})
+    guard, seeks = guard_over(probe)
+    for start in (0, 30, 60):  # progress between looks: no seek however far the fetch is ahead
+        asyncio.run(guard.admit(events("t", 0, range(start, start + 40))))
+        assert asyncio.run(guard.watch({("t", 0): 100})) == 0
+    # Everything admitted; offsets 100-102 hold a transaction marker, say, and 103 is next.
+    assert asyncio.run(guard.watch({("t", 0): 103})) == 0
+    assert asyncio.run(guard.watch({("t", 0): 103})) == 0 and not seeks
+    assert offsets_of(asyncio.run(guard.admit(events("t", 0, [103])))) == [(0, 103)]
