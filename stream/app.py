@@ -47,19 +47,9 @@ from stream.monitoring.metrics import WorkerMetrics
 from stream.monitoring.performance import PerformanceMonitor, RecentScores
 from stream.pipeline.donors import DonorStage
 from stream.pipeline.labels import LabelStage
-from stream.pipeline.records import (
-    ChangelogWrite,
-    Output,
-    RawRecord,
-    StageResult,
-    dead_letter,
-)
+from stream.pipeline.records import ChangelogWrite, Output, RawRecord, StageResult, dead_letter
 from stream.pipeline.transactions import TransactionStage
-from stream.scoring.donor_scorer import (
-    DonorScorer,
-    LoadedDonorModel,
-    load_served_donor_model,
-)
+from stream.scoring.donor_scorer import DonorScorer, LoadedDonorModel, load_served_donor_model
 from stream.scoring.fraud_scorer import FraudScorer, ModelSwapError
 from stream.settings import WorkerSettings
 from stream.state.faust_store import STORE_URL, PartitionedStateStore, register_store
@@ -304,7 +294,7 @@ class TributaryWorker:
                         position = await app.consumer.position(tp)
                         if position is not None:
                             positions[(tp.topic, tp.partition)] = position
-                worker.metrics.held_back_seeks.inc(await worker.offset_guard.watch(positions))
+                worker.metrics.offset_watch_seeks.inc(await worker.offset_guard.watch(positions))
             except Exception:  # a watch that fails is retried at the next tick; never stop the worker
                 log.exception("offset watch failed")
 

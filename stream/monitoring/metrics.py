@@ -24,8 +24,8 @@ class WorkerMetrics:
                                 "Redelivered events already in the state (not applied or scored twice)", ["topic"], registry=r)
         self.held_back = Counter("tributary_events_held_back_total", "Records held back to keep a partition in offset "
                                  "order (read again after a seek; see stream.kafka.offset_guard)", registry=r)
-        self.held_back_seeks = Counter("tributary_offset_watch_seeks_total", "Partitions read again because records "
-                                       "fetched never reached the pipeline", registry=r)
+        self.offset_watch_seeks = Counter("tributary_offset_watch_seeks_total", "Partitions read again because "
+                                          "records fetched never reached the pipeline", registry=r)
         self.dead_letters = Counter("tributary_dead_letters_total", "Events dead-lettered", ["topic", "reason"], registry=r)
         self.alerts = Counter("tributary_alerts_total", "Fraud alerts published", ["model"], registry=r)
         self.segment_changes = Counter("tributary_segment_changes_total", "Donor segment membership changes", ["segment"], registry=r)
