@@ -45,8 +45,12 @@ class WorldKind(str, Enum):
 class EventStream:
     name: str
     contract: type[Contract]
-    key_field: str  # the entity the event is partitioned by on the wire
     schema: pa.Schema
+
+    @property
+    def key_field(self) -> str:
+        """The entity the event is partitioned by on the wire (its contract says which)."""
+        return self.contract.KEY_FIELD
 
 
 EVENT_STREAMS: dict[str, EventStream] = {
@@ -55,7 +59,6 @@ EVENT_STREAMS: dict[str, EventStream] = {
         EventStream(
             "transactions",
             TransactionEvent,
-            "source_account",
             pa.schema(
                 [
                     ("event_id", pa.string()),
@@ -76,7 +79,6 @@ EVENT_STREAMS: dict[str, EventStream] = {
         EventStream(
             "gifts",
             GiftEvent,
-            "donor_id",
             pa.schema(
                 [
                     ("event_id", pa.string()),
@@ -94,7 +96,6 @@ EVENT_STREAMS: dict[str, EventStream] = {
         EventStream(
             "donor_profiles",
             DonorProfile,
-            "donor_id",
             pa.schema(
                 [
                     ("event_id", pa.string()),
@@ -119,7 +120,6 @@ EVENT_STREAMS: dict[str, EventStream] = {
         EventStream(
             "donor_relationships",
             DonorRelationship,
-            "donor_id",
             pa.schema(
                 [
                     ("event_id", pa.string()),

@@ -392,7 +392,7 @@ class TributaryWorker:
             log.exception("batch of %d failed; dead-lettering it", len(records))
             result = StageResult(consumed=len(records))
             for record in records:
-                letter = dead_letter(record, DeadLetterReason.PROCESSING_ERROR.value, type(error).__name__, str(error))
+                letter = dead_letter(record, DeadLetterReason.PROCESSING_ERROR, type(error).__name__, str(error))
                 result.add_dead_letter(self.settings.topics.dead_letters, record, letter)
             return result
 

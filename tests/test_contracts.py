@@ -137,6 +137,31 @@ def test_non_objects_are_schema_violations(payload):
     assert "object" in caught.value.message or "valid" in caught.value.message
 
 
+@pytest.mark.parametrize("version", ["true", "1.0", "1e0", '"1"'])
+def test_schema_version_is_the_integer_one_and_nothing_equal_to_it(version):
+    text = json.dumps({"schema_version": 1, **GOOD_TX}).replace('"schema_version": 1', f'"schema_version": {version}')
+    with pytest.raises(InvalidEvent) as caught:
+        decode(text.encode(), TransactionEvent)
+    assert caught.value.reason is DeadLetterReason.SCHEMA_VIOLATION and caught.value.field == "schema_version"
+    assert decode(json.dumps({"schema_version": 1, **GOOD_TX}).encode(), TransactionEvent).schema_version == 1
+
+
+@pytest.mark.parametrize("repeat", ['"amount": 5', '"am\\u006funt": 5', '"source_account": "acct9"'],
+                         ids=["plain", "escaped", "an-id"])
+def test_a_field_named_twice_is_malformed(repeat):
+    # pydantic would keep the last value; two readers could then see two different events.
+    # "am\\u006funt" is "amount" with an escaped "o".
+    text = json.dumps(GOOD_TX)[:-1] + ", " + repeat + "}"
+    with pytest.raises(InvalidEvent) as caught:
+        decode(text.encode(), TransactionEvent)
+    assert caught.value.reason is DeadLetterReason.MALFORMED_JSON and "more than once" in caught.value.message
+
+
+def test_a_field_name_that_is_also_a_value_is_no_repeat():
+    gift = with_(GOOD_GIFT, campaign="amount")
+    assert decode(raw(gift), GiftEvent).campaign == "amount"
+
+
 def test_tombstone_is_malformed():
     with pytest.raises(InvalidEvent) as caught:
         decode(None, TransactionEvent)
@@ -193,7 +218,8 @@ def test_output_contracts_serialise():
     )
     assert json.loads(encode(update))["probabilities"]["high_value"] == 0.5
     letter = DeadLetter(
-        topic="transactions", partition=0, offset=5, original="e30=", reason=DeadLetterReason.MALFORMED_JSON,
-        error_class="InvalidEvent", message="bad", received_at=now,
+        topic="transactions", partition=0, offset=5, original="e30=", original_bytes=2,
+        original_sha256="44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a",
+        reason=DeadLetterReason.MALFORMED_JSON, error_class="InvalidEvent", message="bad", received_at=now,
     )
     assert json.loads(encode(letter))["reason"] == "malformed_json"

@@ -187,3 +187,16 @@ def test_crash_before_anything_of_the_batch_reached_the_changelog(artifact):
     resumed = _restored(artifact, a.changelog)
     assert _scores(resumed.process(recs[100:200])) == _scores(b)  # duplicates say the same
     assert _scores(resumed.process(recs[200:])) == _scores(c)
+
+
+@pytest.mark.parametrize("key", [None, b"acct999", b"acct1 ", b"x" * 70_000], ids=["null", "other-account", "padded", "huge"])
+def test_a_key_that_is_not_the_source_account_is_dead_lettered_and_not_recorded(artifact, key):
+    stage = stage_for(artifact)
+    good = transaction_record(0, "acct1", "acct2", 50.0)
+    result = stage.process([RawRecord("transactions", 0, 0, key, good.value)])
+    (letter,) = [DeadLetter.model_validate_json(o.value) for o in outputs_of(result, TOPICS.dead_letters)]
+    assert letter.reason.value == "key_mismatch" and letter.field == "source_account"
+    assert "keyed by source_account" in letter.message and "'acct1'" in letter.message
+    assert result.scored == 0 and len(stage.accounts.state(0)) == 0  # never seen by the state
+    assert stage.process([good]).scored == 1  # the same event, keyed right
+

@@ -1,6 +1,6 @@
 """Event contracts: the pydantic models that define Tributary's JSON wire format."""
 
-from ._base import SCHEMA_VERSION
+from ._base import SCHEMA_VERSION, Contract
 from .events import (
     AgeBand,
     DonorProfile,
@@ -32,6 +32,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "AgeBand",
     "AlertReason",
+    "Contract",
     "DeadLetter",
     "DeadLetterReason",
     "DEFAULT_MAX_MESSAGE_BYTES",

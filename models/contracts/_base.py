@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
-from typing import Annotated
+from typing import Annotated, Literal
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
 
 SCHEMA_VERSION = 1
 
@@ -34,6 +34,18 @@ class Contract(BaseModel):
         frozen=True,
         str_strip_whitespace=False,
     )
+
+
+def _exactly_an_integer(value: object) -> object:
+    # JSON `true`, `1.0` and `1e0` all equal 1 in Python, and pydantic's Literal check
+    # compares by equality: without this, each passed as schema version 1.
+    if type(value) is not int:
+        raise ValueError(f"must be the integer {SCHEMA_VERSION}, not {value!r}")
+    return value
+
+
+# Every contract's `schema_version`: the integer 1 and nothing that merely equals it.
+SchemaVersion = Annotated[Literal[1], BeforeValidator(_exactly_an_integer)]
 
 
 def _not_far_future(value: datetime) -> datetime:

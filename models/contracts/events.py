@@ -8,12 +8,13 @@ orders features; not the time it reached Kafka).
 from __future__ import annotations
 
 from enum import Enum
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
 from ._base import (
     SCHEMA_VERSION,
+    SchemaVersion,
     Balance,
     Contract,
     Currency,
@@ -77,7 +78,8 @@ class AgeBand(str, Enum):
 class TransactionEvent(Contract):
     """A money movement between two accounts. Keyed on the wire by `source_account`."""
 
-    schema_version: Literal[1] = SCHEMA_VERSION
+    KEY_FIELD: ClassVar[str] = "source_account"  # the record key on the wire: this field's value
+    schema_version: SchemaVersion = SCHEMA_VERSION
     event_id: EntityId
     event_time: EventTime
     source_account: EntityId
@@ -101,7 +103,8 @@ class TransactionEvent(Contract):
 class GiftEvent(Contract):
     """A gift to the charity. Keyed on the wire by `donor_id`."""
 
-    schema_version: Literal[1] = SCHEMA_VERSION
+    KEY_FIELD: ClassVar[str] = "donor_id"  # the record key on the wire: this field's value
+    schema_version: SchemaVersion = SCHEMA_VERSION
     event_id: EntityId
     event_time: EventTime
     donor_id: EntityId
@@ -127,7 +130,8 @@ class DonorProfile(Contract):
     model treats a missing attribute as missing (a mask), never as zero.
     """
 
-    schema_version: Literal[1] = SCHEMA_VERSION
+    KEY_FIELD: ClassVar[str] = "donor_id"  # the record key on the wire: this field's value
+    schema_version: SchemaVersion = SCHEMA_VERSION
     event_id: EntityId
     event_time: EventTime
     donor_id: EntityId
@@ -150,7 +154,8 @@ class DonorProfile(Contract):
 class DonorRelationship(Contract):
     """An edge of the donor network being added or removed. Keyed by `donor_id`."""
 
-    schema_version: Literal[1] = SCHEMA_VERSION
+    KEY_FIELD: ClassVar[str] = "donor_id"  # the record key on the wire: this field's value
+    schema_version: SchemaVersion = SCHEMA_VERSION
     event_id: EntityId
     event_time: EventTime
     donor_id: EntityId
@@ -179,7 +184,8 @@ class FraudLabel(Contract):
     worker that scored it (same partition).
     """
 
-    schema_version: Literal[1] = SCHEMA_VERSION
+    KEY_FIELD: ClassVar[str] = "source_account"  # the record key on the wire: this field's value
+    schema_version: SchemaVersion = SCHEMA_VERSION
     label_id: EntityId  # of the label itself: its outcome record carries this id
     event_id: EntityId  # of the transaction
     source_account: EntityId

@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import AwareDatetime, Field
 
-from ._base import SCHEMA_VERSION, Contract, EntityId, Probability
+from ._base import SCHEMA_VERSION, Contract, EntityId, Probability, SchemaVersion
 
 
 class Segment(str, Enum):
@@ -37,7 +37,7 @@ class FraudAlert(Contract):
     produces the same alert id and downstream consumers can de-duplicate.
     """
 
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: SchemaVersion = SCHEMA_VERSION
     alert_id: str = Field(min_length=1, max_length=128)
     event_id: EntityId
     event_time: AwareDatetime
@@ -55,7 +55,7 @@ class FraudAlert(Contract):
 class DonorSegmentUpdate(Contract):
     """A donor's segment memberships changed; published only on change, keyed by donor."""
 
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: SchemaVersion = SCHEMA_VERSION
     donor_id: EntityId
     event_id: EntityId
     event_time: AwareDatetime
@@ -75,7 +75,7 @@ class DriftKind(str, Enum):
 
 
 class DriftReport(Contract):
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: SchemaVersion = SCHEMA_VERSION
     report_id: str = Field(min_length=1, max_length=128)
     monitor: str = Field(min_length=1, max_length=128)
     kind: DriftKind
@@ -101,7 +101,7 @@ class EventOutcome(Contract):
     already published gets no second one; a duplicate, if any, has the same content.
     """
 
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: SchemaVersion = SCHEMA_VERSION
     event_id: EntityId
     topic: str
     partition: int = Field(ge=0)
@@ -118,22 +118,37 @@ class DeadLetterReason(str, Enum):
     OVERSIZED = "oversized"
     MALFORMED_JSON = "malformed_json"
     SCHEMA_VIOLATION = "schema_violation"
+    KEY_MISMATCH = "key_mismatch"  # the record key is not the event's entity id
+    DUPLICATE_EVENT = "duplicate_event"  # the event id was already recorded for its entity
     UNKNOWN_ENTITY = "unknown_entity"
     PROCESSING_ERROR = "processing_error"
 
 
 class DeadLetter(Contract):
-    """An input event the worker could not score, with everything needed to replay it.
+    """An input event the worker could not score, with what is needed to find or replay it.
 
-    `original` is the raw message value, base64-encoded so that any bytes survive JSON.
+    `original` and `key` are the raw value and key, base64-encoded so that any bytes
+    survive JSON. A dead letter must always fit what a producer can send, so a value of
+    more than 64 KiB, or a key of more than 1 KiB, is carried only in part: its first
+    1 KiB, with `original_truncated` / `key_truncated` set; `original_bytes`,
+    `key_bytes` and the sha256 digests describe the whole, and with the topic,
+    partition and offset they identify the record in the input topic. A truncated key
+    also means the dead letter is keyed on Kafka by `sha256:<digest of the key>`
+    instead of the key itself.
     """
 
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: SchemaVersion = SCHEMA_VERSION
     topic: str
     partition: int = Field(ge=0)
     offset: int = Field(ge=0)
     key: str | None = None
+    key_bytes: int | None = Field(None, ge=0)
+    key_sha256: str | None = None
+    key_truncated: bool = False
     original: str
+    original_bytes: int = Field(ge=0)
+    original_sha256: str
+    original_truncated: bool = False
     reason: DeadLetterReason
     error_class: str
     field: str | None = None

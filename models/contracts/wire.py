@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 from datetime import datetime
+from functools import lru_cache
 from typing import TypeVar
 
 from pydantic import ValidationError
@@ -61,13 +62,50 @@ def decode(raw: bytes | None, contract: type[C], max_bytes: int = DEFAULT_MAX_ME
             "(raise TRIBUTARY_MAX_MESSAGE_BYTES if such events are legitimate)",
         )
     try:
-        return contract.model_validate_json(raw)
+        event = contract.model_validate_json(raw)
     except ValidationError as error:
         # pydantic reports unparseable JSON as a validation error of type json_invalid.
         if error.errors(include_url=False)[0]["type"] in ("json_invalid", "json_type"):
             raise InvalidEvent(DeadLetterReason.MALFORMED_JSON, _describe(error)[1]) from None
         field, message = _describe(error)
         raise InvalidEvent(DeadLetterReason.SCHEMA_VIOLATION, message, field) from None
+    if _may_repeat_a_field(raw, contract):
+        _refuse_repeated_fields(raw)
+    return event
+
+
+@lru_cache(maxsize=None)
+def _quoted_field_names(contract: type[Contract]) -> tuple[bytes, ...]:
+    return tuple(f'"{name}"'.encode() for name in contract.model_fields)
+
+
+def _may_repeat_a_field(raw: bytes, contract: type[Contract]) -> bool:
+    """False when no field can be named twice in `raw`: the cheap test before the full one.
+
+    The input contracts are flat and forbid unknown fields, so a repeated field is a
+    known name quoted twice, or written with a \\u escape, which this also sends on to
+    the full parse. (A name quoted twice may also be a value: the full parse decides.)
+    """
+    return b"\\u" in raw or any(raw.count(name) > 1 for name in _quoted_field_names(contract))
+
+
+def _refuse_repeated_fields(raw: bytes) -> None:
+    """Raise InvalidEvent if a JSON object in `raw` names one field twice.
+
+    pydantic keeps the last of repeated fields without a word; two producers (or a
+    forger) would then read one message differently. Checked after validation: the
+    message is known to be well-formed JSON by then.
+    """
+
+    def pairs(items: list[tuple[str, object]]) -> dict:
+        seen: set[str] = set()
+        for name, _ in items:
+            if name in seen:
+                raise InvalidEvent(DeadLetterReason.MALFORMED_JSON, f"field {name!r} appears more than once", name)
+            seen.add(name)
+        return dict(items)
+
+    json.loads(raw, object_pairs_hook=pairs)
 
 
 def encode(event: Contract) -> bytes:

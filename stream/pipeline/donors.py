@@ -58,7 +58,7 @@ class DonorStage:
         for record in records:
             contract = self.contracts.get(record.topic)
             if contract is None:  # a wiring bug, not bad input; still never lost
-                result.add_dead_letter(self.topics.dead_letters, record, dead_letter(record, DeadLetterReason.PROCESSING_ERROR.value, "KeyError",
+                result.add_dead_letter(self.topics.dead_letters, record, dead_letter(record, DeadLetterReason.PROCESSING_ERROR, "KeyError",
                                                        f"no donor contract for topic {record.topic!r}"))
                 continue
             event, letter = decode_or_dead_letter(record, contract, self.max_message_bytes)
@@ -98,7 +98,7 @@ class DonorStage:
                 probabilities = self.scorer.score(model, DonorBatch.concat(features))
             except Exception as error:  # a model failure fails the gifts explicitly, never silently
                 for record, _ in gifts:
-                    result.add_dead_letter(self.topics.dead_letters, record, dead_letter(record, DeadLetterReason.PROCESSING_ERROR.value,
+                    result.add_dead_letter(self.topics.dead_letters, record, dead_letter(record, DeadLetterReason.PROCESSING_ERROR,
                                                            type(error).__name__, f"scoring failed: {error}"))
                 gifts = []
                 probabilities = np.zeros((0, len(model.targets)), dtype=np.float32)

@@ -34,7 +34,7 @@ class LabelStage:
             label, letter = decode_or_dead_letter(record, FraudLabel, self.max_message_bytes)
             if letter is None and (said := self.recent.get(label.event_id)) is None:
                 letter = dead_letter(
-                    record, DeadLetterReason.UNKNOWN_ENTITY.value, "UnknownEvent",
+                    record, DeadLetterReason.UNKNOWN_ENTITY, "UnknownEvent",
                     f"no scored transaction {label.event_id!r} in this worker's memory of its last "
                     f"{self.recent.capacity:,}: the label came too late, before a restart, or to another partition "
                     "than its transaction (key labels by source_account)", "event_id")

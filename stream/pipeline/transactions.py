@@ -87,7 +87,7 @@ class TransactionStage:
         except Exception as error:  # a model failure fails the batch's events explicitly, never silently
             for i in live:
                 result.add_dead_letter(self.topics.dead_letters, ordered[i][0], dead_letter(
-                    ordered[i][0], DeadLetterReason.PROCESSING_ERROR.value, type(error).__name__,
+                    ordered[i][0], DeadLetterReason.PROCESSING_ERROR, type(error).__name__,
                     f"scoring failed: {error}"))
             result.lap("model", clock)
             return result
