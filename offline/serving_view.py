@@ -22,7 +22,8 @@ from offline.train.loop import predict
 
 
 def worker_view_scores(events: list[TransactionEvent], loaded: LoadedFraudModel, partitions: int) -> dict[str, float]:
-    """event_id -> the score the worker gives it, for events keyed by source account."""
+    """event_id -> the score the worker gives it, for events keyed by source account
+    (a repeat of an event id gets none: the worker dead-letters it)."""
     by_partition: dict[int, list[TransactionEvent]] = defaultdict(list)
     for event in events:
         by_partition[kafka_partition(event.source_account.encode(), partitions)].append(event)
@@ -30,8 +31,9 @@ def worker_view_scores(events: list[TransactionEvent], loaded: LoadedFraudModel,
     for partition_events in by_partition.values():
         featurizer = TransactionFeaturizer(AccountState(window=loaded.features.window), loaded.features)
         batch: TransactionBatch = featurizer.featurize([RawTransaction.from_event(e) for e in partition_events])
-        values = predict(loaded.model, batch.arrays())
-        scores.update(zip((e.event_id for e in partition_events), np.asarray(values).tolist()))
+        scored = np.flatnonzero(~batch.duplicate)  # a repeated event id is dead-lettered, not scored
+        values = predict(loaded.model, batch.take(scored).arrays())
+        scores.update(zip((partition_events[i].event_id for i in scored.tolist()), np.asarray(values).tolist()))
     return scores
 
 

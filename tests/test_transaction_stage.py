@@ -200,3 +200,47 @@ def test_a_key_that_is_not_the_source_account_is_dead_lettered_and_not_recorded(
     assert result.scored == 0 and len(stage.accounts.state(0)) == 0  # never seen by the state
     assert stage.process([good]).scored == 1  # the same event, keyed right
 
+
+def _with_repeats(recs: list[RawRecord]) -> tuple[list[RawRecord], set[int]]:
+    """`recs` with three repeated event ids slipped in at new offsets: two copies of a
+    transaction (a producer retry) and one other payload under an id already used."""
+    retry_of, reuse_of = recs[10], recs[20]
+    reused = json.loads(reuse_of.value) | {"amount": 999.0, "destination_account": "acct19"}
+    repeats = [RawRecord("transactions", 0, 0, retry_of.key, retry_of.value),
+               RawRecord("transactions", 0, 0, retry_of.key, retry_of.value),
+               RawRecord("transactions", 0, 0, reuse_of.key, json.dumps(reused).encode())]
+    out = recs[:11] + repeats[:2] + recs[11:21] + repeats[2:] + recs[21:]
+    return [RawRecord(r.topic, r.partition, offset, r.key, r.value) for offset, r in enumerate(out)], {11, 12, 23}
+
+
+def test_a_repeated_event_id_is_dead_lettered_and_changes_nothing(artifact):
+    plain = records(120)
+    with_repeats, repeat_offsets = _with_repeats(plain)
+    expected = _scores(stage_for(artifact).process(plain))
+    result = stage_for(artifact).process(with_repeats)
+    letters = [DeadLetter.model_validate_json(o.value) for o in outputs_of(result, TOPICS.dead_letters)]
+    assert {l.offset for l in letters} == repeat_offsets
+    assert {l.reason.value for l in letters} == {"duplicate_event"} and "must be unique" in letters[0].message
+    assert _scores(result) == expected  # the repeats were neither scored nor counted in any state
+
+
+def test_a_repeat_redelivered_after_a_restart_stays_out_of_the_state(artifact):
+    recs, _ = _with_repeats(records(120))
+    uninterrupted = stage_for(artifact)
+    uninterrupted.process(recs[:60])
+    expected = _scores(uninterrupted.process(recs[60:]))
+    crashed = stage_for(artifact)
+    first = crashed.process(recs[:20])  # outputs, markers and state durable, repeats 11 and 12 included
+    crashed.process(recs[20:60])  # of these (repeat 23 among them) nothing reached the changelog
+    resumed = _restored(artifact, first.changelog)
+    again = resumed.process(recs[:60])  # redelivered from the start
+    assert again.replayed == 20 and again.dead_letters == {"duplicate_event": 1}  # 23's letter, again
+    assert _scores(resumed.process(recs[60:])) == expected
+
+
+def test_an_event_id_reused_long_after_is_scored_as_a_new_transaction(artifact):
+    # Only the source's last RECENT_EVENT_IDS transactions are remembered: ids must be unique.
+    recs = [transaction_record(i, "acct1", f"acct{2 + i}", 10.0) for i in range(12)]
+    reuse = RawRecord("transactions", 0, 12, b"acct1", recs[0].value)
+    result = stage_for(artifact).process(recs + [reuse])
+    assert result.scored == 13 and not result.dead_letters

@@ -100,14 +100,35 @@ def _record(row, other, log_amount, time, type_code, outgoing, meta, r_amount, r
         meta[row, _MAX] = log_amount
 
 
+@njit(cache=True, inline="always")
+def _repeats(event_key, offset, recent_ids, recent_offsets):
+    """Whether another record (not the one at `offset`) with this event key is among the
+    account's recent outgoing transactions."""
+    if event_key == 0:
+        return False
+    for j in range(recent_ids.shape[0]):
+        if recent_ids[j] == event_key and recent_offsets[j] != offset:
+            return True
+    return False
+
+
+@njit(cache=True, inline="always")
+def _remember(source, event_key, offset, meta, recent_ids, recent_offsets):
+    """Keep an outgoing transaction among its source's last few (before it is recorded)."""
+    if event_key != 0:
+        slot = int(meta[source, _N_OUT]) % recent_ids.shape[1]
+        recent_ids[source, slot] = event_key
+        recent_offsets[source, slot] = offset
+
+
 # nogil: the worker runs this in a thread beside Faust's event loop; holding the GIL
 # here would stall consuming and heartbeats for the whole batch.
 @njit(cache=True, nogil=True)
 def featurize_and_record(
     source_keys, destination_keys, times, log_amounts, type_codes, channel_codes, offsets, published_offset,
-    index, rows_used, keys, meta, r_amount, r_time, r_cp, r_kind, last_offset,
+    event_keys, index, rows_used, keys, meta, r_amount, r_time, r_cp, r_kind, last_offset, recent_ids, recent_offsets,
     out_event, out_seq, out_seq_mask, out_node, out_hop1, out_hop1_mask, out_hop2, out_hop2_mask, out_replayed,
-    out_rows,
+    out_duplicate, out_rows,
 ):  # fmt: skip
     """Features then record, per transaction in order.
 
@@ -117,6 +138,12 @@ def featurize_and_record(
     (both happen to events redelivered after a restart). Such a transaction is not
     scored again (`out_replayed`, no features) and is recorded only into the endpoints
     that lack it; recording touches nothing but the account's own state, so this is exact.
+
+    `event_keys` (0: unknown) identify the transactions: one whose key is among its
+    source account's last few outgoing ones (`recent_ids`), recorded from another
+    offset (`recent_offsets`), is a repeat of an event id.
+    It is recorded nowhere and featurised never: `out_duplicate` when its outputs are
+    still to be published (the worker dead-letters it), `out_replayed` when they are.
     """
     window = r_amount.shape[1]
     k1 = out_hop1.shape[2]
@@ -126,6 +153,12 @@ def featurize_and_record(
         t = float(times[i])
         rows[0] = index[source_keys[i]] if source_keys[i] in index else 0
         rows[1] = index[destination_keys[i]] if destination_keys[i] in index else 0
+        if rows[0] != 0 and _repeats(event_keys[i], offsets[i], recent_ids[rows[0]], recent_offsets[rows[0]]):
+            if offsets[i] <= published_offset:
+                out_replayed[i] = True
+            else:
+                out_duplicate[i] = True
+            continue
         source_done = rows[0] != 0 and last_offset[rows[0]] >= offsets[i]
         destination_done = rows[1] != 0 and last_offset[rows[1]] >= offsets[i]
         if offsets[i] <= published_offset or source_done or destination_done:
@@ -134,6 +167,7 @@ def featurize_and_record(
             destination = row_for(destination_keys[i], index, rows_used, keys)
             log_amount = float(log_amounts[i])
             if not source_done:
+                _remember(source, event_keys[i], offsets[i], meta, recent_ids, recent_offsets)
                 _record(source, destination, log_amount, times[i], type_codes[i], True, meta, r_amount, r_time, r_cp, r_kind)
                 last_offset[source] = offsets[i]
             if not destination_done:
@@ -206,6 +240,7 @@ def featurize_and_record(
 
         source = row_for(source_keys[i], index, rows_used, keys)
         destination = row_for(destination_keys[i], index, rows_used, keys)
+        _remember(source, event_keys[i], offsets[i], meta, recent_ids, recent_offsets)
         _record(source, destination, log_amount, times[i], type_codes[i], True, meta, r_amount, r_time, r_cp, r_kind)
         _record(destination, source, log_amount, times[i], type_codes[i], False, meta, r_amount, r_time, r_cp, r_kind)
         last_offset[source] = offsets[i]

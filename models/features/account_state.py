@@ -50,6 +50,9 @@ RATE_1H_TAU_S = 3600.0
 RATE_1D_TAU_S = 86_400.0
 
 NO_ACCOUNT = NO_ROW
+# Outgoing event ids remembered per account, to tell a repeated event id (a producer
+# retry, or a reused id) from a new transaction: a retry follows its original closely.
+RECENT_EVENT_IDS = 8
 _RING_FIELDS = (("log_amount", np.float32), ("time", np.int32), ("counterparty", np.int32), ("kind", np.uint8))
 
 
@@ -62,6 +65,11 @@ def _fill_index(index, n):
 def account_key(account: str) -> int:
     """Stable signed 64-bit id of an account (the same in every process and run)."""
     return int.from_bytes(hashlib.blake2b(account.encode(), digest_size=8).digest(), "little", signed=True)
+
+
+def event_key(event_id: str) -> int:
+    """Stable non-zero 64-bit id of an event id (0 means "no id" to the kernel)."""
+    return account_key(event_id) or 1
 
 
 def to_state_time(timestamp_s: float) -> int:
@@ -92,6 +100,8 @@ class AccountState(KeyedRows):
         # Input offset of the last transaction recorded into each account (-1: none). A
         # redelivered event at or below it is already in the state and is not applied twice.
         self.last_offset = np.full(capacity, -1, dtype=np.int64)
+        self.recent_ids = np.zeros((capacity, RECENT_EVENT_IDS), dtype=np.int64)  # event_key()s, 0 = empty
+        self.recent_offsets = np.zeros((capacity, RECENT_EVENT_IDS), dtype=np.int64)  # the offset of each
 
     def __len__(self) -> int:
         return int(self.rows_used[0]) - 1
@@ -109,16 +119,20 @@ class AccountState(KeyedRows):
         while capacity < needed:
             capacity *= 2
         old_ring, old_meta, old_keys, old_offsets = self.ring, self.meta, self.keys, self.last_offset
+        old_recent, old_recent_offsets = self.recent_ids, self.recent_offsets
         self._allocate(capacity)
         for name in self.ring:
             self.ring[name][: old_ring[name].shape[0]] = old_ring[name]
         self.meta[: old_meta.shape[0]] = old_meta
         self.keys[: old_keys.shape[0]] = old_keys
         self.last_offset[: old_offsets.shape[0]] = old_offsets
+        self.recent_ids[: old_recent.shape[0]] = old_recent
+        self.recent_offsets[: old_recent_offsets.shape[0]] = old_recent_offsets
 
     def nbytes_per_account(self) -> float:
         """Array bytes per account row (the index dict comes on top)."""
-        arrays = (*self.ring.values(), self.meta, self.keys, self.last_offset)
+        arrays = (*self.ring.values(), self.meta, self.keys, self.last_offset, self.recent_ids,
+                  self.recent_offsets)
         return sum(a.nbytes for a in arrays) / self.capacity
 
     @staticmethod
@@ -138,6 +152,8 @@ class AccountState(KeyedRows):
             ("time", "<i4", (W,)),
             ("kind", "u1", (W,)),
             ("counterparty_key", "<i8", (W,)),
+            ("recent_event_keys", "<i8", (RECENT_EVENT_IDS,)),
+            ("recent_event_offsets", "<i8", (RECENT_EVENT_IDS,)),
         ])
 
     def export_rows(self, rows: np.ndarray) -> tuple[np.ndarray, list[bytes]]:
@@ -149,6 +165,8 @@ class AccountState(KeyedRows):
         for name in ("log_amount", "time", "kind"):
             packed[name] = self.ring[name][rows]
         packed["counterparty_key"] = self.keys[self.ring["counterparty"][rows]]
+        packed["recent_event_keys"] = self.recent_ids[rows]
+        packed["recent_event_offsets"] = self.recent_offsets[rows]
         raw = packed.view(np.uint8).reshape(len(rows), -1)
         return self.keys[rows], [row.tobytes() for row in raw]
 
@@ -162,6 +180,8 @@ class AccountState(KeyedRows):
         self.last_offset[row] = record["last_offset"]
         self.max_offset = max(self.max_offset, int(record["last_offset"]))
         self.meta[row] = record["meta"]
+        self.recent_ids[row] = record["recent_event_keys"]
+        self.recent_offsets[row] = record["recent_event_offsets"]
         for name in ("log_amount", "time", "kind"):
             self.ring[name][row] = record[name]
         # A counterparty not restored yet gets its (empty) row now; its own record fills it.

@@ -27,7 +27,7 @@ import numpy as np
 
 from models.contracts import TransactionChannel, TransactionEvent, TransactionType
 from models.features._transaction_kernel import featurize_and_record
-from models.features.account_state import META_FIELDS, TIME_EPOCH_S, TYPE_CODES, AccountState, account_key
+from models.features.account_state import META_FIELDS, TIME_EPOCH_S, TYPE_CODES, AccountState, account_key, event_key
 
 CHANNEL_CODES = {c: i for i, c in enumerate(TransactionChannel)}
 
@@ -114,6 +114,9 @@ class TransactionBatch:
     # True where the transaction was already in the state (redelivered after a restart):
     # its features are empty and it must not be scored again.
     replayed: np.ndarray
+    # True where the transaction repeats an event id among its source's last ones
+    # (account_state.RECENT_EVENT_IDS): not recorded, no features, never to be scored.
+    duplicate: np.ndarray
     # State rows of (source, destination) per transaction: the accounts it changed.
     rows: np.ndarray
 
@@ -121,8 +124,8 @@ class TransactionBatch:
         return self.event.shape[0]
 
     def arrays(self) -> dict[str, np.ndarray]:
-        """The model inputs (everything but `replayed` and `rows`)."""
-        return {k: v for k, v in self.__dict__.items() if k not in ("replayed", "rows")}
+        """The model inputs (everything but `replayed`, `duplicate` and `rows`)."""
+        return {k: v for k, v in self.__dict__.items() if k not in ("replayed", "duplicate", "rows")}
 
     @classmethod
     def concat(cls, batches: list["TransactionBatch"]) -> "TransactionBatch":
@@ -142,6 +145,7 @@ class RawTransaction:
     timestamp_s: float  # Unix seconds
     type_code: int
     channel_code: int  # -1 when absent
+    event_id: str | None = None  # tells a repeated event id from a new transaction
 
     @classmethod
     def from_event(cls, event: TransactionEvent) -> "RawTransaction":
@@ -152,6 +156,7 @@ class RawTransaction:
             event.event_time.timestamp(),
             TYPE_CODES[event.type],
             CHANNEL_CODES[event.channel] if event.channel is not None else -1,
+            event.event_id,
         )
 
 
@@ -180,6 +185,7 @@ class TransactionFeaturizer:
             np.array([tx.timestamp_s for tx in transactions], dtype=np.float64),
             np.array([tx.type_code for tx in transactions], dtype=np.int64),
             np.array([tx.channel_code for tx in transactions], dtype=np.int64),
+            event_ids=[tx.event_id for tx in transactions],
         )
 
     def featurize_columns(
@@ -192,6 +198,7 @@ class TransactionFeaturizer:
         channel_codes: np.ndarray,
         offsets: np.ndarray | None = None,
         published_offset: int = -1,
+        event_ids: list[str | None] | None = None,
     ) -> TransactionBatch:
         """`featurize` for column-shaped input (what the offline pipeline reads from Parquet).
 
@@ -200,6 +207,8 @@ class TransactionFeaturizer:
         Without them, transactions are numbered on from the last one this state recorded.
         `published_offset`: transactions at or below it already have published outputs
         and are only recorded where missing, never featurised again.
+        `event_ids`: a transaction repeating an event id among its source account's last
+        ones is marked `duplicate` and left out of the state (see `TransactionBatch`).
         """
         n, cfg, state = len(sources), self.config, self.state
         W, K1, K2 = cfg.window, cfg.fanout1, cfg.fanout2
@@ -213,6 +222,7 @@ class TransactionFeaturizer:
             hop2=np.zeros((n, 2, K1, K2, F_NODE + F_EDGE), np.float32),
             hop2_mask=np.zeros((n, 2, K1, K2), np.float32),
             replayed=np.zeros(n, dtype=np.bool_),
+            duplicate=np.zeros(n, dtype=np.bool_),
             rows=np.zeros((n, 2), dtype=np.int64),
         )
         if n == 0:
@@ -231,11 +241,12 @@ class TransactionFeaturizer:
             np.asarray(channel_codes, dtype=np.int64),
             offsets,
             np.int64(published_offset),
+            np.array([event_key(e) if e else 0 for e in event_ids] if event_ids is not None else np.zeros(n), dtype=np.int64),
             state.index, state.rows_used, state.keys, state.meta,
             state.ring["log_amount"], state.ring["time"], state.ring["counterparty"], state.ring["kind"],
-            state.last_offset,
+            state.last_offset, state.recent_ids, state.recent_offsets,
             batch.event, batch.seq, batch.seq_mask, batch.node, batch.hop1, batch.hop1_mask, batch.hop2, batch.hop2_mask,
-            batch.replayed,
+            batch.replayed, batch.duplicate,
             batch.rows,
         )
         return batch

@@ -110,9 +110,10 @@ def load_fraud_dataset(
             t,
             types,
             channels,
+            event_ids=event_ids,
         )
         split = np.where(t < val_start, TRAIN, np.where(t < test_start, VAL, TEST)).astype(np.int8)
-        keep = (split != TRAIN) | y | (rng.random(len(y)) < train_negative_share)
+        keep = ((split != TRAIN) | y | (rng.random(len(y)) < train_negative_share)) & ~features.duplicate
         parts.append(features.take(keep))
         labels.append(y[keep])
         times.append(t[keep])

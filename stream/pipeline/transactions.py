@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 import numpy as np
 
 from models.contracts import DeadLetterReason, EventOutcome, FraudAlert, Outcome, TransactionEvent, encode
-from models.features.account_state import TYPE_CODES
+from models.features.account_state import RECENT_EVENT_IDS, TYPE_CODES
 from models.features.transactions import CHANNEL_CODES, TransactionBatch
 from stream.monitoring.performance import RecentScores, Said
 from stream.pipeline.records import ChangelogWrite, Output, RawRecord, StageResult, dead_letter, decode_or_dead_letter
@@ -66,6 +66,7 @@ class TransactionStage:
                 np.array([CHANNEL_CODES[e.channel] if e.channel is not None else -1 for _, e in picked], dtype=np.int64),
                 offsets=np.array([r.offset for r, _ in picked], dtype=np.int64),
                 published_offset=self.accounts.published.get(partition, -1),
+                event_ids=[e.event_id for _, e in picked],
             ))
             order.extend(indices)
             marker = self.accounts.published_marker(partition, max(r.offset for r, _ in picked))
@@ -76,7 +77,14 @@ class TransactionStage:
 
         batch = TransactionBatch.concat(batches)
         ordered = [events[i] for i in order]
-        live = np.flatnonzero(~batch.replayed)
+        for i in np.flatnonzero(batch.duplicate).tolist():
+            record, event = ordered[i]
+            result.add_dead_letter(self.topics.dead_letters, record, dead_letter(
+                record, DeadLetterReason.DUPLICATE_EVENT, "DuplicateEvent",
+                f"event_id {event.event_id!r} is already among the last {RECENT_EVENT_IDS} transactions of source "
+                f"account {event.source_account!r}, and was scored there: event ids must be unique (a producer "
+                "retry? this copy is not scored)", "event_id"))
+        live = np.flatnonzero(~batch.replayed & ~batch.duplicate)
         result.replayed = int(batch.replayed.sum())
         model = self.scorer.current
         result.model = (model.manifest.name, model.version)
