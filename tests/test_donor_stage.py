@@ -160,3 +160,26 @@ def test_an_event_missing_from_one_end_is_applied_to_that_end_only():
         assert part.state.meta[part.row_of("d1"), GIFT_COUNT] == 1
         assert part.state.meta[part.row_of("d2"), REFERRAL_COUNT] == 1  # the credit, once
     assert np.array_equal(after.applied[after.row_of("d2")], before.applied[before.row_of("d2")])
+
+
+def test_crash_midway_through_the_changelog_publishes_exactly_the_uninterrupted_updates(artifact, stream_records):
+    """Batch B's outputs and markers landed, only part of its donor rows did. Its gifts
+    come again as replays (outputs are out), but the rows that missed them must still
+    end with the segments that were published, or the next gift publishes a false change."""
+    def updates(result):
+        return [(u.event_id, u.segments, u.previous_segments) for u in
+                (DonorSegmentUpdate.model_validate_json(o.value) for o in outputs_of(result, TOPICS.donor_segments))]
+
+    a, b, c = stream_records[:1000], stream_records[1000:1600], stream_records[1600:]
+    original = stage_for(artifact)
+    first, second, third = original.process(a), original.process(b), original.process(c)
+    part_of_second = {p: [*w.markers, *w.records[: len(w.records) // 3]] for p, w in second.changelog.items()}
+    restored = PartitionedDonors(load_served_donor_model(artifact).features)
+    for changelog in (first.changelog, part_of_second):
+        for partition, records in changelog.items():
+            for key, blob in records:
+                restored.restore(partition, key, blob)
+    resumed = stage_for(artifact, restored)
+    again = resumed.process(b)
+    assert again.replayed == len(b) and not again.outputs
+    assert updates(resumed.process(c)) == updates(third) and updates(third)

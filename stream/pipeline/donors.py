@@ -37,6 +37,7 @@ from models.features.donors import DonorBatch
 from stream.pipeline.records import ChangelogWrite, Output, RawRecord, StageResult, dead_letter, decode_or_dead_letter
 from stream.scoring.donor_scorer import SEGMENT_BITS, DonorScorer, membership_mask, segments_of
 from stream.settings import TopicNames
+from models.features.donor_state import DONOR_END
 from stream.state.partitioned_donors import TOPIC_INDEX, PartitionedDonors
 
 DonorEvent = GiftEvent | DonorProfile | DonorRelationship
@@ -72,15 +73,23 @@ class DonorStage:
         gifts: list[tuple[RawRecord, GiftEvent]] = []
         features: list[DonorBatch] = []
         applied: list[tuple[RawRecord, DonorEvent]] = []
+        catch_up: list[tuple[int, GiftEvent]] = []  # replayed gifts new to their donor's row
+        catch_up_features: list[DonorBatch] = []
         for partition, streams in sorted(by_partition.items()):
             part = self.donors.partition(partition)
             gifts_, profiles, relationships = (sorted(s, key=lambda pair: pair[0].offset) for s in streams)
             # At equal times profiles and relationships go first, as replay orders them.
             for record, event in heapq.merge(profiles, relationships, gifts_, key=lambda pair: pair[1].event_time):
                 topic = TOPIC_INDEX[type(event)]
-                part.apply(event, record.offset)
+                ends = part.apply(event, record.offset)
                 if record.offset <= self.donors.published_offset(topic, partition):
                     result.replayed += 1  # its outputs are out already; only the state needed it
+                    if isinstance(event, GiftEvent) and ends & DONOR_END:
+                        # The restored row predates this gift (a crash between the marker and
+                        # the row in the changelog): its published segments are stale too.
+                        catch_up_features.append(part.featurizer.featurize([event.donor_id], event.event_time,
+                                                                           strict=False))
+                        catch_up.append((partition, event))
                 elif isinstance(event, GiftEvent):
                     # As of the gift, the gift included: what the model was trained to read.
                     features.append(part.featurizer.featurize([event.donor_id], event.event_time, strict=False))
@@ -88,6 +97,8 @@ class DonorStage:
                 else:
                     applied.append((record, event))
         clock = result.lap("state", clock)
+        if catch_up:
+            self._catch_up_segments(model, catch_up, catch_up_features)
 
         now = datetime.now(timezone.utc)
         for record, event in applied:
@@ -118,6 +129,13 @@ class DonorStage:
             result.changelog[partition] = ChangelogWrite(markers, self.donors.partition(partition).take_changes())
         result.lap("publish_prepare", clock)
         return result
+
+    def _catch_up_segments(self, model, gifts: list[tuple[int, GiftEvent]], features: list[DonorBatch]) -> None:
+        """Set the segments an uninterrupted worker published for these replayed gifts,
+        publishing nothing: their updates, if any, went out before the crash."""
+        for (partition, event), mask in zip(gifts, membership_mask(model, self.scorer.score(model, DonorBatch.concat(features))).tolist()):
+            part = self.donors.partition(partition)
+            part.set_segments(part.row_of(event.donor_id), mask)
 
     def _membership(self, result: StageResult, partition: int, event: GiftEvent, scores: dict[str, float],
                     mask: int, model, now: datetime) -> None:

@@ -70,8 +70,9 @@ class DonorPartition:
             segments[: len(self.segments)] = self.segments
             self.segments = segments
 
-    def apply(self, event: GiftEvent | DonorProfile | DonorRelationship, offset: int) -> bool:
-        """Apply the event to the ends that lack it; True if it was new to at least one."""
+    def apply(self, event: GiftEvent | DonorProfile | DonorRelationship, offset: int) -> int:
+        """Apply the event to the ends that lack it; which ends those were (DONOR_END |
+        OTHER_END bits; 0 when it was already in both)."""
         topic = TOPIC_INDEX[type(event)]
         rows = [self.state.row(donor_key(event.donor_id))]
         other = other_end_key(event)
@@ -83,14 +84,14 @@ class DonorPartition:
             if self.applied[row, topic] < offset:
                 ends |= end
         if not ends:
-            return False
+            return 0
         self.state.ingest(event, ends)
         self._fit()
         for end, row in zip((DONOR_END, OTHER_END), rows):
             if ends & end:
                 self.applied[row, topic] = offset
                 self._changed.add(row)
-        return True
+        return ends
 
     def set_segments(self, row: int, mask: int) -> None:
         """Record the segments last published for the donor in `row`."""
