@@ -183,3 +183,14 @@ def test_crash_midway_through_the_changelog_publishes_exactly_the_uninterrupted_
     again = resumed.process(b)
     assert again.replayed == len(b) and not again.outputs
     assert updates(resumed.process(c)) == updates(third) and updates(third)
+
+
+def test_a_redelivered_bad_donor_record_is_not_dead_lettered_again(artifact, stream_records):
+    bad = [RawRecord(TOPICS.donor_profiles, 2, 10_000, b"k", b'{"event_id": "x"}')]
+    stage = stage_for(artifact)
+    first = stage.process(stream_records[:300] + bad)
+    assert first.dead_letters == {"schema_violation": 1}
+    restored = PartitionedDonors(load_served_donor_model(artifact).features)
+    restore_compacted(restored, [first])
+    again = stage_for(artifact, restored).process(stream_records[:300] + bad)
+    assert again.replayed == 301 and not again.outputs

@@ -198,7 +198,7 @@ def test_a_key_that_is_not_the_source_account_is_dead_lettered_and_not_recorded(
     assert letter.reason.value == "key_mismatch" and letter.field == "source_account"
     assert "keyed by source_account" in letter.message and "'acct1'" in letter.message
     assert result.scored == 0 and len(stage.accounts.state(0)) == 0  # never seen by the state
-    assert stage.process([good]).scored == 1  # the same event, keyed right
+    assert stage.process([transaction_record(0, "acct1", "acct2", 50.0, offset=1)]).scored == 1  # keyed right
 
 
 def _with_repeats(recs: list[RawRecord]) -> tuple[list[RawRecord], set[int]]:
@@ -244,3 +244,14 @@ def test_an_event_id_reused_long_after_is_scored_as_a_new_transaction(artifact):
     reuse = RawRecord("transactions", 0, 12, b"acct1", recs[0].value)
     result = stage_for(artifact).process(recs + [reuse])
     assert result.scored == 13 and not result.dead_letters
+
+
+def test_a_redelivered_bad_record_is_not_dead_lettered_again(artifact):
+    """Dead letters are outputs like the others: the partition's marker covers them."""
+    poison = RawRecord("transactions", 1, 0, b"k", b"{not json")  # the only record of partition 1
+    recs = [poison] + records(20)
+    stage = stage_for(artifact)
+    first = stage.process(recs)
+    assert first.dead_letters == {"malformed_json": 1} and 1 in first.changelog
+    again = _restored(artifact, first.changelog).process(recs)
+    assert again.replayed == 21 and not again.outputs

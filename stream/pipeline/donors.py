@@ -2,7 +2,8 @@
 
 No Faust here (see transactions.py for the pattern). One batch holds records of the
 three co-partitioned donor topics. Per batch:
-    decode each record with its topic's contract (bad ones become dead letters)
+    decode each record with its topic's contract (bad ones become dead letters, except
+        those redelivered after a restart whose dead letter is out already)
     per partition: merge the topics' records by event time, each topic kept in offset
         order (Kafka orders a partition, never two topics); apply each event to the
         state; right after a gift, read that donor's features as of the gift
@@ -56,17 +57,22 @@ class DonorStage:
         result = StageResult(consumed=len(records))
         clock = time.perf_counter()
         by_partition: dict[int, list[list[tuple[RawRecord, DonorEvent]]]] = defaultdict(lambda: [[], [], []])
+        last: dict[tuple[int, int], int] = {}  # (topic index, partition) -> highest offset in the batch
         for record in records:
             contract = self.contracts.get(record.topic)
             if contract is None:  # a wiring bug, not bad input; still never lost
-                result.add_dead_letter(self.topics.dead_letters, record, dead_letter(record, DeadLetterReason.PROCESSING_ERROR, "KeyError",
-                                                       f"no donor contract for topic {record.topic!r}"))
+                result.add_dead_letter(self.topics.dead_letters, record, dead_letter(
+                    record, DeadLetterReason.PROCESSING_ERROR, "KeyError", f"no donor contract for topic {record.topic!r}"))
                 continue
+            topic = TOPIC_INDEX[contract]
+            last[(topic, record.partition)] = max(last.get((topic, record.partition), -1), record.offset)
             event, letter = decode_or_dead_letter(record, contract, self.max_message_bytes)
-            if letter is not None:
-                result.add_dead_letter(self.topics.dead_letters, record, letter)
+            if letter is None:
+                by_partition[record.partition][topic].append((record, event))
+            elif record.offset <= self.donors.published_offset(topic, record.partition):
+                result.replayed += 1  # redelivered after a restart: its dead letter is out already
             else:
-                by_partition[record.partition][TOPIC_INDEX[contract]].append((record, event))
+                result.add_dead_letter(self.topics.dead_letters, record, letter)
         clock = result.lap("decode", clock)
 
         model = self.scorer.current
@@ -123,17 +129,20 @@ class DonorStage:
             result.scored = len(gifts)
             result.scores = probabilities
 
-        for partition, streams in by_partition.items():
-            markers = [self.donors.published_marker(topic, partition, max(r.offset for r, _ in s))
-                       for topic, s in enumerate(streams) if s]
-            result.changelog[partition] = ChangelogWrite(markers, self.donors.partition(partition).take_changes())
+        # The markers cover each topic partition's dead letters too: outputs like any other.
+        markers: dict[int, list[tuple[bytes, bytes]]] = defaultdict(list)
+        for (topic, partition), offset in sorted(last.items()):
+            markers[partition].append(self.donors.published_marker(topic, partition, offset))
+        for partition, written in markers.items():
+            result.changelog[partition] = ChangelogWrite(written, self.donors.partition(partition).take_changes())
         result.lap("publish_prepare", clock)
         return result
 
     def _catch_up_segments(self, model, gifts: list[tuple[int, GiftEvent]], features: list[DonorBatch]) -> None:
         """Set the segments an uninterrupted worker published for these replayed gifts,
         publishing nothing: their updates, if any, went out before the crash."""
-        for (partition, event), mask in zip(gifts, membership_mask(model, self.scorer.score(model, DonorBatch.concat(features))).tolist()):
+        masks = membership_mask(model, self.scorer.score(model, DonorBatch.concat(features))).tolist()
+        for (partition, event), mask in zip(gifts, masks):
             part = self.donors.partition(partition)
             part.set_segments(part.row_of(event.donor_id), mask)
 

@@ -2,7 +2,8 @@
 
 No Faust here: the agent hands in raw records and publishes what comes back. Order of
 work per batch (predict first, then update; see models.features.transactions):
-    decode each record (bad ones become dead letters)
+    decode each record (bad ones become dead letters, except those redelivered after a
+        restart whose dead letter is out already)
     per partition, in offset order: features from the state before each transaction,
         then record it (a redelivered transaction already in the state is skipped)
     score the batch with one model version; alerts (with reasons) above its threshold
@@ -12,7 +13,6 @@ work per batch (predict first, then update; see models.features.transactions):
 from __future__ import annotations
 
 import time
-from collections import defaultdict
 from datetime import datetime, timezone
 
 import numpy as np
@@ -40,37 +40,48 @@ class TransactionStage:
         result = StageResult(consumed=len(records))
         clock = time.perf_counter()
 
+        # Outputs up to here went out before a restart: a record at or below it is redelivered.
+        published = {r.partition: self.accounts.published.get(r.partition, -1) for r in records}
+        last = {}  # partition -> highest offset in the batch
         events: list[tuple[RawRecord, TransactionEvent]] = []
         for record in records:
+            last[record.partition] = max(last.get(record.partition, -1), record.offset)
             event, letter = decode_or_dead_letter(record, TransactionEvent, self.max_message_bytes)
-            if letter is not None:
-                result.add_dead_letter(self.topics.dead_letters, record, letter)
-            else:
+            if letter is None:
                 events.append((record, event))
+            elif record.offset <= published[record.partition]:
+                result.replayed += 1  # its dead letter is out already
+            else:
+                result.add_dead_letter(self.topics.dead_letters, record, letter)
         clock = result.lap("decode", clock)
 
-        by_partition: dict[int, list[int]] = defaultdict(list)
+        by_partition: dict[int, list[int]] = {partition: [] for partition in sorted(published)}
         for i, (record, _) in enumerate(events):
             by_partition[record.partition].append(i)
         batches: list[TransactionBatch] = []
         order: list[int] = []
-        for partition, indices in sorted(by_partition.items()):
-            picked = [events[i] for i in indices]
-            featurizer = self.accounts.featurizer(partition)
-            batches.append(featurizer.featurize_columns(
-                [e.source_account for _, e in picked],
-                [e.destination_account for _, e in picked],
-                np.array([e.amount for _, e in picked], dtype=np.float64),
-                np.array([e.event_time.timestamp() for _, e in picked], dtype=np.float64),
-                np.array([TYPE_CODES[e.type] for _, e in picked], dtype=np.int64),
-                np.array([CHANNEL_CODES[e.channel] if e.channel is not None else -1 for _, e in picked], dtype=np.int64),
-                offsets=np.array([r.offset for r, _ in picked], dtype=np.int64),
-                published_offset=self.accounts.published.get(partition, -1),
-                event_ids=[e.event_id for _, e in picked],
-            ))
-            order.extend(indices)
-            marker = self.accounts.published_marker(partition, max(r.offset for r, _ in picked))
-            result.changelog[partition] = ChangelogWrite([marker], self.accounts.export_rows(partition, batches[-1].rows.ravel()))
+        for partition, indices in by_partition.items():
+            rows = np.zeros(0, dtype=np.int64)
+            if indices:
+                picked = [events[i] for i in indices]
+                featurizer = self.accounts.featurizer(partition)
+                batches.append(featurizer.featurize_columns(
+                    [e.source_account for _, e in picked],
+                    [e.destination_account for _, e in picked],
+                    np.array([e.amount for _, e in picked], dtype=np.float64),
+                    np.array([e.event_time.timestamp() for _, e in picked], dtype=np.float64),
+                    np.array([TYPE_CODES[e.type] for _, e in picked], dtype=np.int64),
+                    np.array([CHANNEL_CODES[e.channel] if e.channel is not None else -1 for _, e in picked],
+                             dtype=np.int64),
+                    offsets=np.array([r.offset for r, _ in picked], dtype=np.int64),
+                    published_offset=published[partition],
+                    event_ids=[e.event_id for _, e in picked],
+                ))
+                order.extend(indices)
+                rows = batches[-1].rows.ravel()
+            # The marker covers the partition's dead letters too: they are outputs like any other.
+            marker = self.accounts.published_marker(partition, last[partition])
+            result.changelog[partition] = ChangelogWrite([marker], self.accounts.export_rows(partition, rows))
         clock = result.lap("state", clock)
         if not events:
             return result
@@ -85,7 +96,7 @@ class TransactionStage:
                 f"account {event.source_account!r}, and was scored there: event ids must be unique (a producer "
                 "retry? this copy is not scored)", "event_id"))
         live = np.flatnonzero(~batch.replayed & ~batch.duplicate)
-        result.replayed = int(batch.replayed.sum())
+        result.replayed += int(batch.replayed.sum())
         model = self.scorer.current
         result.model = (model.manifest.name, model.version)
         try:

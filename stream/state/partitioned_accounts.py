@@ -85,7 +85,10 @@ class PartitionedAccounts:
 
     def export_rows(self, partition: int, rows: np.ndarray) -> list[tuple[bytes, bytes]]:
         """Changelog records for these state rows of one partition (each row once)."""
-        keys, blobs = self.state(partition).export_rows(np.unique(rows[rows > 0]))
+        rows = np.unique(rows[rows > 0])
+        if not len(rows):
+            return []
+        keys, blobs = self.state(partition).export_rows(rows)
         return [(encode_key(int(k)), blob) for k, blob in zip(keys.tolist(), blobs)]
 
     def items(self, partition: int) -> Iterator[tuple[bytes, bytes]]:
