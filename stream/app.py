@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
 import time
 from collections import Counter, deque
 from concurrent.futures import ThreadPoolExecutor
@@ -32,8 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 import faust
 import numpy as np
 import torch
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from faust.types import TP
 
 from models.artifacts import ArtifactError, latest_version, served_root
@@ -41,13 +42,16 @@ from models.contracts import DeadLetterReason, DriftReport, encode
 from models.features.transactions import EVENT_FEATURES
 from models.fraud_artifact import LoadedFraudModel, load_fraud_model
 from stream.kafka.client_args import aiokafka_args
+from stream.kafka.faust_compat import count_acked_once, limit_fetch_wait
 from stream.kafka.offset_guard import OffsetGuard
+from stream.kafka.publisher import PublishAbandoned, PublishFailed, Publisher
+from stream.log_limits import limit_repeats
 from stream.monitoring.drift import DriftMonitor
 from stream.monitoring.metrics import WorkerMetrics
 from stream.monitoring.performance import PerformanceMonitor, RecentScores
 from stream.pipeline.donors import DonorStage
 from stream.pipeline.labels import LabelStage
-from stream.pipeline.records import ChangelogWrite, Output, RawRecord, StageResult, dead_letter
+from stream.pipeline.records import Output, RawRecord, StageResult, dead_letter
 from stream.pipeline.transactions import TransactionStage
 from stream.scoring.donor_scorer import DonorScorer, LoadedDonorModel, load_served_donor_model
 from stream.scoring.fraud_scorer import FraudScorer, ModelSwapError
@@ -57,24 +61,11 @@ from stream.state.partitioned_accounts import PartitionedAccounts
 from stream.state.partitioned_donors import PartitionedDonors
 
 log = logging.getLogger("tributary.worker")
-CHANGELOG_BATCH_BYTES = 1024 * 1024
-# How often fetch positions are compared with what reached the pipeline (stream.kafka.offset_guard).
+# How often fetch positions are compared with what reached the pipeline (stream.kafka.offset_guard),
+# and the commit lag is measured.
 OFFSET_WATCH_S = 5.0
-
-
-def _chunks(records: list[tuple[bytes, bytes]]) -> list[list[tuple[bytes, bytes]]]:
-    """Split records into groups that fit one record batch (with room for overhead)."""
-    out, current, size = [], [], 0
-    for key, value in records:
-        length = len(key) + len(value) + 64
-        if current and size + length > CHANGELOG_BATCH_BYTES * 0.9:
-            out.append(current)
-            current, size = [], 0
-        current.append((key, value))
-        size += length
-    if current:
-        out.append(current)
-    return out
+# The exit code of a worker that stopped because it could not publish (see `fail`).
+EXIT_PUBLISH_FAILED = 3
 
 
 def pick_device(setting: str) -> torch.device:
@@ -95,34 +86,12 @@ def faust_credentials(settings: WorkerSettings):
     return None
 
 
-def limit_fetch_wait(max_wait_ms: int) -> None:
-    """Make Faust's consumer long-poll at most `max_wait_ms` (Faust hard-codes 1500 ms).
-
-    Faust builds its consumer with `aiokafka.AIOKafkaConsumer(..., fetch_max_wait_ms=1500)`
-    through its driver module's `aiokafka` name; this swaps that one name for a namespace
-    whose consumer class overrides the wait. Nothing else in the process is touched.
-    """
-    import types
-
-    import aiokafka
-    from faust.transport.drivers import aiokafka as driver
-
-    original = aiokafka.AIOKafkaConsumer
-
-    def consumer(*args, **kwargs):
-        kwargs["fetch_max_wait_ms"] = max_wait_ms
-        return original(*args, **kwargs)
-
-    namespace = types.SimpleNamespace(**{name: getattr(aiokafka, name) for name in dir(aiokafka) if not name.startswith("__")})
-    namespace.AIOKafkaConsumer = consumer
-    driver.aiokafka = namespace
-
-
 class TributaryWorker:
     """Builds the Faust app; holds the state, the served models and the output producer."""
 
     def __init__(self, settings: WorkerSettings):
         register_store()
+        count_acked_once()
         self.settings = settings
         if settings.fetch_max_wait_ms:
             limit_fetch_wait(settings.fetch_max_wait_ms)
@@ -152,9 +121,14 @@ class TributaryWorker:
             self._announce("donors", donor_model)
         # One thread: batches are processed strictly in order, and state is touched by it alone.
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tributary-score")
-        self._producer: AIOKafkaProducer | None = None
-        self._changelog: AIOKafkaProducer | None = None
+        self.stopping = False  # set when the worker is told to stop: publishing retries end then
+        self.fatal_error: str | None = None  # why the worker stopped itself (see `fail`)
+        self.request_stop = lambda: os.kill(os.getpid(), signal.SIGTERM)  # how `fail` stops the process
+        self.publisher = Publisher(self._start_producer, settings.publish_timeout_s, stopping=lambda: self.stopping,
+                                   on_failure=lambda kind: self.metrics.publish_failures.labels(kind.value).inc())
         self._inflight: dict[object, deque[asyncio.Future]] = {}
+        # (topic, partition) -> the next offset after the last event whose outputs are published and acked
+        self.processed: dict[tuple[str, int], int] = {}
         self._probe: AIOKafkaConsumer | None = None
         self.offset_guard = OffsetGuard(self._probe_consumer, self._seek)
         self.app = self._create_app()
@@ -246,6 +220,7 @@ class TributaryWorker:
             topic_disable_leader=True,
             processing_guarantee=s.processing_guarantee,
             broker_session_timeout=s.session_timeout_s,
+            broker_commit_interval=s.commit_interval_s,
             producer_max_batch_size=s.producer_max_batch_size or 16384,
             consumer_auto_offset_reset="earliest",
             web_enabled=False,
@@ -295,6 +270,7 @@ class TributaryWorker:
                         if position is not None:
                             positions[(tp.topic, tp.partition)] = position
                 worker.metrics.offset_watch_seeks.inc(await worker.offset_guard.watch(positions))
+                await worker.measure_commit_lag(positions)
             except Exception:  # a watch that fails is retried at the next tick; never stop the worker
                 log.exception("offset watch failed")
 
@@ -305,7 +281,8 @@ class TributaryWorker:
 
         @app.task
         async def start_metrics():
-            # Logged here, not in __init__: Faust sets up logging only when the worker starts.
+            # Here, not in __init__: Faust sets up logging only when the worker starts.
+            limit_repeats()
             log.info("serving fraud model %s version %s", worker.scorer.current.manifest.name,
                      worker.scorer.current.version)
             if worker.donor_stage is None:
@@ -322,18 +299,23 @@ class TributaryWorker:
         @app.on_partitions_revoked.connect
         async def forget_revoked(app, revoked, **kwargs):
             worker.offset_guard.forget(tuple(tp) for tp in revoked)
+            worker.forget_processed(tuple(tp) for tp in revoked)
 
         @app.on_partitions_assigned.connect
         async def forget_assigned(app, assigned, **kwargs):
             worker.offset_guard.forget(tuple(tp) for tp in assigned)
+            for tp in assigned:
+                if tp.topic in input_topics:
+                    worker.metrics.assigned.labels(tp.topic, str(tp.partition)).set(1)
 
         @app.on_before_shutdown.connect
         async def stop_producers(app, **kwargs):
-            await worker.drain(timeout_s=30)
-            for client in (worker._producer, worker._changelog, worker._probe):
-                if client is not None:
-                    await client.stop()
-            worker._producer = worker._changelog = worker._probe = None
+            worker.stopping = True
+            await worker.drain(timeout_s=s.shutdown_timeout_s)
+            await worker.publisher.stop()
+            if worker._probe is not None:
+                await worker._probe.stop()
+            worker._probe = None
 
         return app
 
@@ -373,11 +355,53 @@ class TributaryWorker:
             await self.handle_result(records, result, stage, table)
             for event in events:
                 await stream.ack(event)
+            self._processed_up_to(records)
         except asyncio.CancelledError:  # shutting down: unacked events are redelivered
             raise
+        except PublishAbandoned as stopped:
+            log.info("%s; its %d events are read again after the restart", stopped, len(records))
+        except PublishFailed as error:  # unacked, so never committed: a restarted worker scores them
+            self.fail(str(error))
         except Exception:  # a bug: these events stay unacked, so offsets are never committed past them
             log.exception("publishing a batch of %d failed; its events will be redelivered after a restart",
                           len(records))
+
+    def fail(self, reason: str) -> None:
+        """Stop the worker loudly, so that an orchestrator restarts it.
+
+        For what the worker cannot mend by waiting (outputs that cannot be published):
+        carrying on would leave its partitions stalled behind the batch while the
+        process and /metrics look healthy. The batch's events are not acked, so the
+        restarted worker reads them again; `tributary worker` exits with code 3.
+        """
+        self.metrics.fatal_errors.inc()
+        if self.fatal_error is not None:
+            return
+        self.fatal_error = reason
+        log.critical("%s. Stopping the worker (exit code %d): its unpublished events are read again after a "
+                     "restart", reason, EXIT_PUBLISH_FAILED)
+        self.stopping = True
+        self.request_stop()
+
+    def _processed_up_to(self, records: list[RawRecord]) -> None:
+        for record in records:
+            partition = (record.topic, record.partition)
+            self.processed[partition] = max(self.processed.get(partition, 0), record.offset + 1)
+
+    def forget_processed(self, partitions) -> None:
+        for partition in partitions:
+            self.processed.pop(partition, None)
+            self.metrics.forget_partition(*partition)
+
+    async def measure_commit_lag(self, assigned: dict[tuple[str, int], int]) -> None:
+        """Per assigned input partition: what is processed, what the group has committed, and
+        the offsets between (processed but not committed; a crash now would read them again)."""
+        probe = await self._probe_consumer()
+        for partition in assigned:
+            committed = await probe.committed(TopicPartition(*partition))
+            # Nothing acked since the partition was assigned: it starts from the commit.
+            processed = self.processed.get(partition, committed or 0)
+            self.metrics.record_commit(*partition, processed, committed)
 
     async def drain(self, timeout_s: float) -> None:
         """Let in-flight batches finish publishing (called before the producers stop)."""
@@ -402,13 +426,13 @@ class TributaryWorker:
         for report in self._drift_reports(stage, result) + result.reports:
             result.outputs.append(Output(self.settings.topics.drift_reports, report.monitor.encode(), encode(report)))
             self.metrics.drift_reports.labels(report.model_name, report.monitor).inc()
-        await self.publish(result.outputs)
+        await self.publisher.publish(result.outputs)
         # Durable before the next batch: otherwise a crash could keep batch N's outputs
         # but lose batch N-1's state, and redelivered events would see an older state.
         # (Faust's own producer.flush() gives up after 0.1 s per message, so it cannot
         # promise this; a producer of our own, awaited, can.)
         if table is not None:
-            await self.publish_changelog(self.settings.changelog_topic(table.name), result.changelog)
+            await self.publisher.publish_changelog(self.settings.changelog_topic(table.name), result.changelog)
         result.timings["publish"] = time.perf_counter() - started
         done_ms = time.time() * 1000
         for record in records:
@@ -438,64 +462,6 @@ class TributaryWorker:
                 self.metrics.drift_statistic.labels(monitor.model_name, name).set(value)
         return reports
 
-    async def publish(self, outputs: list[Output]) -> None:
-        """Send and wait for every output; retry (never drop) while the broker is away."""
-        if not outputs:
-            return
-
-        async def send(client: AIOKafkaProducer) -> list:
-            return [await client.send(o.topic, o.value, key=o.key) for o in outputs]
-
-        await self._deliver(send, self._output_producer, f"{len(outputs)} outputs")
-
-    async def publish_changelog(self, topic: str, changelog: dict[int, ChangelogWrite]) -> None:
-        """Per partition, as explicit record batches: the published-offset markers, the
-        changed entities together, then the last marker alone again.
-
-        Many entities per batch keep the changelog cheap; ending every write on a
-        single-record batch keeps the partition's end offset right even on the embedded
-        broker, which reports it wrongly after a multi-record batch (Faust's recovery reads
-        only up to that offset, so it would silently restore stale state).
-        """
-        if not any(write.records or write.markers for write in changelog.values()):
-            return
-
-        async def send(client: AIOKafkaProducer) -> list:
-            futures = []
-            for partition, write in changelog.items():
-                for records in (write.markers, *_chunks(write.records), write.markers[-1:]):
-                    batch = client.create_batch()
-                    for key, value in records:
-                        batch.append(key=key, value=value, timestamp=None)
-                    futures.append(await client.send_batch(batch, topic, partition=partition))
-            return futures
-
-        await self._deliver(send, self._changelog_producer, f"changelog of {len(changelog)} partitions")
-
-    async def _deliver(self, send, make_producer, what: str) -> None:
-        delay = 0.5
-        while True:
-            try:
-                await asyncio.gather(*(await send(await make_producer())))
-                return
-            except KafkaError as error:
-                log.error("publishing %s failed (%s); retrying in %.1f s", what, error, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
-
-    async def _output_producer(self) -> AIOKafkaProducer:
-        # Outputs batch freely; only changelogs need the embedded broker's one-record batches.
-        if self._producer is None:
-            self._producer = await self._start_producer(max_batch_size=256 * 1024, linger_ms=2)
-        return self._producer
-
-    async def _changelog_producer(self) -> AIOKafkaProducer:
-        # Batches are built explicitly (see publish_changelog); 1 MiB is Kafka's default
-        # largest message, and a batch travels as one.
-        if self._changelog is None:
-            self._changelog = await self._start_producer(max_batch_size=CHANGELOG_BATCH_BYTES, linger_ms=0)
-        return self._changelog
-
     async def _probe_consumer(self) -> AIOKafkaConsumer:
         """A consumer of the worker's group that never subscribes: the offset guard reads
         committed offsets and single records with it (see stream.kafka.offset_guard)."""
@@ -510,6 +476,13 @@ class TributaryWorker:
         await self.app.consumer.seek(TP(topic, partition), offset)
 
     async def _start_producer(self, **options) -> AIOKafkaProducer:
-        producer = AIOKafkaProducer(**aiokafka_args(self.settings), acks="all", **options)
-        await producer.start()
+        # A delivery waits at most this long: the publisher's own timeout bounds the rest.
+        request_timeout_ms = int(min(30.0, self.settings.publish_timeout_s) * 1000)
+        producer = AIOKafkaProducer(**aiokafka_args(self.settings), acks="all", request_timeout_ms=request_timeout_ms,
+                                    **options)
+        try:
+            await producer.start()
+        except BaseException:
+            await producer.stop()  # a half-started client still holds connections and tasks
+            raise
         return producer

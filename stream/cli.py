@@ -101,9 +101,8 @@ def worker(bootstrap, model_dir, fraud_model, batch_max, batch_wait_ms, metrics_
     """
     import os
 
-    import faust
-
     from stream.app import TributaryWorker
+    from stream.lifecycle import run_worker
     from stream.settings import WorkerSettings
 
     unknown = WorkerSettings.unknown_variables(dict(os.environ))
@@ -117,8 +116,7 @@ def worker(bootstrap, model_dir, fraud_model, batch_max, batch_wait_ms, metrics_
     if embedded_broker_safe:
         overrides.update(producer_max_batch_size=1, session_timeout_s=10.0, fetch_max_wait_ms=10)
     settings = WorkerSettings(**overrides)
-    app = TributaryWorker(settings).app
-    faust.Worker(app, loglevel=log_level, quiet=True).execute_from_commandline()
+    raise SystemExit(run_worker(TributaryWorker(settings), log_level))
 
 
 @click.command()

@@ -98,6 +98,18 @@ class WorkerSettings(KafkaSettings):
         None, description="1 on the embedded broker (its end offsets are wrong after multi-record batches)"
     )
     reload_interval_s: float = Field(10.0, gt=0, description="how often to look for a newer model version")
+    commit_interval_s: float = Field(
+        2.8, gt=0, description="how often consumed offsets are committed (Faust's default): shorter = fewer "
+        "events read again after a crash, more commit requests",
+    )
+    publish_timeout_s: float = Field(
+        300.0, gt=0, description="how long a batch's outputs may fail to publish (broker away) before the worker "
+        "stops with exit code 3, to be restarted; its events are read again then",
+    )
+    shutdown_timeout_s: float = Field(
+        60.0, gt=0, description="after SIGTERM or SIGINT, how long the batches in hand may take to publish before "
+        "the process exits anyway (code 4); what was not published is read again after the restart",
+    )
     fetch_max_wait_ms: int | None = Field(
         None, ge=1, description="consumer fetch long-poll; Faust fixes 1500 ms. The embedded broker answers a "
         "waiting fetch only when it times out, so there every event waits up to this long: set ~10",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from models.contracts import DeadLetterReason, Segment
+from stream.kafka.publisher import Failure
 from stream.pipeline.records import StageResult
 from stream.settings import TopicNames
 
@@ -44,6 +45,20 @@ class WorkerMetrics:
         self.labelled_performance = Gauge("tributary_labelled_performance", "Precision / recall of alerts over the "
                                           "last labelled transactions", ["measure"], registry=r)
         self.state_entities = Gauge("tributary_state_entities", "Entities held in state", ["kind"], registry=r)
+        self.publish_failures = Counter("tributary_publish_failures_total", "Sends that failed, by what they mean: "
+                                        "retry (broker away), record (refused for good: its fallback went "
+                                        "instead), fatal", ["kind"], registry=r)
+        self.fatal_errors = Counter("tributary_fatal_errors_total", "Errors that made the worker stop itself "
+                                    "(outputs that could not be published)", registry=r)
+        self.assigned = Gauge("tributary_partition_assigned", "1 for each input partition this worker holds",
+                              ["topic", "partition"], registry=r)
+        self.processed_offset = Gauge("tributary_processed_offset", "Next offset after the last event whose outputs "
+                                      "are published and acked", ["topic", "partition"], registry=r)
+        self.committed_offset = Gauge("tributary_committed_offset", "The consumer group's committed offset",
+                                      ["topic", "partition"], registry=r)
+        self.commit_lag = Gauge("tributary_commit_lag_offsets", "Offsets processed but not yet committed (read "
+                                "again after a crash); should stay within a few commit intervals of work",
+                                ["topic", "partition"], registry=r)
 
         if topics is not None:
             self._start_series(topics)
@@ -58,6 +73,8 @@ class WorkerMetrics:
                 self.dead_letters.labels(topic, reason.value)
         for topic in (topics.transactions, topics.gifts):
             self.scored.labels(topic)
+        for failure in Failure:
+            self.publish_failures.labels(failure.value)
         for segment in Segment:
             self.segment_changes.labels(segment.value)
         for verdict in ("tp", "fp", "tn", "fn"):
@@ -87,6 +104,20 @@ class WorkerMetrics:
             self.segment_changes.labels(segment).inc(count)
         for stage, seconds in result.timings.items():
             self.stage_seconds.labels(topic, stage).observe(seconds)
+
+    def record_commit(self, topic: str, partition: int, processed: int, committed: int | None) -> None:
+        labels = (topic, str(partition))
+        self.processed_offset.labels(*labels).set(processed)
+        self.committed_offset.labels(*labels).set(committed if committed is not None else -1)
+        self.commit_lag.labels(*labels).set(max(processed - (committed or 0), 0))
+
+    def forget_partition(self, topic: str, partition: int) -> None:
+        """A partition moved to another worker: its series here would only go stale."""
+        for gauge in (self.assigned, self.processed_offset, self.committed_offset, self.commit_lag):
+            try:
+                gauge.remove(topic, str(partition))
+            except KeyError:
+                pass
 
     def serve(self, port: int, address: str = "127.0.0.1") -> None:
         """Expose /metrics on HTTP; loopback by default (put a proxy in front to publish it)."""
