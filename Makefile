@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test clean
+.PHONY: install demo test test-stress clean
 
 install: $(STAMP)
 
@@ -25,6 +25,11 @@ demo: install
 
 test: install
 	$(BIN)/pytest
+
+# The fault tests (marker `fault`) RUNS times beside a CPU hog; not part of `make test`.
+RUNS ?= 20
+test-stress: install
+	$(BIN)/python -m tests.stress --runs $(RUNS)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache

@@ -105,6 +105,11 @@ BAD_KINDS: tuple[BadKind, ...] = (
     BadKind("unknown_enum", DeadLetterReason.SCHEMA_VIOLATION, lambda e, _: _json(_event(e, type="teleport"))),
     BadKind("oversized", DeadLetterReason.OVERSIZED,
             lambda e, limit: _json(_event(e, note="x" * (limit + 1024)))),
+    # Valid in itself, but keyed by the planted key instead of its source_account.
+    BadKind("wrong_key", DeadLetterReason.KEY_MISMATCH, lambda e, _: _json(_event(e))),
+    BadKind("repeated_field", DeadLetterReason.MALFORMED_JSON, lambda e, _: _json(_event(e))[:-1] + b', "amount": 1}'),
+    BadKind("boolean_version", DeadLetterReason.SCHEMA_VIOLATION,
+            lambda e, _: _json(_event(e, schema_version=True))),
 )
 
 

@@ -43,15 +43,18 @@ class EmbeddedBroker:
     or call start() and stop(). Without a port it picks a free one.
     """
 
-    def __init__(self, port: int | None = None, start_timeout_s: float = 30.0):
+    def __init__(self, port: int | None = None, start_timeout_s: float = 30.0, advertised_port: int | None = None):
         self.port = port or free_port()
+        # Where clients are told to connect after bootstrapping: another port (a proxy in
+        # front of the broker, as the outage tests use) makes all traffic go through it.
+        self.advertised_port = advertised_port or self.port
         self.start_timeout_s = start_timeout_s
         self._process: subprocess.Popen | None = None
         self._log_path: Path | None = None
 
     @property
     def bootstrap(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"127.0.0.1:{self.advertised_port}"
 
     def start(self) -> "EmbeddedBroker":
         if _port_answers(self.port):
@@ -61,11 +64,12 @@ class EmbeddedBroker:
             )
         binary = _broker_binary()
         url = f"tcp://127.0.0.1:{self.port}"
+        advertised = f"tcp://127.0.0.1:{self.advertised_port}"
         env = {k: v for k, v in os.environ.items() if k not in _BROKER_ENV_VARS}
         log = tempfile.NamedTemporaryFile(prefix="tansu-", suffix=".log", delete=False)
         self._log_path = Path(log.name)
         self._process = subprocess.Popen(
-            [binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
+            [binary, "broker", "--listener-url", url, "--advertised-listener-url", advertised,
              "--storage-engine", "memory://tansu/", "--silent"],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
         )
@@ -76,7 +80,7 @@ class EmbeddedBroker:
                 raise BrokerError(f"the broker exited with code {self._process.returncode}: {self._log_tail()}")
             if time.monotonic() > deadline:
                 self.stop()
-                raise BrokerError(f"the broker did not answer on {self.bootstrap} within {self.start_timeout_s:.0f} s")
+                raise BrokerError(f"the broker did not answer on 127.0.0.1:{self.port} within {self.start_timeout_s:.0f} s")
             time.sleep(0.05)
         return self
 
