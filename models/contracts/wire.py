@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from datetime import datetime
-from functools import lru_cache
 from typing import TypeVar
 
 from pydantic import ValidationError
@@ -69,24 +69,24 @@ def decode(raw: bytes | None, contract: type[C], max_bytes: int = DEFAULT_MAX_ME
             raise InvalidEvent(DeadLetterReason.MALFORMED_JSON, _describe(error)[1]) from None
         field, message = _describe(error)
         raise InvalidEvent(DeadLetterReason.SCHEMA_VIOLATION, message, field) from None
-    if _may_repeat_a_field(raw, contract):
+    if _may_repeat_a_field(raw, event):
         _refuse_repeated_fields(raw)
     return event
 
 
-@lru_cache(maxsize=None)
-def _quoted_field_names(contract: type[Contract]) -> tuple[bytes, ...]:
-    return tuple(f'"{name}"'.encode() for name in contract.model_fields)
+# The end of a field name in JSON: its closing quote, then the colon.
+_NAME_END = re.compile(rb'"\s*:')
 
 
-def _may_repeat_a_field(raw: bytes, contract: type[Contract]) -> bool:
-    """False when no field can be named twice in `raw`: the cheap test before the full one.
+def _may_repeat_a_field(raw: bytes, event: Contract) -> bool:
+    """False when no field can be named twice in `raw`: the cheap test before the full one
+    (about 1 us against 5 for the full parse).
 
-    The input contracts are flat and forbid unknown fields, so a repeated field is a
-    known name quoted twice, or written with a \\u escape, which this also sends on to
-    the full parse. (A name quoted twice may also be a value: the full parse decides.)
+    The input contracts are flat and forbid unknown fields, so every name in a valid
+    message is one of the fields set: more name endings than fields set means a name
+    came twice (or a string value holds `":`, which the full parse tells apart).
     """
-    return b"\\u" in raw or any(raw.count(name) > 1 for name in _quoted_field_names(contract))
+    return len(_NAME_END.findall(raw)) > len(event.model_fields_set)
 
 
 def _refuse_repeated_fields(raw: bytes) -> None:

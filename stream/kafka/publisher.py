@@ -126,23 +126,27 @@ class Publisher:
             pending = fallbacks + _with_followers(pending, transient)
 
     async def publish_changelog(self, topic: str, changelog: dict[int, ChangelogWrite]) -> None:
-        """Per partition: the published-offset markers, then the changed entities, then
-        the last marker alone again.
+        """Per partition, in this order: the published-offset markers, the changed
+        entities, then the last marker alone again.
 
-        The markers are durable before any entity record is sent: if an entity's new
-        state is in the changelog, so is the marker covering the event that changed it
-        (`stream.state` relies on it after a crash). Many entities per batch keep the
-        changelog cheap; ending every write on a single-record batch keeps the
-        partition's end offset right even on the embedded broker, which reports it
-        wrongly after a multi-record batch (Faust's recovery reads only up to that
-        offset, so it would silently restore stale state).
+        aiokafka sends a partition's batches one at a time, in order. The order matters
+        little for safety: outputs are durable before any of it, and every entity row
+        records the offsets applied to it, so a row newer than its marker is never
+        applied twice (`stream.state`). Many entities per batch keep the changelog cheap;
+        ending every write on a single-record batch keeps the partition's end offset
+        right even on the embedded broker, which reports it wrongly after a multi-record
+        batch (Faust's recovery reads only up to that offset, so it would silently
+        restore stale state).
         """
         writes = {p: w for p, w in changelog.items() if w.records or w.markers}
-        what = f"changelog of {len(writes)} partitions"
-        await self._send_batches(topic, [_Batch(p, w.markers) for p, w in writes.items() if w.markers], what)
-        entities = [_Batch(p, chunk) for p, w in writes.items() for chunk in _chunks(w.records)]
-        entities += [_Batch(p, w.markers[-1:], last=True) for p, w in writes.items() if w.markers]
-        await self._send_batches(topic, entities, what)
+        batches = []
+        for partition, write in writes.items():
+            if write.markers:
+                batches.append(_Batch(partition, write.markers))
+            batches += [_Batch(partition, chunk) for chunk in _chunks(write.records)]
+            if write.markers:
+                batches.append(_Batch(partition, write.markers[-1:], last=True))
+        await self._send_batches(topic, batches, f"changelog of {len(writes)} partitions")
 
     async def _send_batches(self, topic: str, batches: list[_Batch], what: str) -> None:
         pending = batches
