@@ -18,13 +18,14 @@ from pathlib import Path
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
+from models.errors import TributaryError
 
 MANIFEST = "manifest.json"
 WEIGHTS = "weights.pt"
 FORMAT_VERSION = 1
 
 
-class ArtifactError(Exception):
+class ArtifactError(TributaryError):
     """An artifact that cannot be used; the message says why and what to do."""
 
 

@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .contracts import DonorProfile, DonorRelationship, GiftEvent, TransactionEvent
 from .contracts._base import Contract
+from models.errors import TributaryError
 
 MANIFEST_FILE = "world.json"
 EVENTS_DIR = "events"
@@ -203,7 +204,7 @@ def label_count_key(name: str) -> str:
     return f"labels/{name}"
 
 
-class WorldError(Exception):
+class WorldError(TributaryError):
     """A directory that is not a readable world; the message says what to do."""
 
 

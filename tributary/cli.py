@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 
+from models.errors import TributaryError
 from offline.cli import evaluate, generate, import_data, install_model, train
 from stream.cli import alerts, broker, replay, topics, worker
 from tributary.demo import demo
@@ -20,15 +21,9 @@ class _FriendlyErrors(click.Group):
     message instead of a traceback; anything else is a bug and keeps its traceback."""
 
     def invoke(self, ctx: click.Context):
-        from models.worlds import WorldError
-        from stream.kafka.client_args import SecuritySettingsError
-        from stream.kafka.embedded_broker import BrokerError
-        from models.artifacts import ArtifactError
-        from stream.kafka.topics import TopicLayoutError
-
         try:
             return super().invoke(ctx)
-        except (WorldError, SecuritySettingsError, BrokerError, TopicLayoutError, ArtifactError) as error:
+        except TributaryError as error:
             raise click.ClickException(str(error)) from error
 
 
@@ -138,19 +133,16 @@ def replay_test(world_dir, model_dir, bootstrap, fraud_model, bad_per_kind, marg
     """Replay a labelled world with planted bad events; fail if events are lost, dead letters
     differ from the bad events planted, or alert precision/recall fall below offline - margin."""
     from stream.settings import KafkaSettings
-    from tributary.replay_test import ReplayTestError, format_report, run_embedded, run_replay_test
+    from tributary.replay_test import format_report, run_embedded, run_replay_test
 
     if embedded and bootstrap:
         raise click.UsageError("--embedded starts its own broker: leave out --bootstrap")
-    try:
-        if embedded:
-            report = run_embedded(world_dir, model_dir, fraud_model, bad_per_kind, margin, timeout_s, echo=click.echo)
-        else:
-            settings = KafkaSettings(**({"bootstrap_servers": bootstrap} if bootstrap else {}))
-            report = run_replay_test(world_dir, model_dir, settings, fraud_model, bad_per_kind, margin, timeout_s,
-                                     echo=click.echo)
-    except ReplayTestError as error:
-        raise click.ClickException(str(error)) from error
+    if embedded:
+        report = run_embedded(world_dir, model_dir, fraud_model, bad_per_kind, margin, timeout_s, echo=click.echo)
+    else:
+        settings = KafkaSettings(**({"bootstrap_servers": bootstrap} if bootstrap else {}))
+        report = run_replay_test(world_dir, model_dir, settings, fraud_model, bad_per_kind, margin, timeout_s,
+                                 echo=click.echo)
     click.echo("")
     click.echo(format_report(report))
     if not report.passed:

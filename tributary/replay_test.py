@@ -60,6 +60,7 @@ from stream.kafka.topics import ensure_topics
 from stream.replay import iter_wire_events, replay_world
 from stream.settings import KafkaSettings, TopicNames, WorkerSettings
 from stream.worker_process import start_worker
+from models.errors import TributaryError
 
 MARKER = "replay-test"
 # Streamed and offline scores of the same events agree to float rounding when the worker
@@ -67,7 +68,7 @@ MARKER = "replay-test"
 SCORE_TOLERANCE = 1e-5
 
 
-class ReplayTestError(Exception):
+class ReplayTestError(TributaryError):
     """Something the user can fix before the test can run (the message says what)."""
 
 

@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from ._base import Contract
 from .outputs import DeadLetterReason
+from models.errors import TributaryError
 
 # Far above any honest event (a transaction is ~300 bytes) and far below what would let
 # one message balloon the worker's memory. The broker does not enforce max.message.bytes.
@@ -25,7 +26,7 @@ DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024
 C = TypeVar("C", bound=Contract)
 
 
-class InvalidEvent(ValueError):
+class InvalidEvent(TributaryError, ValueError):
     """An input message that cannot become a contract; says which field and why."""
 
     def __init__(self, reason: DeadLetterReason, message: str, field: str | None = None):

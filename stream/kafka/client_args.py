@@ -9,9 +9,10 @@ from __future__ import annotations
 from typing import Any
 
 from stream.settings import KafkaSettings
+from models.errors import TributaryError
 
 
-class SecuritySettingsError(ValueError):
+class SecuritySettingsError(TributaryError, ValueError):
     pass
 
 

@@ -13,12 +13,13 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from models.errors import TributaryError
 
 # The broker reads these from the environment; a stray value would move its listener.
 _BROKER_ENV_VARS = ("LISTENER_URL", "ADVERTISED_LISTENER_URL", "STORAGE_ENGINE", "CLUSTER_ID", "SCHEMA_REGISTRY")
 
 
-class BrokerError(RuntimeError):
+class BrokerError(TributaryError):
     pass
 
 

@@ -15,13 +15,14 @@ from typing import Any
 import aiokafka
 from faust.transport import consumer as faust_consumer
 from faust.transport.drivers import aiokafka as faust_driver
+from models.errors import TributaryError
 
 
 # Faust's own bookkeeping, kept for the tests that show what the patch changes.
 FAUST_NEW_OFFSET = faust_consumer.Consumer._new_offset
 
 
-class FaustCompatibilityError(RuntimeError):
+class FaustCompatibilityError(TributaryError):
     """The installed Faust lacks what a patch relies on."""
 
 

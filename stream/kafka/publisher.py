@@ -29,6 +29,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka import errors as kafka_errors
 
 from stream.pipeline.records import ChangelogWrite, Output
+from models.errors import TributaryError
 
 log = logging.getLogger("tributary.publisher")
 
@@ -64,14 +65,14 @@ def classify(error: BaseException) -> Failure:
     return Failure.FATAL
 
 
-class PublishFailed(RuntimeError):
+class PublishFailed(TributaryError):
     """Outputs that will not be published: the worker must stop (and be restarted).
 
     Their events stay unacked, so a restarted worker reads and scores them again.
     """
 
 
-class PublishAbandoned(RuntimeError):
+class PublishAbandoned(TributaryError):
     """The worker is stopping; what was not published is redelivered after the restart."""
 
 

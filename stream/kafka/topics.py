@@ -14,12 +14,13 @@ from aiokafka.errors import TopicAlreadyExistsError
 
 from stream.kafka.client_args import aiokafka_args
 from stream.settings import KafkaSettings, WorkerSettings
+from models.errors import TributaryError
 
 # Tables of the worker, whose changelogs must exist with the input topics' partition count.
 WORKER_TABLES = ("accounts", "donors")
 
 
-class TopicLayoutError(RuntimeError):
+class TopicLayoutError(TributaryError):
     pass
 
 

@@ -11,6 +11,7 @@ from models.contracts import AlertReason
 from models.features.transactions import EVENT_FEATURES, NODE_FEATURES, TransactionBatch
 from models.fraud_artifact import LoadedFraudModel
 from models.nn.precision import differentiable_rnns, exact_float32
+from models.errors import TributaryError
 
 # Names of the inputs reasons are drawn from, in the order of the attribution vector.
 REASON_FEATURES = (
@@ -20,7 +21,7 @@ REASON_FEATURES = (
 )
 
 
-class ModelSwapError(ValueError):
+class ModelSwapError(TributaryError, ValueError):
     pass
 
 
