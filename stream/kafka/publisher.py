@@ -216,12 +216,12 @@ class _Retry:
 
     async def attempt(self, producer: Callable[[], Awaitable[AIOKafkaProducer]],
                       sends: Callable[[AIOKafkaProducer], list[Awaitable[Any]]], count: int) -> list[BaseException | None]:
-        """One try of the `count` sends, each one's exception or None. Bounded by what is
-        left of the timeout (a send to an absent broker would otherwise wait for
-        aiokafka's own request timeout); a producer that cannot start fails every send."""
+        """One try of the `count` sends, each one's exception or None; a producer that
+        cannot start fails every send. A try ends within the producers' request timeout
+        (stream.kafka.clients: at most 30 s, and never more than the publish timeout):
+        cutting it short here would cancel aiokafka's own futures under it."""
         try:
-            started = await producer()
-            return await asyncio.wait_for(_gather_each(sends(started)), max(self._deadline - time.monotonic(), 0.1))
+            return await _gather_each(sends(await producer()))
         except (kafka_errors.KafkaError, *_TRANSIENT_ERRORS) as error:
             return [error] * count
 
