@@ -101,7 +101,7 @@ def worker(bootstrap, model_dir, fraud_model, batch_max, batch_wait_ms, metrics_
     """
     import os
 
-    from stream.app import TributaryWorker
+    from stream.app import build_worker
     from stream.lifecycle import run_worker
     from stream.settings import WorkerSettings
 
@@ -116,7 +116,7 @@ def worker(bootstrap, model_dir, fraud_model, batch_max, batch_wait_ms, metrics_
     if embedded_broker_safe:
         overrides.update(producer_max_batch_size=1, session_timeout_s=10.0, fetch_max_wait_ms=10)
     settings = WorkerSettings(**overrides)
-    raise SystemExit(run_worker(TributaryWorker(settings), log_level))
+    raise SystemExit(run_worker(*build_worker(settings), log_level))
 
 
 @click.command()

@@ -22,7 +22,7 @@ import threading
 
 import faust
 
-from stream.app import EXIT_PUBLISH_FAILED, TributaryWorker
+from stream.worker import EXIT_PUBLISH_FAILED, TributaryWorker
 
 EXIT_SHUTDOWN_TIMEOUT = 4
 log = logging.getLogger("tributary.worker")
@@ -31,8 +31,8 @@ log = logging.getLogger("tributary.worker")
 class BoundedShutdownWorker(faust.Worker):
     """A Faust worker whose shutdown, once signalled, ends within `shutdown_timeout_s`."""
 
-    def __init__(self, tributary: TributaryWorker, **kwargs):
-        super().__init__(tributary.app, **kwargs)
+    def __init__(self, tributary: TributaryWorker, app: faust.App, **kwargs):
+        super().__init__(app, **kwargs)
         self.tributary = tributary
         self._watchdog: threading.Timer | None = None
 
@@ -55,10 +55,10 @@ class BoundedShutdownWorker(faust.Worker):
         os._exit(code)
 
 
-def run_worker(tributary: TributaryWorker, log_level: str) -> int:
+def run_worker(tributary: TributaryWorker, app: faust.App, log_level: str) -> int:
     """Run until stopped; the process's exit code."""
     try:
-        BoundedShutdownWorker(tributary, loglevel=log_level, quiet=True).execute_from_commandline()
+        BoundedShutdownWorker(tributary, app, loglevel=log_level, quiet=True).execute_from_commandline()
     except SystemExit as exit_:
         code = exit_.code if isinstance(exit_.code, int) else 1
     else:  # pragma: no cover - execute_from_commandline always exits

@@ -30,7 +30,8 @@ def untrained_fraud_artifact(root: Path, threshold: float = 0.5, seed: int = 0, 
     manifest = ArtifactManifest(
         name=name, task="fraud", hyperparameters={"model": spec.to_dict()},
         feature_schema=features.schema(), feature_schema_hash=features.schema_hash(), threshold=threshold,
-        reference_distributions={"score": {"edges": [0.5], "shares": [0.5, 0.5]}}, **extra,
+        reference_distributions={"format": 2, "scores": {"fraud": {"edges": [0.5], "shares": [0.5, 0.5]}},
+                                 "features": {}}, **extra,
     )
     return save_artifact(root, manifest, model.state_dict())
 
@@ -61,8 +62,13 @@ SMALL_DONOR_FEATURES = DonorFeatureConfig(window=8, fanout=8, neighbours=4)
 
 
 def untrained_donor_artifact(root: Path, threshold: float = 0.5, seed: int = 0,
-                             features: DonorFeatureConfig = SMALL_DONOR_FEATURES, version: str | None = None) -> Path:
-    """A real artifact of an untrained (randomly initialised, seeded) donor multi-target model."""
+                             features: DonorFeatureConfig = SMALL_DONOR_FEATURES, version: str | None = None,
+                             feature_references: dict | None = None) -> Path:
+    """A real artifact of an untrained (randomly initialised, seeded) donor multi-target model.
+
+    `feature_references`: the drift references of its features (models.drift_reference);
+    by default none, and uniform ones of every target's score.
+    """
     torch.manual_seed(seed)
     dims = {"tab": F_TAB, "gift": F_GIFT, "node": DONOR_F_NODE, "edge": DONOR_F_EDGE, "window": features.window,
             "neighbours": features.neighbours, "types": 5}
@@ -70,12 +76,13 @@ def untrained_donor_artifact(root: Path, threshold: float = 0.5, seed: int = 0,
                           fusion_heads=4, fused=16, head_hidden=8, target_heads=2)
     model = DonorModel(spec).eval()
     targets = [s.value for s in Segment]
-    histogram = {"edges": [i / 10 for i in range(11)], "counts": [1] * 10}
+    histogram = {"edges": [i / 10 for i in range(1, 10)], "shares": [0.1] * 10}
     extra = {"version": version} if version else {}
     manifest = ArtifactManifest(
         name="multitarget", task="donors", hyperparameters={"model": spec.to_dict(), "targets": targets},
         feature_schema=features.schema(), feature_schema_hash=features.schema_hash(),
         threshold={t: threshold for t in targets},
-        reference_distributions={"scores": {t: histogram for t in targets}}, **extra,
+        reference_distributions={"format": 2, "scores": {t: histogram for t in targets},
+                                 "features": feature_references or {}}, **extra,
     )
     return save_artifact(root, manifest, model.state_dict())

@@ -122,7 +122,7 @@ def test_artifact_reloads_and_reproduces_held_out_scores(trained):
     assert manifest.task == "donors" and set(manifest.threshold) == set(SEGMENTS)
     assert manifest.training_data["synthetic"] is True and manifest.training_data["cutoff"]
     assert set(manifest.reference_distributions["scores"]) == set(SEGMENTS)
-    assert len(manifest.reference_distributions["features"]["log_gift_count"]["counts"]) == 10
+    assert len(manifest.reference_distributions["features"]["log_gift_count"]["shares"]) == 10
 
     # What a worker does: load the artifact, read donors from the state, score.
     net, thresholds, _ = load_donor_model(versions[0])

@@ -24,7 +24,7 @@ from offline.generate.fraud_world import generate_fraud_world
 from offline.serving_view import worker_view_scores
 from stream.kafka.embedded_broker import EmbeddedBroker, free_port
 from stream.replay import iter_wire_events
-from stream.state.partitioned_accounts import PUBLISHED_MARKER_KEY
+from stream.state.commit_protocol import marker_topic
 from tests.tcp_proxy import TcpProxy
 from tests.worker_harness import (
     MANY_BATCHES,
@@ -75,7 +75,7 @@ def events_of(records: list[Record]) -> list[TransactionEvent]:
 
 def accounts_markers(settings) -> ChangelogMarkers:
     return ChangelogMarkers(settings, "accounts",
-                            lambda key: settings.topics.transactions if key == PUBLISHED_MARKER_KEY else None)
+                            lambda key: settings.topics.transactions if marker_topic(key) == 0 else None)
 
 
 def assert_scored_once_or_identically(readback: Readback, positions, model_dir, settings, events) -> None:

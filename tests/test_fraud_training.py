@@ -51,7 +51,8 @@ def test_artifact_manifest_carries_what_serving_needs(trained):
     assert manifest.task == "fraud" and manifest.feature_schema_hash
     assert 0 < manifest.threshold < 1
     assert manifest.training_data["synthetic"] is True
-    assert {"log_amount", "score"} <= set(manifest.reference_distributions)
+    assert set(manifest.reference_distributions["scores"]) == {"fraud"}
+    assert "log_amount" in manifest.reference_distributions["features"]
     assert len(manifest.normalisation["event_mean"]) == len(manifest.normalisation["event_std"]) > 10
     assert all(isinstance(v, torch.Tensor) for v in state.values())
 

@@ -8,33 +8,7 @@ from types import SimpleNamespace
 from aiokafka import TopicPartition
 
 from stream.kafka.offset_guard import OffsetGuard
-
-
-class FakeProbe:
-    """The broker as the guard's probe consumer sees it: records per partition, commits."""
-
-    def __init__(self, offsets: dict[tuple[str, int], list[int]], committed: dict[tuple[str, int], int]):
-        self.offsets, self.committed_offsets = offsets, committed
-        self.position: dict[TopicPartition, int] = {}
-
-    async def committed(self, tp: TopicPartition):
-        return self.committed_offsets.get((tp.topic, tp.partition))
-
-    async def beginning_offsets(self, tps):
-        return {tp: min(self.offsets[(tp.topic, tp.partition)]) for tp in tps}
-
-    def assign(self, tps):
-        self.assigned = set(tps)
-
-    def assignment(self):
-        return getattr(self, "assigned", set())
-
-    def seek(self, tp, offset):
-        self.position[tp] = offset
-
-    async def getmany(self, tp, timeout_ms, max_records):
-        after = [o for o in self.offsets[(tp.topic, tp.partition)] if o >= self.position[tp]]
-        return {tp: [SimpleNamespace(offset=after[0])]} if after else {}
+from tests.fakes import FakeProbe
 
 
 def events(topic: str, partition: int, offsets) -> list:

@@ -8,47 +8,9 @@ import pytest
 from aiokafka import errors as kafka_errors
 
 from stream.kafka.publisher import Failure, PublishAbandoned, PublishFailed, Publisher, classify
-from stream.pipeline.records import ChangelogWrite, Output
-
-
-class FakeProducer:
-    """Records every send in order; `fail(topic, key, value, attempt)` may return an
-    exception for a send: raised by send() itself when `at_send`, else by its future."""
-
-    def __init__(self, fail=lambda topic, key, value, attempt: None, at_send=()):
-        self.fail, self.at_send = fail, at_send
-        self.sent: list[tuple[str, bytes | None, bytes]] = []  # delivered
-        self.attempts: dict[tuple, int] = {}
-
-    async def send(self, topic, value, key=None):
-        attempt = self.attempts[(topic, key, value)] = self.attempts.get((topic, key, value), 0) + 1
-        error = self.fail(topic, key, value, attempt)
-        if error is not None and type(error) in self.at_send:
-            raise error
-        future = asyncio.get_running_loop().create_future()
-        if error is not None:
-            future.set_exception(error)
-        else:
-            self.sent.append((topic, key, value))
-            future.set_result(None)
-        return future
-
-    def create_batch(self):
-        return FakeBatch()
-
-    async def send_batch(self, batch, topic, partition):
-        return await self.send(topic, tuple(batch.records), key=partition)
-
-    async def stop(self):
-        pass
-
-
-class FakeBatch:
-    def __init__(self):
-        self.records = []
-
-    def append(self, key, value, timestamp):
-        self.records.append((key, value))
+from stream.pipeline.records import Output
+from stream.state.commit_protocol import ChangelogWrite
+from tests.fakes import FakeProducer
 
 
 def publisher_over(producer, timeout_s=5.0, stopping=lambda: False):

@@ -13,7 +13,8 @@ from models.features.transactions import TransactionFeaturizer, RawTransaction
 from models.fraud_artifact import load_fraud_model
 from stream.pipeline.records import RawRecord
 from stream.pipeline.transactions import TransactionStage
-from stream.scoring.fraud_scorer import FraudScorer, ModelSwapError
+from stream.scoring.fraud_scorer import FraudScorer
+from stream.scoring.served import ModelSwapError
 from stream.settings import TopicNames
 from stream.state.partitioned_accounts import PartitionedAccounts
 from tests.serving_helpers import restore_compacted, transaction_record, untrained_fraud_artifact

@@ -25,7 +25,7 @@ from offline.generate.donor_world import generate_donor_world
 from offline.serving_view import donor_worker_view_scores
 from stream.replay import iter_wire_events
 from stream.scoring.donor_scorer import load_served_donor_model
-from stream.state.partitioned_donors import marker_key
+from stream.state.commit_protocol import marker_topic
 from tests.serving_helpers import untrained_donor_artifact, untrained_fraud_artifact
 from tests.worker_harness import (
     MANY_BATCHES,
@@ -86,8 +86,12 @@ def test_donor_events_are_conserved_and_match_the_offline_scores(broker, donor_w
         return [Record(settings.topics.for_stream(w.stream), w.key, w.value) for w in wire_events]
 
     readback = Readback(settings)
-    topic_of_marker = {marker_key(i): getattr(settings.topics, name)
-                       for i, name in enumerate(("gifts", "donor_profiles", "donor_relationships"))}.get
+    donor_topics = [settings.topics.gifts, settings.topics.donor_profiles, settings.topics.donor_relationships]
+
+    def topic_of_marker(key: bytes) -> str | None:
+        index = marker_topic(key)
+        return None if index is None else donor_topics[index]
+
     markers = ChangelogMarkers(settings, "donors", topic_of_marker)
     # A commit interval longer than the test: the killed worker never commits, so the
     # restarted one reads everything again.

@@ -19,7 +19,7 @@ from models.worlds import open_world
 from offline.generate.fraud_world import generate_fraud_world
 from offline.serving_view import worker_view_scores
 from stream.replay import iter_wire_events
-from stream.state.partitioned_accounts import PUBLISHED_MARKER_KEY
+from stream.state.commit_protocol import marker_topic
 from tests.worker_harness import (
     MANY_BATCHES,
     ChangelogMarkers,
@@ -133,7 +133,7 @@ def test_kill_and_restart_loses_nothing_and_continues_exactly(broker, world, mod
     third = len(records) // 3
     readback = Readback(settings)
     markers = ChangelogMarkers(settings, "accounts", lambda key: settings.topics.transactions
-                               if key == PUBLISHED_MARKER_KEY else None)
+                               if marker_topic(key) == 0 else None)
     first = Worker(settings.model_copy(update={"commit_interval_s": 3600.0, **MANY_BATCHES}), "first worker")
     second = None
     try:

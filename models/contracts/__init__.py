@@ -25,6 +25,7 @@ from .outputs import (
     FraudAlert,
     Outcome,
     Segment,
+    alert_id,
 )
 from .wire import DEFAULT_MAX_MESSAGE_BYTES, InvalidEvent, decode, encode, from_record
 
@@ -54,6 +55,7 @@ __all__ = [
     "TransactionChannel",
     "TransactionEvent",
     "TransactionType",
+    "alert_id",
     "decode",
     "encode",
     "from_record",

@@ -52,6 +52,15 @@ class FraudAlert(Contract):
     scored_at: AwareDatetime
 
 
+def alert_id(event_id: str, model_name: str, model_version: str) -> str:
+    """A `FraudAlert`'s id: a redelivered event scored by the same model gets the same one.
+
+    >>> alert_id("tx1", "fusion-gated", "20260101T000000000000Z")
+    'fusion-gated:20260101T000000000000Z:tx1'
+    """
+    return f"{model_name}:{model_version}:{event_id}"
+
+
 class DonorSegmentUpdate(Contract):
     """A donor's segment memberships changed; published only on change, keyed by donor."""
 

@@ -40,6 +40,8 @@ import torch
 from sklearn.metrics import average_precision_score
 from tqdm import tqdm
 
+from models import drift_reference
+from models.drift_reference import uniform_histogram
 from models.artifacts import ArtifactManifest, normalisation_summary, save_artifact
 from models.contracts import Segment
 from models.features.donor_state import to_state_time
@@ -594,30 +596,17 @@ def _scored(data: DonorDataset, val_scores: np.ndarray, test_scores: np.ndarray,
     return out, thresholds
 
 
-def _histogram(values: np.ndarray, bins: int = 10, lo: float | None = None, hi: float | None = None) -> dict:
-    values = values[np.isfinite(values)]
-    if len(values) == 0:
-        return {"edges": [], "counts": []}
-    lo = float(values.min()) if lo is None else lo
-    hi = float(values.max()) if hi is None else hi
-    counts, edges = np.histogram(values, bins=bins, range=(lo, hi if hi > lo else lo + 1.0))
-    return {"edges": [round(float(e), 6) for e in edges], "counts": counts.astype(int).tolist()}
-
-
 def reference_distributions(data: DonorDataset, val_scores: np.ndarray) -> dict:
-    """10-bin histograms: key tabular features on training donors, each target's score on validation."""
+    """10-bin histograms for the worker's PSI monitors (models.drift_reference): key
+    tabular features on training donors (present values only), each target's score on
+    validation."""
     train = data.index(TRAIN)
     features = {}
     for name in REFERENCE_FEATURES:
         j = TAB_FEATURES.index(name)
-        present = data.batch.tab_mask[train, j] > 0
-        features[name] = {**_histogram(data.batch.tab[train, j][present]),
-                          "missing_share": round(float(1 - present.mean()), 4) if len(train) else None}
-    return {
-        "features": features,
-        "scores": {t: _histogram(val_scores[:, j], lo=0.0, hi=1.0) for j, t in enumerate(data.targets)},
-        "modality_share": data.description["modality_share"],
-    }
+        features[name] = uniform_histogram(data.batch.tab[train, j][data.batch.tab_mask[train, j] > 0])
+    scores = {t: uniform_histogram(val_scores[:, j], lo=0.0, hi=1.0) for j, t in enumerate(data.targets)}
+    return drift_reference.build(scores, features)
 
 
 def _save(out_dir: Path, data: DonorDataset, result: NeuralResult, thresholds: dict[str, float], report: dict,

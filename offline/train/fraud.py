@@ -19,6 +19,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from models import drift_reference
+from models.drift_reference import quantile_histogram
 from models.artifacts import ArtifactManifest, normalisation_summary, save_artifact
 from models.features.transactions import (
     EVENT_FEATURES,
@@ -107,15 +109,10 @@ def normalisation_stats(train: dict[str, np.ndarray]) -> dict[str, tuple[torch.T
 
 
 def reference_distributions(val: dict[str, np.ndarray], scores: np.ndarray, bins: int = 10) -> dict:
-    """Decile bins and their shares on validation data, for the worker's PSI monitor."""
-    out = {}
-    columns = {name: val["event"][:, EVENT_FEATURES.index(name)] for name in DRIFT_FEATURES}
-    columns["score"] = scores
-    for name, values in columns.items():
-        edges = np.unique(np.quantile(values, np.linspace(0, 1, bins + 1)[1:-1]))
-        counts = np.bincount(np.searchsorted(edges, values, side="right"), minlength=len(edges) + 1)
-        out[name] = {"edges": edges.tolist(), "shares": (counts / max(counts.sum(), 1)).tolist()}
-    return out
+    """Decile bins of the score and key event features on validation data, for the
+    worker's PSI monitor (models.drift_reference)."""
+    features = {name: quantile_histogram(val["event"][:, EVENT_FEATURES.index(name)], bins) for name in DRIFT_FEATURES}
+    return drift_reference.build({"fraud": quantile_histogram(scores, bins)}, features)
 
 
 def train_fraud(

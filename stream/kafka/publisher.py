@@ -28,7 +28,8 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from aiokafka import errors as kafka_errors
 
-from stream.pipeline.records import ChangelogWrite, Output
+from stream.pipeline.records import Output
+from stream.state.commit_protocol import ChangelogWrite
 from models.errors import TributaryError
 
 log = logging.getLogger("tributary.publisher")

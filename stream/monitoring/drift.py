@@ -4,8 +4,8 @@ Two questions, two tools:
 - *Did the scores shift?* river's ADWIN (a change in the mean of a bounded stream) and
   Page-Hinkley (a sustained rise) watch every score as it is produced.
 - *Does live input look like training input?* The population stability index (PSI) of
-  key features and of the score, over the last `window` events, against the decile bins
-  stored in the artifact (`reference_distributions`). PSI > 0.2 is the usual "act" line.
+  key features and of the score, over the last `window` events, against the bins stored
+  in the artifact (`models.drift_reference`). PSI > 0.2 is the usual "act" line.
 Each detection becomes a `DriftReport`; the latest statistics are also metrics.
 """
 
@@ -20,6 +20,7 @@ import numpy as np
 from river import drift
 
 from models.contracts import DriftKind, DriftReport
+from models.drift_reference import Histogram
 
 PSI_EPSILON = 1e-4  # keeps empty bins from making PSI infinite
 
@@ -47,6 +48,7 @@ class _Binned:
         self.counts = np.zeros(len(self.reference))
 
     def add(self, values: np.ndarray) -> None:
+        values = values[np.isfinite(values)]  # missing values are left out, as in the reference
         self.counts += np.bincount(np.searchsorted(self.edges, values, side="right"), minlength=len(self.reference))
 
     def shares(self) -> np.ndarray:
@@ -57,24 +59,26 @@ class DriftMonitor:
     """Feeds on scored batches; returns the drift reports to publish.
 
     Args:
-        references: the artifact's `reference_distributions` ({name: {edges, shares}});
-            "score" is the model's score, other names are event features.
-        feature_index: event-feature name -> column in the batch's event features.
+        score: the reference histogram of the score (models.drift_reference), or None for
+            no PSI on it; None with `watch_scores=False` for a monitor of features only.
+        features: reference histograms of input features, by name.
+        feature_index: feature name -> column in the batch's features (NaN: missing).
         window: events per PSI evaluation.
         prefix: put before monitor names, to tell several monitors of one model apart
             (the donor model has one per target: "high_value:adwin:score").
     """
 
-    def __init__(self, references: dict, feature_index: dict[str, int], model_name: str, model_version: str,
-                 window: int = 5000, psi_threshold: float = 0.2, adwin_delta: float = 0.002, prefix: str = ""):
+    def __init__(self, score: Histogram | None, features: dict[str, Histogram], feature_index: dict[str, int],
+                 model_name: str, model_version: str, window: int = 5000, psi_threshold: float = 0.2,
+                 adwin_delta: float = 0.002, prefix: str = "", watch_scores: bool = True):
         self.model_name, self.model_version = model_name, model_version
         self.prefix = prefix
         self.window, self.psi_threshold = window, psi_threshold
-        self._bins = {
-            name: _Binned(np.asarray(ref["edges"], dtype=np.float64), np.asarray(ref["shares"], dtype=np.float64))
-            for name, ref in references.items()
-            if name == "score" or name in feature_index
-        }
+        self.watch_scores = watch_scores
+        references = {name: h for name, h in features.items() if name in feature_index}
+        if score is not None and watch_scores:
+            references["score"] = score
+        self._bins = {name: _Binned(h.edges, h.shares) for name, h in references.items()}
         self._feature_index = feature_index
         self._adwin = drift.ADWIN(delta=adwin_delta)
         self._page_hinkley = drift.PageHinkley(min_instances=500, threshold=50.0)
@@ -83,7 +87,7 @@ class DriftMonitor:
 
     def observe(self, scores: np.ndarray, event_features: np.ndarray) -> list[DriftReport]:
         reports = []
-        for score in scores.tolist():
+        for score in scores.tolist() if self.watch_scores else ():
             self._adwin.update(score)
             self._page_hinkley.update(score)
             if self._adwin.drift_detected:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from models.contracts import DeadLetterReason, Segment
 from stream.kafka.publisher import Failure
-from stream.pipeline.records import StageResult
+from stream.pipeline.records import RawRecord, StageResult
 from stream.settings import TopicNames
 
 # Latency buckets from 1 ms to 10 s: the target is p99 <= 50 ms at 1,000 events/s.
@@ -104,6 +107,19 @@ class WorkerMetrics:
             self.segment_changes.labels(segment).inc(count)
         for stage, seconds in result.timings.items():
             self.stage_seconds.labels(topic, stage).observe(seconds)
+        for report in result.reports:
+            self.drift_reports.labels(report.model_name, report.monitor).inc()
+        for (model, monitor), value in result.drift_statistics.items():
+            self.drift_statistic.labels(model, monitor).set(value)
+        for measure, value in result.performance.items():
+            self.labelled_performance.labels(measure).set(value)
+
+    def record_latency(self, records: Iterable[RawRecord]) -> None:
+        """From each record's Kafka timestamp to now, when its outputs are flushed."""
+        done_ms = time.time() * 1000
+        for record in records:
+            if record.timestamp_ms is not None:
+                self.end_to_end.labels(record.topic).observe(max(done_ms - record.timestamp_ms, 0) / 1000)
 
     def record_commit(self, topic: str, partition: int, processed: int, committed: int | None) -> None:
         labels = (topic, str(partition))

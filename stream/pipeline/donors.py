@@ -23,22 +23,14 @@ from datetime import datetime, timezone
 
 import numpy as np
 
-from models.contracts import (
-    DeadLetterReason,
-    DonorProfile,
-    DonorRelationship,
-    DonorSegmentUpdate,
-    EventOutcome,
-    GiftEvent,
-    Outcome,
-    Segment,
-    encode,
-)
-from models.features.donors import DonorBatch
-from stream.pipeline.records import ChangelogWrite, Output, RawRecord, StageResult, dead_letter, decode_or_dead_letter
-from stream.scoring.donor_scorer import SEGMENT_BITS, DonorScorer, membership_mask, segments_of
-from stream.settings import TopicNames
+from models.contracts import DeadLetterReason, DonorProfile, DonorRelationship, EventOutcome, GiftEvent, Outcome, encode
 from models.features.donor_state import DONOR_END
+from models.features.donors import DonorBatch
+from stream.pipeline.records import Output, RawRecord, StageResult, dead_letter, decode_or_dead_letter
+from stream.scoring.donor_scorer import DonorScorer
+from stream.scoring.segments import changed_segments, membership_mask, segment_update
+from stream.settings import TopicNames
+from stream.state.commit_protocol import ChangelogWrite, Record
 from stream.state.partitioned_donors import TOPIC_INDEX, PartitionedDonors
 
 DonorEvent = GiftEvent | DonorProfile | DonorRelationship
@@ -46,7 +38,8 @@ DonorEvent = GiftEvent | DonorProfile | DonorRelationship
 
 class DonorStage:
     def __init__(self, donors: PartitionedDonors, scorer: DonorScorer, topics: TopicNames, max_message_bytes: int):
-        self.donors = donors
+        self.donors = self.state = donors
+        self.metric_topic = topics.gifts  # one agent reads the three donor topics; consumed counts name each
         self.scorer = scorer
         self.topics = topics
         self.max_message_bytes = max_message_bytes
@@ -69,13 +62,14 @@ class DonorStage:
             event, letter = decode_or_dead_letter(record, contract, self.max_message_bytes)
             if letter is None:
                 by_partition[record.partition][topic].append((record, event))
-            elif record.offset <= self.donors.published_offset(topic, record.partition):
+            elif record.offset <= self.donors.published.get(topic, record.partition):
                 result.replayed += 1  # redelivered after a restart: its dead letter is out already
             else:
                 result.add_dead_letter(self.topics.dead_letters, record, letter)
         clock = result.lap("decode", clock)
 
-        model = self.scorer.current
+        served = self.scorer.current  # one model version, with its monitors, for the whole batch
+        model = served.model
         gifts: list[tuple[RawRecord, GiftEvent]] = []
         features: list[DonorBatch] = []
         applied: list[tuple[RawRecord, DonorEvent]] = []
@@ -88,7 +82,7 @@ class DonorStage:
             for record, event in heapq.merge(profiles, relationships, gifts_, key=lambda pair: pair[1].event_time):
                 topic = TOPIC_INDEX[type(event)]
                 ends = part.apply(event, record.offset)
-                if record.offset <= self.donors.published_offset(topic, partition):
+                if record.offset <= self.donors.published.get(topic, partition):
                     result.replayed += 1  # its outputs are out already; only the state needed it
                     if isinstance(event, GiftEvent) and ends & DONOR_END:
                         # The restored row predates this gift (a crash between the marker and
@@ -111,37 +105,46 @@ class DonorStage:
             self._outcome(result, record, event, Outcome.APPLIED, now)
         result.applied = len(applied)
         if gifts:
+            batch = DonorBatch.concat(features)
             try:
-                probabilities = self.scorer.score(model, DonorBatch.concat(features))
+                probabilities = self.scorer.score(model, batch)
             except Exception as error:  # a model failure fails the gifts explicitly, never silently
                 for record, _ in gifts:
-                    result.add_dead_letter(self.topics.dead_letters, record, dead_letter(record, DeadLetterReason.PROCESSING_ERROR,
-                                                           type(error).__name__, f"scoring failed: {error}"))
-                gifts = []
-                probabilities = np.zeros((0, len(model.targets)), dtype=np.float32)
+                    result.add_dead_letter(self.topics.dead_letters, record, dead_letter(
+                        record, DeadLetterReason.PROCESSING_ERROR, type(error).__name__, f"scoring failed: {error}"))
+                result.lap("model", clock)
+                return self._close(result, last)
             clock = result.lap("model", clock)
             result.model = (model.manifest.name, model.version)
-            masks = membership_mask(model, probabilities)
+            masks = membership_mask(model.targets, model.thresholds, probabilities)
             for (record, event), p, mask in zip(gifts, probabilities, masks.tolist()):
                 scores = {t: float(v) for t, v in zip(model.targets, p.tolist())}
                 self._membership(result, record.partition, event, scores, mask, model, now)
                 self._outcome(result, record, event, Outcome.SCORED, now, scores, model)
             result.scored = len(gifts)
-            result.scores = probabilities
+            # Missing tabular values are NaN to the monitors: they count in no bin.
+            result.observe(served.monitors, probabilities, np.where(batch.tab_mask > 0, batch.tab, np.nan))
+            clock = result.lap("monitor", clock)
+        return self._close(result, last, clock)
+
+    def _close(self, result: StageResult, last: dict[tuple[int, int], int], clock: float | None = None) -> StageResult:
+        """The batch's changelog writes (stream.state.commit_protocol)."""
+        clock = clock or time.perf_counter()
 
         # The markers cover each topic partition's dead letters too: outputs like any other.
-        markers: dict[int, list[tuple[bytes, bytes]]] = defaultdict(list)
+        markers: dict[int, list[Record]] = defaultdict(list)
         for (topic, partition), offset in sorted(last.items()):
-            markers[partition].append(self.donors.published_marker(topic, partition, offset))
+            markers[partition].append(self.donors.published.mark(topic, partition, offset))
         for partition, written in markers.items():
-            result.changelog[partition] = ChangelogWrite(written, self.donors.partition(partition).take_changes())
+            result.changelog[partition] = ChangelogWrite(written, self.donors.take_changes(partition))
         result.lap("publish_prepare", clock)
         return result
 
     def _catch_up_segments(self, model, gifts: list[tuple[int, GiftEvent]], features: list[DonorBatch]) -> None:
         """Set the segments an uninterrupted worker published for these replayed gifts,
         publishing nothing: their updates, if any, went out before the crash."""
-        masks = membership_mask(model, self.scorer.score(model, DonorBatch.concat(features))).tolist()
+        masks = membership_mask(model.targets, model.thresholds,
+                                self.scorer.score(model, DonorBatch.concat(features))).tolist()
         for (partition, event), mask in zip(gifts, masks):
             part = self.donors.partition(partition)
             part.set_segments(part.row_of(event.donor_id), mask)
@@ -154,15 +157,9 @@ class DonorStage:
         if mask == previous:
             return
         part.set_segments(row, mask)
-        for segment, bit in SEGMENT_BITS.items():
-            if (mask ^ previous) & bit:
-                result.segment_changes[segment] = result.segment_changes.get(segment, 0) + 1
-        update = DonorSegmentUpdate(
-            donor_id=event.donor_id, event_id=event.event_id, event_time=event.event_time,
-            probabilities={Segment(t): p for t, p in scores.items()}, segments=segments_of(mask),
-            previous_segments=segments_of(previous), model_name=model.manifest.name, model_version=model.version,
-            updated_at=now,
-        )
+        for segment in changed_segments(previous, mask):
+            result.segment_changes[segment] = result.segment_changes.get(segment, 0) + 1
+        update = segment_update(event, scores, mask, previous, model.manifest.name, model.version, now)
         result.outputs.append(Output(self.topics.donor_segments, event.donor_id.encode(), encode(update)))
 
     def _outcome(self, result: StageResult, record: RawRecord, event: DonorEvent, outcome: Outcome, now: datetime,

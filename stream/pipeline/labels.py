@@ -12,15 +12,16 @@ from __future__ import annotations
 import time
 from datetime import datetime, timezone
 
-from models.contracts import DeadLetterReason, EventOutcome, FraudLabel, Outcome, encode
+from models.contracts import DeadLetterReason, EventOutcome, FraudLabel, Outcome, alert_id, encode
 from stream.monitoring.performance import PerformanceMonitor, RecentScores
 from stream.pipeline.records import Output, RawRecord, StageResult, dead_letter, decode_or_dead_letter
-from stream.scoring.fraud_scorer import alert_id
 from stream.settings import TopicNames
 
 
 class LabelStage:
     def __init__(self, recent: RecentScores, monitor: PerformanceMonitor, topics: TopicNames, max_message_bytes: int):
+        self.state = None  # what it matches against lives in memory (RecentScores), not in a table
+        self.metric_topic = topics.fraud_labels
         self.recent = recent
         self.monitor = monitor
         self.topics = topics
@@ -52,5 +53,6 @@ class LabelStage:
             )
             result.outputs.append(Output(self.topics.outcomes, label.label_id.encode(), encode(outcome)))
             result.applied += 1
+        result.performance = dict(self.monitor.latest)
         result.lap("labels", clock)
         return result

@@ -10,7 +10,9 @@ from datetime import datetime, timezone
 
 import numpy as np
 
-from models.contracts import Contract, DeadLetter, DeadLetterReason, InvalidEvent, decode, encode
+from models.contracts import Contract, DeadLetter, DeadLetterReason, DriftReport, InvalidEvent, decode, encode
+from stream.monitoring.model_monitors import ModelMonitors
+from stream.state.commit_protocol import ChangelogWrite
 
 # A dead letter must always fit what the producer can send (aiokafka's and Kafka's
 # default limit is 1 MiB a record): one with an 800 KB original, base64-encoded, did
@@ -51,22 +53,9 @@ class Output:
 
 
 @dataclass
-class ChangelogWrite:
-    """What one batch writes to one changelog partition: the "outputs published up to"
-    markers, which must land before the entity records they cover, then those records."""
-
-    markers: list[tuple[bytes, bytes]]
-    records: list[tuple[bytes, bytes]]
-
-    def __iter__(self):
-        yield from self.markers
-        yield from self.records
-
-
-@dataclass
 class StageResult:
     outputs: list[Output] = field(default_factory=list)
-    changelog: dict[int, ChangelogWrite] = field(default_factory=dict)  # by partition
+    changelog: dict[int, ChangelogWrite] = field(default_factory=dict)  # by partition (stream.state.commit_protocol)
     consumed: int = 0
     scored: int = 0
     applied: int = 0
@@ -75,11 +64,16 @@ class StageResult:
     alerts: int = 0
     segment_changes: dict[str, int] = field(default_factory=dict)
     labels: dict[str, int] = field(default_factory=dict)  # late labels: tp / fp / tn / fn -> count
-    reports: list = field(default_factory=list)  # DriftReports the stage raised (published with the outputs)
+    reports: list[DriftReport] = field(default_factory=list)  # drift reports raised (published with the outputs)
+    drift_statistics: dict[tuple[str, str], float] = field(default_factory=dict)  # (model, monitor) -> latest
+    performance: dict[str, float] = field(default_factory=dict)  # labelled precision / recall, when measured
     timings: dict[str, float] = field(default_factory=dict)  # stage -> seconds for the batch
     model: tuple[str, str] | None = None  # (name, version) that scored the batch
-    scores: np.ndarray | None = None  # scores of the scored events, for the drift monitor
-    event_features: np.ndarray | None = None  # their event features, for the drift monitor
+
+    def observe(self, monitors: ModelMonitors, scores: np.ndarray, features: np.ndarray) -> None:
+        """Feed the batch's scores to the serving version's drift monitors."""
+        self.reports += monitors.observe(scores, features)
+        self.drift_statistics.update(monitors.statistics())
 
 
     def add_dead_letter(self, topic: str, record: RawRecord, letter: DeadLetter) -> None:

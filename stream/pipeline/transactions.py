@@ -17,20 +17,22 @@ from datetime import datetime, timezone
 
 import numpy as np
 
-from models.contracts import DeadLetterReason, EventOutcome, FraudAlert, Outcome, TransactionEvent, encode
+from models.contracts import DeadLetterReason, EventOutcome, FraudAlert, Outcome, TransactionEvent, alert_id, encode
 from models.features.account_state import RECENT_EVENT_IDS, TYPE_CODES
 from models.features.transactions import CHANNEL_CODES, TransactionBatch
 from stream.monitoring.performance import RecentScores, Said
-from stream.pipeline.records import ChangelogWrite, Output, RawRecord, StageResult, dead_letter, decode_or_dead_letter
-from stream.scoring.fraud_scorer import FraudScorer, alert_id, take_rows
+from stream.pipeline.records import Output, RawRecord, StageResult, dead_letter, decode_or_dead_letter
+from stream.scoring.fraud_scorer import FraudScorer, take_rows
 from stream.settings import TopicNames
-from stream.state.partitioned_accounts import PartitionedAccounts
+from stream.state.commit_protocol import ChangelogWrite
+from stream.state.partitioned_accounts import TRANSACTIONS_TOPIC, PartitionedAccounts
 
 
 class TransactionStage:
     def __init__(self, accounts: PartitionedAccounts, scorer: FraudScorer, topics: TopicNames, max_message_bytes: int,
                  recent: RecentScores | None = None):
-        self.accounts = accounts
+        self.accounts = self.state = accounts
+        self.metric_topic = topics.transactions
         self.recent = recent  # what was said about each transaction, for late labels
         self.scorer = scorer
         self.topics = topics
@@ -41,7 +43,7 @@ class TransactionStage:
         clock = time.perf_counter()
 
         # Outputs up to here went out before a restart: a record at or below it is redelivered.
-        published = {r.partition: self.accounts.published.get(r.partition, -1) for r in records}
+        published = {r.partition: self.accounts.published.get(TRANSACTIONS_TOPIC, r.partition) for r in records}
         last = {}  # partition -> highest offset in the batch
         events: list[tuple[RawRecord, TransactionEvent]] = []
         for record in records:
@@ -61,11 +63,10 @@ class TransactionStage:
         batches: list[TransactionBatch] = []
         order: list[int] = []
         for partition, indices in by_partition.items():
-            rows = np.zeros(0, dtype=np.int64)
             if indices:
                 picked = [events[i] for i in indices]
-                featurizer = self.accounts.featurizer(partition)
-                batches.append(featurizer.featurize_columns(
+                batches.append(self.accounts.featurize(
+                    partition,
                     [e.source_account for _, e in picked],
                     [e.destination_account for _, e in picked],
                     np.array([e.amount for _, e in picked], dtype=np.float64),
@@ -78,10 +79,9 @@ class TransactionStage:
                     event_ids=[e.event_id for _, e in picked],
                 ))
                 order.extend(indices)
-                rows = batches[-1].rows.ravel()
             # The marker covers the partition's dead letters too: they are outputs like any other.
-            marker = self.accounts.published_marker(partition, last[partition])
-            result.changelog[partition] = ChangelogWrite([marker], self.accounts.export_rows(partition, rows))
+            marker = self.accounts.published.mark(TRANSACTIONS_TOPIC, partition, last[partition])
+            result.changelog[partition] = ChangelogWrite([marker], self.accounts.take_changes(partition))
         clock = result.lap("state", clock)
         if not events:
             return result
@@ -97,7 +97,8 @@ class TransactionStage:
                 "retry? this copy is not scored)", "event_id"))
         live = np.flatnonzero(~batch.replayed & ~batch.duplicate)
         result.replayed += int(batch.replayed.sum())
-        model = self.scorer.current
+        served = self.scorer.current  # one model version, with its monitors, for the whole batch
+        model = served.model
         result.model = (model.manifest.name, model.version)
         try:
             scores = self.scorer.score(model, take_rows(batch, live))
@@ -137,7 +138,7 @@ class TransactionStage:
             if self.recent is not None:
                 self.recent.add(event.event_id, Said(score, alert is not None, model.manifest.name, model.version))
         result.scored = len(live)
-        result.lap("publish_prepare", clock)
-        result.scores = scores
-        result.event_features = batch.event[live]
+        clock = result.lap("publish_prepare", clock)
+        result.observe(served.monitors, scores, batch.event[live])
+        result.lap("monitor", clock)
         return result

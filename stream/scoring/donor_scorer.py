@@ -1,4 +1,5 @@
-"""The donor multi-target model being served: batched scoring, memberships, atomic swap."""
+"""The donor multi-target model being served: loading and batched scoring (memberships:
+stream.scoring.segments; swapping: stream.scoring.served)."""
 
 from __future__ import annotations
 
@@ -8,13 +9,9 @@ from pathlib import Path
 import numpy as np
 
 from models.artifacts import ArtifactManifest
-from models.contracts import Segment
 from models.features.donors import DonorBatch, DonorFeatureConfig
 from models.nn.donor_model import DonorModel, as_tensors, load_donor_model
-from stream.scoring.fraud_scorer import ServedModel
-
-# Bit of each segment in the membership mask the donor state keeps (Segment order).
-SEGMENT_BITS = {segment.value: 1 << i for i, segment in enumerate(Segment)}
+from stream.scoring.served import ServedModel
 
 
 @dataclass(frozen=True)
@@ -44,20 +41,7 @@ def load_served_donor_model(path: str | Path) -> LoadedDonorModel:
     return LoadedDonorModel(manifest, model, features, {t: float(thresholds[t]) for t in model.spec.targets})
 
 
-def membership_mask(model: LoadedDonorModel, probabilities: np.ndarray) -> np.ndarray:
-    """[N] uint8 masks of the segments whose probability reaches the target's threshold."""
-    mask = np.zeros(len(probabilities), dtype=np.uint8)
-    for j, target in enumerate(model.targets):
-        mask |= np.where(probabilities[:, j] >= model.thresholds[target], SEGMENT_BITS[target], 0).astype(np.uint8)
-    return mask
-
-
-def segments_of(mask: int) -> list[Segment]:
-    return [Segment(name) for name, bit in SEGMENT_BITS.items() if mask & bit]
-
-
-class DonorScorer(ServedModel):
-    current: LoadedDonorModel
+class DonorScorer(ServedModel[LoadedDonorModel]):
 
     def score(self, model: LoadedDonorModel, batch: DonorBatch) -> np.ndarray:
         """Probabilities [N, targets] in `model.targets` order."""

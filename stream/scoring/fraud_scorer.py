@@ -1,8 +1,6 @@
-"""The fraud model being served: batched scoring, alert reasons, atomic model swap."""
+"""The fraud model being served: batched scoring and alert reasons (swapping: stream.scoring.served)."""
 
 from __future__ import annotations
-
-import threading
 
 import numpy as np
 import torch
@@ -10,8 +8,8 @@ import torch
 from models.contracts import AlertReason
 from models.features.transactions import EVENT_FEATURES, NODE_FEATURES, TransactionBatch
 from models.fraud_artifact import LoadedFraudModel
-from models.nn.precision import differentiable_rnns, exact_float32
-from models.errors import TributaryError
+from models.nn.precision import differentiable_rnns
+from stream.scoring.served import ServedModel
 
 # Names of the inputs reasons are drawn from, in the order of the attribution vector.
 REASON_FEATURES = (
@@ -21,51 +19,7 @@ REASON_FEATURES = (
 )
 
 
-class ModelSwapError(TributaryError, ValueError):
-    pass
-
-
-class ServedModel:
-    """Holds a served model. `swap` replaces it atomically: a batch in flight keeps the
-    model it started with, so every output names the version that actually scored it.
-
-    A model is any loaded artifact with `model` (the torch module), `features` (the
-    feature settings its state needs), `manifest` and `version`.
-    """
-
-    def __init__(self, loaded, device: torch.device | str = "cpu"):
-        self.device = torch.device(device)
-        exact_float32(self.device)  # scores on CUDA within 1e-5 of the CPU's (offline) scores
-        self._lock = threading.Lock()
-        self._current = self._prepare(loaded)
-
-    @property
-    def current(self):
-        return self._current
-
-    def _prepare(self, loaded):
-        loaded.model.to(self.device).eval()
-        return loaded
-
-    def swap(self, loaded):
-        """Serve `loaded` from the next batch on; returns the model it replaced.
-
-        Refuses a model whose feature settings differ: the live state (window length,
-        fan-outs) was built for the current ones.
-        """
-        if loaded.features != self._current.features:
-            raise ModelSwapError(
-                f"model {loaded.manifest.name} {loaded.version} needs features {loaded.features}, the worker's "
-                f"state is built for {self._current.features}; restart the worker with a fresh state to switch"
-            )
-        prepared = self._prepare(loaded)
-        with self._lock:
-            previous, self._current = self._current, prepared
-        return previous
-
-
-class FraudScorer(ServedModel):
-    current: LoadedFraudModel
+class FraudScorer(ServedModel[LoadedFraudModel]):
 
     def score(self, model: LoadedFraudModel, inputs: dict[str, np.ndarray]) -> np.ndarray:
         if len(inputs["event"]) == 0:
@@ -97,11 +51,6 @@ class FraudScorer(ServedModel):
                 for j in strongest
             ])
         return out
-
-
-def alert_id(event_id: str, model_name: str, model_version: str) -> str:
-    """Idempotent: a redelivered event scored by the same model gets the same alert id."""
-    return f"{model_name}:{model_version}:{event_id}"
 
 
 def take_rows(batch: TransactionBatch, rows: np.ndarray) -> dict[str, np.ndarray]:

@@ -4,7 +4,7 @@ Faust's memory store would keep a second copy of every entity (a dict of blobs n
 to our numpy arrays) and decode each changelog record into it. This store instead
 applies changelog records straight into the partitioned state during recovery, so state
 lives once, in the compact form the feature kernels read. The worker writes the
-changelog itself, once per batch per changed entity (see stream.app).
+changelog itself, once per batch per changed entity (see stream.state.commit_protocol).
 
 Register it on a table with `store=STORE_URL` and `options={"state": <state>}`, where
 the state is a `PartitionedAccounts` or a `PartitionedDonors`.
@@ -20,10 +20,9 @@ from faust import stores
 from faust.stores import memory
 from faust.types import TP, EventT
 
+from stream.state.commit_protocol import PartitionedState
 from stream.state.partitioned_accounts import PartitionedAccounts
 from stream.state.partitioned_donors import PartitionedDonors
-
-PartitionedState = PartitionedAccounts | PartitionedDonors
 
 STORE_SCHEME = "tributary-state"
 # Needs a host part: yarl's URL("scheme://") is falsy, and Faust then silently falls back
@@ -88,7 +87,7 @@ class PartitionedStateStore(memory.Store):
         active = {tp.partition for tp in active_tps}
         self.partitioned.drop([p for p in self.partitioned.partitions if p not in active])
         log.info("%s recovered: entities per partition %s, outputs published up to %s",
-                 self.table.name, self.partitioned.entities(), self.partitioned.published)
+                 self.table.name, self.partitioned.entities(), self.partitioned.published.as_dict())
 
     def _clear(self) -> None:
         self.partitioned.drop(self.partitioned.partitions)

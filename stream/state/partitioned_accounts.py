@@ -17,29 +17,22 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from models.features.account_state import AccountState
-from models.features.transactions import TransactionFeatureConfig, TransactionFeaturizer
+from models.features.transactions import TransactionBatch, TransactionFeatureConfig, TransactionFeaturizer
+from stream.state.commit_protocol import PublishedOffsets, Record, decode_entity_key, encode_entity_key, marker_topic
 
-_KEY_BYTES = 8
-# Changelog key of a partition's "outputs published up to offset" marker; 9 bytes, so it
-# never collides with an 8-byte account key.
-PUBLISHED_MARKER_KEY = b"\xffpublish"
-
-
-def encode_key(account_key: int) -> bytes:
-    return account_key.to_bytes(_KEY_BYTES, "little", signed=True)
-
-
-def decode_key(raw: bytes) -> int:
-    return int.from_bytes(raw, "little", signed=True)
+# The accounts table has one input topic (transactions): its markers are topic 0's.
+TRANSACTIONS_TOPIC = 0
 
 
 class PartitionedAccounts:
+    """Implements `stream.state.commit_protocol.PartitionedState` for account features."""
+
     def __init__(self, features: TransactionFeatureConfig, initial_capacity: int = 1024):
         self.features = features
         self.initial_capacity = initial_capacity
         self._featurizers: dict[int, TransactionFeaturizer] = {}
-        # partition -> highest input offset whose outputs are published (-1: none)
-        self.published: dict[int, int] = {}
+        self._changed: dict[int, list[np.ndarray]] = {}  # partition -> rows touched since take_changes
+        self.published = PublishedOffsets()
 
     def featurizer(self, partition: int) -> TransactionFeaturizer:
         featurizer = self._featurizers.get(partition)
@@ -47,6 +40,13 @@ class PartitionedAccounts:
             state = AccountState(window=self.features.window, capacity=self.initial_capacity)
             featurizer = self._featurizers[partition] = TransactionFeaturizer(state, self.features)
         return featurizer
+
+    def featurize(self, partition: int, *columns, **options) -> TransactionBatch:
+        """`TransactionFeaturizer.featurize_columns` on this partition's state; the accounts
+        it touched become changes (see `take_changes`)."""
+        batch = self.featurizer(partition).featurize_columns(*columns, **options)
+        self._changed.setdefault(partition, []).append(batch.rows.ravel())
+        return batch
 
     def state(self, partition: int) -> AccountState:
         return self.featurizer(partition).state
@@ -58,42 +58,37 @@ class PartitionedAccounts:
     def drop(self, partitions: Iterable[int]) -> None:
         for partition in partitions:
             self._featurizers.pop(partition, None)
-            self.published.pop(partition, None)
+            self._changed.pop(partition, None)
+            self.published.drop(partition)
 
     def restore(self, partition: int, key: bytes, blob: bytes) -> None:
-        """Apply one changelog record (the latest wins, as in any compacted changelog)."""
-        if key == PUBLISHED_MARKER_KEY:
-            self.published[partition] = int.from_bytes(blob, "little", signed=True)
+        topic = marker_topic(key)
+        if topic is not None:
+            self.published.restore(topic, partition, blob)
         else:
-            self.state(partition).import_account(decode_key(key), blob)
+            self.state(partition).import_account(decode_entity_key(key), blob)
 
-    def published_marker(self, partition: int, offset: int) -> tuple[bytes, bytes]:
-        """The changelog record saying outputs up to `offset` of `partition` are published.
+    def take_changes(self, partition: int) -> list[Record]:
+        rows = self._changed.pop(partition, [])
+        return self._export_rows(partition, np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64))
 
-        Written after the outputs are flushed and before the accounts they changed, in
-        the same changelog partition, so the order survives: if an account's new state
-        is in the changelog, so is the marker that covers the event that changed it.
-        """
-        self.published[partition] = max(self.published.get(partition, -1), offset)
-        return PUBLISHED_MARKER_KEY, offset.to_bytes(8, "little", signed=True)
-
-    def export(self, partition: int, account_keys: Iterable[int]) -> list[tuple[bytes, bytes]]:
+    def export(self, partition: int, account_keys: Iterable[int]) -> list[Record]:
         """Changelog records for these accounts of one partition (each account once)."""
         state = self.state(partition)
         rows = [state.lookup(k) for k in sorted(set(account_keys))]
-        return self.export_rows(partition, np.array([r for r in rows if r], dtype=np.int64))
+        return self._export_rows(partition, np.array([r for r in rows if r], dtype=np.int64))
 
-    def export_rows(self, partition: int, rows: np.ndarray) -> list[tuple[bytes, bytes]]:
+    def _export_rows(self, partition: int, rows: np.ndarray) -> list[Record]:
         """Changelog records for these state rows of one partition (each row once)."""
         rows = np.unique(rows[rows > 0])
         if not len(rows):
             return []
         keys, blobs = self.state(partition).export_rows(rows)
-        return [(encode_key(int(k)), blob) for k, blob in zip(keys.tolist(), blobs)]
+        return [(encode_entity_key(int(k)), blob) for k, blob in zip(keys.tolist(), blobs)]
 
-    def items(self, partition: int) -> Iterator[tuple[bytes, bytes]]:
+    def items(self, partition: int) -> Iterator[Record]:
         state = self.state(partition)
-        yield from self.export_rows(partition, np.arange(1, len(state) + 1))
+        yield from self._export_rows(partition, np.arange(1, len(state) + 1))
 
     def entities(self) -> dict[int, int]:
         return {p: len(f.state) for p, f in self._featurizers.items()}

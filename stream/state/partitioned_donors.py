@@ -25,18 +25,12 @@ import numpy as np
 from models.contracts import DonorProfile, DonorRelationship, GiftEvent
 from models.features.donor_state import DONOR_END, NO_KEY, OTHER_END, donor_key
 from models.features.donors import DonorFeatureConfig, DonorFeaturizer
-from stream.state.partitioned_accounts import decode_key, encode_key
+from stream.state.commit_protocol import PublishedOffsets, Record, decode_entity_key, encode_entity_key, marker_topic
 
 # Topic index of each donor event class: the column of `applied`, the byte in marker keys.
 DONOR_TOPICS = (GiftEvent, DonorProfile, DonorRelationship)
 TOPIC_INDEX = {cls: i for i, cls in enumerate(DONOR_TOPICS)}
-# One "outputs published up to" marker per topic; 10 bytes, so never an 8-byte donor key.
-_MARKER_PREFIX = b"\xffpublish"
 _HEADER = np.dtype([("applied", "<i8", (len(DONOR_TOPICS),)), ("segments", "u1")])
-
-
-def marker_key(topic_index: int) -> bytes:
-    return _MARKER_PREFIX + bytes([topic_index])
 
 
 def other_end_key(event: GiftEvent | DonorProfile | DonorRelationship) -> int:
@@ -98,7 +92,7 @@ class DonorPartition:
         self.segments[row] = mask
         self._changed.add(row)
 
-    def take_changes(self) -> list[tuple[bytes, bytes]]:
+    def take_changes(self) -> list[Record]:
         """Changelog records of the rows changed since the last call."""
         records = self.export_rows(self._changed)
         self._changed.clear()
@@ -107,13 +101,13 @@ class DonorPartition:
     def row_of(self, donor_id: str) -> int:
         return self.state.lookup(donor_key(donor_id))
 
-    def export_rows(self, rows: Iterable[int]) -> list[tuple[bytes, bytes]]:
+    def export_rows(self, rows: Iterable[int]) -> list[Record]:
         records = []
         for row in sorted(set(rows)):
             header = np.zeros(1, dtype=_HEADER)
             header["applied"], header["segments"] = self.applied[row], self.segments[row]
             key = int(self.state.keys[row])
-            records.append((encode_key(key), header.tobytes() + self.state.export_donor(key)))
+            records.append((encode_entity_key(key), header.tobytes() + self.state.export_donor(key)))
         return records
 
     def import_row(self, key: int, blob: bytes) -> None:
@@ -127,12 +121,13 @@ class DonorPartition:
 
 
 class PartitionedDonors:
+    """Implements `stream.state.commit_protocol.PartitionedState` for donor features."""
+
     def __init__(self, config: DonorFeatureConfig, initial_capacity: int = 1024):
         self.config = config
         self.initial_capacity = initial_capacity
         self._partitions: dict[int, DonorPartition] = {}
-        # (topic index, partition) -> highest input offset whose outputs are published
-        self.published: dict[tuple[int, int], int] = {}
+        self.published = PublishedOffsets()  # by TOPIC_INDEX
 
     def partition(self, partition: int) -> DonorPartition:
         part = self._partitions.get(partition)
@@ -147,31 +142,24 @@ class PartitionedDonors:
     def drop(self, partitions: Iterable[int]) -> None:
         for partition in partitions:
             self._partitions.pop(partition, None)
-            for key in [k for k in self.published if k[1] == partition]:
-                del self.published[key]
+            self.published.drop(partition)
 
-    def published_offset(self, topic_index: int, partition: int) -> int:
-        return self.published.get((topic_index, partition), -1)
-
-    def published_marker(self, topic_index: int, partition: int, offset: int) -> tuple[bytes, bytes]:
-        """Changelog record: outputs of this topic partition are published up to `offset`
-        (written before the rows the events changed, as for accounts)."""
-        key = (topic_index, partition)
-        self.published[key] = max(self.published.get(key, -1), offset)
-        return marker_key(topic_index), offset.to_bytes(8, "little", signed=True)
+    def take_changes(self, partition: int) -> list[Record]:
+        return self.partition(partition).take_changes()
 
     def restore(self, partition: int, key: bytes, blob: bytes) -> None:
         """Apply one changelog record (the latest wins)."""
-        if len(key) == len(_MARKER_PREFIX) + 1 and key.startswith(_MARKER_PREFIX):
-            self.published[(key[len(_MARKER_PREFIX)], partition)] = int.from_bytes(blob, "little", signed=True)
+        topic = marker_topic(key)
+        if topic is not None:
+            self.published.restore(topic, partition, blob)
         else:
-            self.partition(partition).import_row(decode_key(key), blob)
+            self.partition(partition).import_row(decode_entity_key(key), blob)
 
-    def export(self, partition: int, keys: Iterable[int]) -> list[tuple[bytes, bytes]]:
+    def export(self, partition: int, keys: Iterable[int]) -> list[Record]:
         part = self.partition(partition)
         return part.export_rows(r for k in keys if (r := part.state.lookup(k)))
 
-    def items(self, partition: int) -> Iterator[tuple[bytes, bytes]]:
+    def items(self, partition: int) -> Iterator[Record]:
         part = self.partition(partition)
         yield from part.export_rows(range(1, len(part) + 1))
 

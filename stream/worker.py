@@ -1,0 +1,195 @@
+"""The worker's parts, put together: served models, stages, their pipelines, the publisher.
+
+Nothing here imports Faust: `stream.app` wires these parts to topics, tables, agents and
+timers. So a worker can be built and driven in-process (tests/test_worker_in_process.py).
+- served models with their monitors, and their live reload: stream.scoring;
+- one stage per agent (transactions, late labels, donors): stream.pipeline;
+- one `BatchPipeline` per stage: admit, process, publish, ack (stream.pipeline.batches);
+- one publisher for every output and changelog (stream.kafka.publisher);
+- one offset guard over every input partition (stream.kafka.offset_guard).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from collections.abc import Awaitable, Callable
+from typing import Any
+from concurrent.futures import ThreadPoolExecutor
+
+import torch
+from aiokafka import AIOKafkaProducer, TopicPartition
+
+from models.artifacts import latest_version, served_root
+from models.errors import TributaryError
+from models.fraud_artifact import LoadedFraudModel, load_fraud_model
+from stream.kafka.clients import ProbeConsumer
+from stream.kafka.clients import start_producer as start_kafka_producer
+from stream.kafka.faust_compat import count_acked_once, limit_fetch_wait
+from stream.kafka.offset_guard import OffsetGuard
+from stream.kafka.publisher import Publisher
+from stream.monitoring.metrics import WorkerMetrics
+from stream.monitoring.model_monitors import donor_monitors, fraud_monitors
+from stream.monitoring.performance import PerformanceMonitor, RecentScores
+from stream.pipeline.batches import BatchPipeline, Stage
+from stream.pipeline.donors import DonorStage
+from stream.pipeline.labels import LabelStage
+from stream.pipeline.records import RawRecord
+from stream.pipeline.transactions import TransactionStage
+from stream.scoring.donor_scorer import DonorScorer, LoadedDonorModel, load_served_donor_model
+from stream.scoring.fraud_scorer import FraudScorer
+from stream.scoring.reload import ModelReloader, ServedTask
+from stream.settings import WorkerSettings
+from stream.state.faust_store import register_store
+from stream.state.partitioned_accounts import PartitionedAccounts
+from stream.state.partitioned_donors import PartitionedDonors
+
+log = logging.getLogger("tributary.worker")
+# The exit code of a worker that stopped because it could not publish (see `fail`).
+EXIT_PUBLISH_FAILED = 3
+Partition = tuple[str, int]
+
+
+def pick_device(setting: str) -> torch.device:
+    if setting == "cuda" or (setting == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+class TributaryWorker:
+    """Everything a worker process runs, except Faust.
+
+    Kafka is reached through three doors, real ones unless given: `start_producer(**options)`
+    starts a producer; `probe()` returns the consumer the offset guard reads committed
+    offsets with; `seek(topic, partition, offset)` moves Faust's consumer (set by
+    `stream.app` once it has built the Faust app).
+    """
+
+    def __init__(self, settings: WorkerSettings, *,
+                 start_producer: Callable[..., Awaitable[AIOKafkaProducer]] | None = None,
+                 probe: Callable[[], Awaitable[Any]] | None = None):
+        register_store()
+        count_acked_once()
+        if settings.fetch_max_wait_ms:
+            limit_fetch_wait(settings.fetch_max_wait_ms)
+        torch.set_num_threads(settings.torch_threads)
+        self.settings = settings
+        self.metrics = WorkerMetrics(settings.topics)
+        self.device = pick_device(settings.device)
+        self.stopping = False  # set when the worker is told to stop: publishing retries end then
+        self.fatal_error: str | None = None  # why the worker stopped itself (see `fail`)
+        self.request_stop: Callable[[], None] = lambda: os.kill(os.getpid(), signal.SIGTERM)  # how `fail` stops
+        self.seek: Callable[[str, int, int], Awaitable[None]] | None = None  # set by stream.app
+        # (topic, partition) -> the next offset after the last event whose outputs are published and acked
+        self.processed: dict[Partition, int] = {}
+
+        self.probe = ProbeConsumer(settings)
+        self._get_probe = probe or self.probe.get
+        self.offset_guard = OffsetGuard(self._get_probe, self._seek)
+        self.publisher = Publisher(start_producer or (lambda **options: start_kafka_producer(settings, **options)),
+                                   settings.publish_timeout_s, stopping=lambda: self.stopping,
+                                   on_failure=lambda kind: self.metrics.publish_failures.labels(kind.value).inc())
+        # One thread: batches are processed strictly in order, and state is touched by it alone.
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tributary-score")
+
+        fraud = load_fraud_model(latest_version(served_root(settings.model_dir), settings.fraud_model))
+        tasks = [ServedTask("fraud", settings.fraud_model, self._fraud_scorer(fraud), load_fraud_model)]
+        self.accounts = PartitionedAccounts(fraud.features)
+        recent = RecentScores(settings.label_memory) if settings.label_memory else None
+        self.pipelines: dict[str, BatchPipeline] = {
+            "transactions": self._pipeline(TransactionStage(self.accounts, tasks[0].scorer, settings.topics,
+                                                            settings.max_message_bytes, recent), "accounts"),
+        }
+        if recent is not None:
+            performance = PerformanceMonitor(fraud.manifest.metrics.get("test", {}), settings.label_window,
+                                             settings.performance_margin)
+            self.pipelines["labels"] = self._pipeline(
+                LabelStage(recent, performance, settings.topics, settings.max_message_bytes), None)
+        donors = self._load(settings.donor_model, load_served_donor_model) if settings.donor_model else None
+        if donors is not None:
+            scorer = self._donor_scorer(donors)
+            tasks.append(ServedTask("donors", settings.donor_model, scorer, load_served_donor_model))
+            self.donors = PartitionedDonors(donors.features)
+            self.pipelines["donors"] = self._pipeline(
+                DonorStage(self.donors, scorer, settings.topics, settings.max_message_bytes), "donors")
+        self.models = ModelReloader(settings.model_dir, tasks, self.metrics)
+
+    # -- parts ---------------------------------------------------------------------
+
+    def _load(self, name: str, load):
+        """The newest version of model `name`, or None when there is none (then its topics
+        are left unconsumed; the worker says so when it starts)."""
+        try:
+            path = latest_version(served_root(self.settings.model_dir), name)
+        except TributaryError:
+            return None
+        return load(path)
+
+    def _fraud_scorer(self, loaded: LoadedFraudModel) -> FraudScorer:
+        s = self.settings
+        return FraudScorer(loaded, self.device, lambda m: fraud_monitors(m, s.drift_window, s.psi_threshold))
+
+    def _donor_scorer(self, loaded: LoadedDonorModel) -> DonorScorer:
+        s = self.settings
+        return DonorScorer(loaded, self.device, lambda m: donor_monitors(m, s.drift_window, s.psi_threshold))
+
+    def _pipeline(self, stage: Stage, table: str | None) -> BatchPipeline:
+        return BatchPipeline(
+            stage, table, self.settings.changelog_topic(table) if table else None, executor=self.executor,
+            publisher=self.publisher, guard=self.offset_guard, metrics=self.metrics, topics=self.settings.topics,
+            depth=self.settings.pipeline_depth, on_processed=self._processed_up_to, on_fatal=self.fail)
+
+    async def _seek(self, topic: str, partition: int, offset: int) -> None:
+        if self.seek is None:
+            raise TributaryError("the worker has no consumer to seek yet")
+        await self.seek(topic, partition, offset)
+
+    # -- running -------------------------------------------------------------------
+
+    def fail(self, reason: str) -> None:
+        """Stop the worker loudly, so that an orchestrator restarts it.
+
+        For what the worker cannot mend by waiting (outputs that cannot be published):
+        carrying on would leave its partitions stalled behind the batch while the
+        process and /metrics look healthy. The batch's events are not acked, so the
+        restarted worker reads them again; `tributary worker` exits with code 3.
+        """
+        self.metrics.fatal_errors.inc()
+        if self.fatal_error is not None:
+            return
+        self.fatal_error = reason
+        log.critical("%s. Stopping the worker (exit code %d): its unpublished events are read again after a "
+                     "restart", reason, EXIT_PUBLISH_FAILED)
+        self.stopping = True
+        self.request_stop()
+
+    def _processed_up_to(self, records: list[RawRecord]) -> None:
+        for record in records:
+            partition = (record.topic, record.partition)
+            self.processed[partition] = max(self.processed.get(partition, 0), record.offset + 1)
+
+    def forget(self, partitions: list[Partition]) -> None:
+        """These partitions moved (or come back): they start again at their committed offset."""
+        self.offset_guard.forget(partitions)
+        for partition in partitions:
+            self.processed.pop(partition, None)
+            self.metrics.forget_partition(*partition)
+
+    async def measure_commit_lag(self, assigned: list[Partition]) -> None:
+        """Per assigned input partition: what is processed, what the group has committed, and
+        the offsets between (processed but not committed; a crash now would read them again)."""
+        probe = await self._get_probe()
+        for partition in assigned:
+            committed = await probe.committed(TopicPartition(*partition))
+            # Nothing acked since the partition was assigned: it starts from the commit.
+            processed = self.processed.get(partition, committed or 0)
+            self.metrics.record_commit(*partition, processed, committed)
+
+    async def stop(self, timeout_s: float) -> None:
+        """Let the batches in flight publish (for at most `timeout_s`), then stop the clients."""
+        self.stopping = True
+        await asyncio.gather(*(pipeline.drain(timeout_s) for pipeline in self.pipelines.values()))
+        await self.publisher.stop()
+        await self.probe.stop()

@@ -1,0 +1,34 @@
+"""The changelog records both state tables share, and the published offsets they keep."""
+
+from __future__ import annotations
+
+from models.features.transactions import TransactionFeatureConfig
+from stream.state.commit_protocol import PublishedOffsets, encode_offset, marker_key, marker_topic
+from stream.state.partitioned_accounts import PartitionedAccounts
+from tests.serving_helpers import SMALL_DONOR_FEATURES
+
+
+def test_a_marker_never_moves_back_and_is_forgotten_with_its_partition():
+    published = PublishedOffsets()
+    assert published.get(0, 3) == -1
+    assert published.mark(0, 3, 40) == (marker_key(0), encode_offset(40))
+    assert published.mark(0, 3, 12) == (marker_key(0), encode_offset(40))  # an older batch cannot lower it
+    published.restore(1, 3, encode_offset(7))
+    published.drop(3)
+    assert published.as_dict() == {}
+
+
+def test_the_accounts_table_reads_the_markers_it_wrote_before_there_were_topic_indices():
+    accounts = PartitionedAccounts(TransactionFeatureConfig())
+    accounts.restore(2, b"\xffpublish", encode_offset(99))  # the 9-byte key of older changelogs
+    accounts.restore(2, marker_key(0), encode_offset(120))
+    assert accounts.published.get(0, 2) == 120 and marker_topic(b"\xffpublish") == 0
+
+
+def test_both_tables_implement_the_protocol():
+    from stream.state.partitioned_donors import PartitionedDonors
+
+    for table in (PartitionedAccounts(TransactionFeatureConfig()), PartitionedDonors(SMALL_DONOR_FEATURES)):
+        for member in ("published", "partitions", "take_changes", "restore", "export", "items", "entities", "drop"):
+            assert hasattr(table, member), (type(table).__name__, member)
+        assert table.take_changes(0) == []

@@ -1,0 +1,140 @@
+"""The worker built and driven in-process: its real parts, Kafka replaced by fakes.
+
+Batches go through the pipelines as Faust would hand them over (events with a message
+and an ack), outputs and changelogs into a fake producer, committed offsets from a fake
+probe. What is checked is the commit protocol's order (everything of a batch published
+before any of its events is acked), what a fatal publishing error does, and that each
+stage is observed by the monitors of the model version that scored it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from types import SimpleNamespace
+
+import pytest
+from aiokafka import errors as kafka_errors
+
+from models.contracts import DeadLetter, EventOutcome
+from stream.pipeline.records import RawRecord
+from stream.settings import WorkerSettings
+from stream.state.commit_protocol import marker_topic
+from stream.worker import TributaryWorker
+from tests.fakes import FakeProbe, FakeProducer
+from tests.serving_helpers import transaction_record, untrained_donor_artifact, untrained_fraud_artifact
+
+
+class Event:
+    """A Faust event as the agents see one: its message, and whether it was acked."""
+
+    def __init__(self, record):
+        self.message = SimpleNamespace(topic=record.topic, partition=record.partition, offset=record.offset,
+                                       key=record.key, value=record.value, timestamp=None)
+
+
+class Driver:
+    """A worker with fake Kafka doors; `journal` is every delivery and ack, in order."""
+
+    def __init__(self, model_dir, fail=lambda topic, key, value, attempt: None, **settings):
+        self.journal: list[tuple[str, object]] = []
+        self.producer = FakeProducer(fail)
+        journal = self.journal
+
+        class Journalled(FakeProducer):
+            async def send(inner, topic, value, key=None):  # noqa: N805 - the fake's own self is `inner`
+                future = await self.producer.send(topic, value, key=key)
+                if not future.exception():
+                    journal.append(("sent", topic))
+                return future
+
+            async def send_batch(inner, batch, topic, partition):  # noqa: N805
+                return await inner.send(topic, tuple(batch.records), key=partition)
+
+        async def start_producer(**options):
+            return Journalled()
+
+        async def probe():
+            return FakeProbe({("transactions", p): [0] for p in range(4)}, {})
+
+        self.settings = WorkerSettings(model_dir=str(model_dir), metrics_port=0, publish_timeout_s=1.0, **settings)
+        self.worker = TributaryWorker(self.settings, start_producer=start_producer, probe=probe)
+        self.stops = []
+        self.worker.request_stop = lambda: self.stops.append(True)
+
+    async def ack(self, event) -> None:
+        self.journal.append(("ack", event.message.offset))
+
+    def run(self, pipeline: str, batches) -> None:
+        async def drive():
+            for batch in batches:
+                await self.worker.pipelines[pipeline].submit([Event(r) for r in batch], self.ack)
+            await self.worker.pipelines[pipeline].drain(30)
+
+        asyncio.run(drive())
+
+    def sent(self, topic: str) -> list:
+        return [value for t, _, value in self.producer.sent if t == topic]
+
+
+@pytest.fixture
+def model_dir(tmp_path):
+    untrained_fraud_artifact(tmp_path, threshold=0.5)
+    return tmp_path
+
+
+def transactions(n, start=0):
+    return [transaction_record(i, f"acct{i % 7}", f"acct{(i + 3) % 7}", 20.0 + i, offset=i) for i in range(start, n)]
+
+
+def test_each_batch_is_published_whole_before_any_of_its_events_is_acked(model_dir):
+    driver = Driver(model_dir)
+    recs = transactions(60)
+    driver.run("transactions", [recs[:25], recs[25:]])
+    outcomes = [EventOutcome.model_validate_json(v) for v in driver.sent(driver.settings.topics.outcomes)]
+    assert [o.offset for o in outcomes] == list(range(60))
+    kinds = [kind for kind, _ in driver.journal]
+    first_ack = kinds.index("ack")
+    changelog = driver.settings.changelog_topic("accounts")
+    assert ("sent", changelog) in driver.journal[:first_ack]  # the changelog too, before the acks
+    assert kinds[first_ack:first_ack + 25] == ["ack"] * 25  # the first batch, then the second's sends
+    assert [o for kind, o in driver.journal if kind == "ack"] == list(range(60))
+    markers = [(key, value) for t, key, value in driver.producer.sent if t == changelog
+               for key, _ in value if marker_topic(key) is not None]
+    assert markers, "the changelog carries the published-offset markers"
+    assert driver.worker.processed == {("transactions", 0): 60}
+
+
+def test_a_batch_that_cannot_be_published_is_not_acked_and_stops_the_worker(model_dir):
+    driver = Driver(model_dir, fail=lambda t, k, v, a: kafka_errors.TopicAuthorizationFailedError()
+                    if t == "event-outcomes" else None)
+    driver.run("transactions", [transactions(10)])
+    assert not [kind for kind, _ in driver.journal if kind == "ack"]
+    assert driver.stops == [True] and "retrying cannot mend" in driver.worker.fatal_error
+    assert driver.worker.stopping and not driver.worker.processed
+
+
+def test_bad_records_come_out_as_dead_letters_in_the_same_batch(model_dir):
+    driver = Driver(model_dir)
+    good = transactions(5)
+    bad = RawRecord("transactions", 0, 5, b"acct1", b"{not json")
+    driver.run("transactions", [good + [bad]])
+    (letter,) = [DeadLetter.model_validate_json(v) for v in driver.sent(driver.settings.topics.dead_letters)]
+    assert letter.reason.value == "malformed_json" and letter.offset == 5
+    assert [o for kind, o in driver.journal if kind == "ack"] == list(range(6))
+
+
+def test_donor_batches_are_observed_by_the_monitors_of_the_version_that_scored_them(tmp_path):
+    untrained_fraud_artifact(tmp_path, threshold=0.5)
+    untrained_donor_artifact(tmp_path, threshold=0.5)
+    driver = Driver(tmp_path, drift_window=100)
+    gifts = [RawRecord("gifts", 0, i, f"d{i % 5}".encode(), json.dumps({
+        "event_id": f"g{i}", "event_time": f"2024-03-{1 + i % 28:02d}T00:00:00Z", "donor_id": f"d{i % 5}",
+        "amount": 25.0, "channel": "online"}).encode()) for i in range(120)]
+    served = driver.worker.pipelines["donors"].stage.scorer.current
+    driver.run("donors", [gifts])
+    reports = driver.sent(driver.settings.topics.drift_reports)
+    statistics = served.monitors.statistics()
+    assert any(monitor.endswith("psi:score") for _, monitor in statistics)  # PSI measured per target
+    assert all(model == "multitarget" for model, _ in statistics)
+    assert all(json.loads(r)["model_version"] == served.model.version for r in reports)
