@@ -19,6 +19,7 @@ from models.contracts import (
     from_record,
 )
 from models.features.donor_state import donor_key
+from offline.train.donor_replay import donor_state_at
 from models.features.donors import (
     EDGE_FEATURES,
     F_NODE,
@@ -28,7 +29,6 @@ from models.features.donors import (
     DonorBatch,
     DonorFeatureConfig,
     DonorFeaturizer,
-    replay_world,
 )
 from models.worlds import WorldManifest, WorldWriter, open_world
 from offline.generate.donor_world import generate_donor_world
@@ -52,7 +52,7 @@ def labelled(world) -> list[str]:
 
 
 def features(world, at, donors, config=CFG, inclusive=False) -> DonorBatch:
-    return DonorFeaturizer(replay_world(world, at, config, inclusive=inclusive), config).featurize(donors, at)
+    return DonorFeaturizer(donor_state_at(world, at, config, inclusive=inclusive), config).featurize(donors, at)
 
 
 def assert_same(a: DonorBatch, b: DonorBatch) -> None:
@@ -120,7 +120,7 @@ def test_future_events_never_change_features_at_t(world, labelled, tmp_path):
 
 
 def test_reading_before_the_latest_ingested_event_is_refused(world, labelled):
-    state = replay_world(world, world.manifest.cutoff, CFG)
+    state = donor_state_at(world, world.manifest.cutoff, CFG)
     with pytest.raises(ValueError, match="leak"):
         DonorFeaturizer(state, CFG).featurize(labelled[:3], world.manifest.cutoff - timedelta(days=30))
 
@@ -144,7 +144,7 @@ def test_one_pass_equals_event_by_event_and_the_worker_read_after_a_gift(world, 
 
 
 def test_one_donor_at_a_time_equals_all_at_once(world, labelled):
-    f = DonorFeaturizer(replay_world(world, world.manifest.cutoff, CFG), CFG)
+    f = DonorFeaturizer(donor_state_at(world, world.manifest.cutoff, CFG), CFG)
     whole = f.featurize(labelled, world.manifest.cutoff)
     singles = DonorBatch.concat([f.featurize([d], world.manifest.cutoff) for d in labelled[:40]])
     assert_same(whole.take(slice(0, 40)), singles)
@@ -152,7 +152,7 @@ def test_one_donor_at_a_time_equals_all_at_once(world, labelled):
 
 def test_exported_state_restores_to_identical_features_and_carries_on(world, labelled):
     cutoff = world.manifest.cutoff
-    original = replay_world(world, cutoff, CFG)
+    original = donor_state_at(world, cutoff, CFG)
     records = {int(key): original.export_donor(int(key)) for key in original.index.keys()}
     restored = CFG.new_state(capacity=4)
     for key, blob in reversed(list(records.items())):  # any order: neighbours may come later

@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from models.artifacts import load_artifact
-from models.features.donors import F_EDGE, F_GIFT, F_NODE, F_TAB, DonorFeatureConfig, DonorFeaturizer, replay_world
+from models.features.donors import F_EDGE, F_GIFT, F_NODE, F_TAB, DonorFeatureConfig, DonorFeaturizer
+from offline.train.donor_replay import donor_state_at
 from models.nn.donor_model import DonorModel, DonorModelSpec, as_tensors, load_donor_model
 from models.worlds import open_world
 from offline.generate.donor_world import generate_donor_world
@@ -129,7 +130,7 @@ def test_artifact_reloads_and_reproduces_held_out_scores(trained):
     predictions = pq.read_table(out / "predictions.parquet")  # pyarrow only: pandas is no dependency
     test = predictions.filter(pc.equal(predictions["split"], "test"))
     world = open_world(world_dir)
-    batch = DonorFeaturizer(replay_world(world, world.manifest.cutoff), config).featurize(
+    batch = DonorFeaturizer(donor_state_at(world, world.manifest.cutoff), config).featurize(
         test["donor_id"].to_pylist(), world.manifest.cutoff)
     scores = net.score(as_tensors(batch.arrays())).numpy()
     expected = np.stack([test[f"multitarget:{t}"].to_numpy() for t in net.spec.targets], axis=1)

@@ -155,7 +155,7 @@ def _fraud_model(world_dir: Path, model_dir: Path | None, name: str, profile: st
 def _donor_model(world_dir: Path, model_dir: Path | None, profile: str, scratch: Path):
     """(LoadedDonorModel, inputs, featurise seconds, trained?)."""
     from models.artifacts import ArtifactManifest, latest_version, read_manifest, save_artifact, served_root
-    from models.features.donors import F_EDGE, F_GIFT, F_NODE, F_TAB, N_TYPES, DonorFeatureConfig
+    from models.features.donors import F_EDGE, F_GIFT, F_NODE, F_TAB, N_RELATIONSHIP_TYPES, DonorFeatureConfig
     from models.nn.donor_model import DonorModel, DonorModelSpec
     from stream.scoring.donor_scorer import load_served_donor_model
     from models.worlds import open_world
@@ -170,7 +170,7 @@ def _donor_model(world_dir: Path, model_dir: Path | None, profile: str, scratch:
     if path is not None:
         return load_served_donor_model(path), inputs, seconds, True
     dims = {"tab": F_TAB, "gift": F_GIFT, "node": F_NODE, "edge": F_EDGE, "window": config.window,
-            "neighbours": config.neighbours, "types": N_TYPES}
+            "neighbours": config.neighbours, "types": N_RELATIONSHIP_TYPES}
     spec = DonorModelSpec(name="multitarget", targets=data.targets, dims=dims, **PROFILES[profile].widths)
     torch.manual_seed(0)
     model = DonorModel(spec)

@@ -15,7 +15,6 @@ direction); derived features are computed when read.
 from __future__ import annotations
 
 import hashlib
-import math
 
 import numpy as np
 from numba import njit, types
@@ -28,7 +27,7 @@ from models.features.keyed_rows import NO_ROW, KeyedRows
 TIME_EPOCH_S = 946_684_800  # 2000-01-01T00:00:00Z
 
 TYPE_CODES = {t: i for i, t in enumerate(TransactionType)}
-N_TYPES = len(TYPE_CODES)
+N_TRANSACTION_TYPES = len(TYPE_CODES)
 OUTGOING = 8  # added to the type code in `kind` for money leaving the account
 
 # One float64 row per account: bookkeeping, then running aggregates as of `agg_time`.
@@ -70,11 +69,6 @@ def account_key(account: str) -> int:
 def event_key(event_id: str) -> int:
     """Stable non-zero 64-bit id of an event id (0 means "no id" to the kernel)."""
     return account_key(event_id) or 1
-
-
-def to_state_time(timestamp_s: float) -> int:
-    """Event time (Unix seconds) as the int32 seconds the state stores."""
-    return int(math.floor(timestamp_s)) - TIME_EPOCH_S
 
 
 class AccountState(KeyedRows):

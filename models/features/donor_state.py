@@ -45,9 +45,9 @@ BLOCK = 8  # adjacency slots per pool block
 YEAR_S = 365.25 * 86_400.0
 MONTH_EPOCH = (2000, 1)  # month indices count calendar months from January 2000
 
-CHANNEL_CODES = {c.value: i for i, c in enumerate(GiftChannel)}
+GIFT_CHANNEL_CODES = {c.value: i for i, c in enumerate(GiftChannel)}
 RELATIONSHIP_CODES = {r.value: i for i, r in enumerate(RelationshipType)}
-N_CHANNELS, N_TYPES = len(CHANNEL_CODES), len(RELATIONSHIP_CODES)
+N_CHANNELS, N_RELATIONSHIP_TYPES = len(GIFT_CHANNEL_CODES), len(RELATIONSHIP_CODES)
 AGE_BAND_CODES = {b.value: i for i, b in enumerate(b for b in AgeBand if b is not AgeBand.UNKNOWN)}
 RECURRING_BIT, REFERRED_BIT = 8, 16  # flags above the channel code in the gift ring's `code`
 # Which ends of a two-ended event (gift: donor, referrer; relationship: donor, related) to
@@ -130,7 +130,7 @@ _EPOCH = datetime(2000, 1, 1, tzinfo=timezone.utc)
 _EPOCH_US = TIME_EPOCH_S * 1_000_000
 
 
-def to_state_time(when: datetime) -> float:
+def donor_state_time(when: datetime) -> float:
     """Event time as the float seconds since 2000-01-01 UTC the state stores.
 
     Integer microseconds first, then one division, exactly as `state_times_us` does for
@@ -140,7 +140,7 @@ def to_state_time(when: datetime) -> float:
 
 
 def state_times_us(times_us: np.ndarray) -> np.ndarray:
-    """`to_state_time` of microseconds since the Unix epoch, vectorised."""
+    """`donor_state_time` of microseconds since the Unix epoch, vectorised."""
     return (np.asarray(times_us, dtype=np.int64) - _EPOCH_US) / 1e6
 
 
@@ -190,9 +190,9 @@ class DonorState(KeyedRows):
         self.meta = np.zeros((capacity, N_META), dtype=np.float64)
         self.profile = np.full((capacity, N_PROFILE), np.nan, dtype=np.float64)
         self.ring = {name: np.zeros((capacity, W), dtype=dtype) for name, dtype in _RING_FIELDS}
-        self.adj_block = np.zeros((capacity, N_TYPES, B), dtype=np.int32)
-        self.adj_len = np.zeros((capacity, N_TYPES), dtype=np.int32)
-        self.degree = np.zeros((capacity, N_TYPES), dtype=np.int32)
+        self.adj_block = np.zeros((capacity, N_RELATIONSHIP_TYPES, B), dtype=np.int32)
+        self.adj_len = np.zeros((capacity, N_RELATIONSHIP_TYPES), dtype=np.int32)
+        self.degree = np.zeros((capacity, N_RELATIONSHIP_TYPES), dtype=np.int32)
 
     def _allocate_pool(self, blocks: int) -> None:
         self.pool = {name: np.zeros((blocks, BLOCK), dtype=dtype) for name, dtype in _POOL_FIELDS}
@@ -320,12 +320,12 @@ class DonorState(KeyedRows):
         ends: DONOR_END and/or OTHER_END, the rows a two-ended event updates (a profile has one end)."""
         if not ends:
             return
-        t = np.array([to_state_time(event.event_time)])
+        t = np.array([donor_state_time(event.event_time)])
         key = np.array([donor_key(event.donor_id)], dtype=np.int64)
         if isinstance(event, GiftEvent):
             referrer = donor_key(event.referrer_donor_id) if event.referrer_donor_id else NO_KEY
             self.ingest_gifts(key, np.array([referrer]), t, np.array([month_index(event.event_time)]),
-                              np.array([event.amount]), np.array([CHANNEL_CODES[event.channel.value]]),
+                              np.array([event.amount]), np.array([GIFT_CHANNEL_CODES[event.channel.value]]),
                               np.array([event.is_recurring]), np.array([ends]))
         elif isinstance(event, DonorProfile):
             self.ingest_profiles(key, t, profile_values([event], self.region_buckets))
@@ -347,7 +347,7 @@ class DonorState(KeyedRows):
         parts = [header.tobytes(), self.meta[row].tobytes(), self.profile[row].tobytes()]
         parts += [self.ring[name][row].tobytes() for name, _ in _RING_FIELDS]
         parts += [self.degree[row].astype(np.int32).tobytes(), self.adj_len[row].astype(np.int32).tobytes()]
-        for k in range(N_TYPES):
+        for k in range(N_RELATIONSHIP_TYPES):
             slots = self._adjacency_slots(row, k)
             blocks, pos = self.adj_block[row, k, slots // BLOCK], slots % BLOCK
             parts.append(self.keys[self.pool["neighbour"][blocks, pos]].tobytes())
@@ -370,10 +370,10 @@ class DonorState(KeyedRows):
         self.profile[row] = reader.take(np.float64, N_PROFILE)
         for name, dtype in _RING_FIELDS:
             self.ring[name][row] = reader.take(dtype, self.window)
-        self.degree[row] = reader.take(np.int32, N_TYPES)
-        lengths = reader.take(np.int32, N_TYPES)
+        self.degree[row] = reader.take(np.int32, N_RELATIONSHIP_TYPES)
+        lengths = reader.take(np.int32, N_RELATIONSHIP_TYPES)
         self.adj_len[row] = 0
-        for k in range(N_TYPES):
+        for k in range(N_RELATIONSHIP_TYPES):
             n = int(lengths[k])
             neighbour_keys, times, strengths = reader.take(np.int64, n), reader.take(np.float64, n), reader.take(np.float32, n)
             # A neighbour not restored yet gets its (empty) row now; its own record fills it.

@@ -29,7 +29,7 @@ from models.contracts import TransactionChannel, TransactionEvent, TransactionTy
 from models.features._transaction_kernel import featurize_and_record
 from models.features.account_state import META_FIELDS, TIME_EPOCH_S, TYPE_CODES, AccountState, account_key, event_key
 
-CHANNEL_CODES = {c: i for i, c in enumerate(TransactionChannel)}
+TRANSACTION_CHANNEL_CODES = {c: i for i, c in enumerate(TransactionChannel)}
 
 EVENT_FEATURES = (
     "log_amount",
@@ -155,7 +155,7 @@ class RawTransaction:
             event.amount,
             event.event_time.timestamp(),
             TYPE_CODES[event.type],
-            CHANNEL_CODES[event.channel] if event.channel is not None else -1,
+            TRANSACTION_CHANNEL_CODES[event.channel] if event.channel is not None else -1,
             event.event_id,
         )
 

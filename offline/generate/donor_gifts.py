@@ -26,7 +26,7 @@ from .donor_calendar import (
 from .donor_network import PEER_FUNDRAISER
 from .donor_params import DonorParams
 from .donor_population import ENG, INF, REG, Population, sigmoid
-from .donor_state import Activity, DonorState
+from .donor_months import Activity, DonorMonths
 
 CHANNELS = tuple(c.value for c in GiftChannel)  # codes index this tuple
 MAIL, ONLINE, EVENT, P2P, PHONE, OTHER = (
@@ -64,7 +64,7 @@ class GiftSimulator:
         self,
         month: int,
         traits: np.ndarray,
-        state: DonorState,
+        state: DonorMonths,
         activity: Activity,
         edges: tuple[np.ndarray, np.ndarray, np.ndarray],
         rng: np.random.Generator,
@@ -84,7 +84,7 @@ class GiftSimulator:
 
     # --- kinds of gifts -------------------------------------------------------------------
 
-    def _recurring(self, month: int, donors: np.ndarray, state: DonorState) -> GiftBatch:
+    def _recurring(self, month: int, donors: np.ndarray, state: DonorMonths) -> GiftBatch:
         pop = self.pop
         time = self.timeline.month_start_us(month) + (pop.recurring_day[donors].astype(np.int64) - 1) * US_PER_DAY
         time += 6 * 3600 * 1_000_000  # the payment processor's morning batch

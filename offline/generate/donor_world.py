@@ -30,7 +30,7 @@ from .donor_gifts import CHANNELS, GiftBatch, GiftSimulator
 from .donor_network import EDGE_TYPES, EdgeBatch, Network
 from .donor_params import DonorParams
 from .donor_population import AGE_BAND_NAMES, CAP, REGIONS, Population, make_population, months_between, sigmoid
-from .donor_state import RING, DonorState
+from .donor_months import RING, DonorMonths
 from .donor_targets import DEFINITIONS, SHARES, WindowTally, compute_targets
 
 SOURCE = "tributary-generate-donors"
@@ -52,7 +52,7 @@ def generate_donor_world(out: Path, donors: int, seed: int = 7, progress: bool =
         np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(6)
     )
     pop = make_population(donors, timeline, params, rng_pop)
-    state = DonorState(pop, params)
+    state = DonorMonths(pop, params)
     campaigns = CampaignBook(timeline)
     gifts = GiftSimulator(pop, timeline, params, campaigns)
     network = Network(pop, timeline, params)
@@ -161,7 +161,7 @@ class _Rows:
     def _donor(self, index: np.ndarray) -> pa.Array:
         return self.donor_ids.take(pa.array(index))
 
-    def profiles(self, month: int, traits: np.ndarray, state: DonorState, rng: np.random.Generator) -> dict:
+    def profiles(self, month: int, traits: np.ndarray, state: DonorMonths, rng: np.random.Generator) -> dict:
         pop, tl = self.pop, self.timeline
         start = tl.month_start_us(month)
         # First profile: legacy donors arrive with the CRM migration at the start; new

@@ -44,18 +44,18 @@ from models import drift_reference
 from models.drift_reference import uniform_histogram
 from models.artifacts import ArtifactManifest, normalisation_summary, save_artifact
 from models.contracts import Segment
-from models.features.donor_state import to_state_time
+from models.features.donor_state import donor_state_time
+from offline.train.donor_replay import donor_state_at
 from models.features.donors import (
     F_EDGE,
     F_GIFT,
     F_NODE,
     F_TAB,
-    N_TYPES,
+    N_RELATIONSHIP_TYPES,
     TAB_FEATURES,
     DonorBatch,
     DonorFeatureConfig,
     DonorFeaturizer,
-    replay_world,
 )
 from models.nn.donor_model import INPUTS, MODALITIES, DonorModel, DonorModelSpec
 from models.worlds import World, WorldError, WorldKind, open_world
@@ -191,10 +191,10 @@ def load_donor_dataset(world: World, config: DonorFeatureConfig = DonorFeatureCo
     if not targets:
         raise WorldError(f"{world.root}: no target has a positive donor; nothing to train")
 
-    state = replay_world(world, at, config, inclusive=inclusive)
+    state = donor_state_at(world, at, config, inclusive=inclusive)
     if not inclusive:
         # The guard the targets rely on: nothing at or after the cut-off was read.
-        assert state.watermark < to_state_time(at), "an event at or after the cut-off reached the features"
+        assert state.watermark < donor_state_time(at), "an event at or after the cut-off reached the features"
     batch = DonorFeaturizer(state, config).featurize(ids.tolist(), at)
     split = split_of(ids)
     modalities = batch.modality_mask().mean(axis=0)
@@ -501,7 +501,7 @@ def train_donors(
     targets = data.targets
     train, val, test = data.index(TRAIN), data.index(VALIDATION), data.index(TEST)
     dims = {"tab": F_TAB, "gift": F_GIFT, "node": F_NODE, "edge": F_EDGE, "window": config.window,
-            "neighbours": config.neighbours, "types": N_TYPES}
+            "neighbours": config.neighbours, "types": N_RELATIONSHIP_TYPES}
     present = data.batch.modality_mask().max(axis=0)
     absent = [name for name, p in zip(MODALITIES, present) if p == 0]
     if absent:

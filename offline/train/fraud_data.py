@@ -19,13 +19,13 @@ import pyarrow.compute as pc
 from tqdm import tqdm
 
 from models.features.account_state import AccountState, TYPE_CODES
-from models.features.transactions import CHANNEL_CODES, TransactionBatch, TransactionFeatureConfig, TransactionFeaturizer
+from models.features.transactions import TRANSACTION_CHANNEL_CODES, TransactionBatch, TransactionFeatureConfig, TransactionFeaturizer
 from models.worlds import World, WorldError
 
 TRAIN, VAL, TEST = 0, 1, 2
 SPLIT_NAMES = ("train", "val", "test")
 _TYPE_BY_NAME = {t.value: code for t, code in TYPE_CODES.items()}
-_CHANNEL_BY_NAME = {c.value: code for c, code in CHANNEL_CODES.items()}
+_CHANNEL_BY_NAME = {c.value: code for c, code in TRANSACTION_CHANNEL_CODES.items()}
 
 
 @dataclass

@@ -19,7 +19,7 @@ import numpy as np
 
 from models.contracts import DeadLetterReason, EventOutcome, FraudAlert, Outcome, TransactionEvent, alert_id, encode
 from models.features.account_state import RECENT_EVENT_IDS, TYPE_CODES
-from models.features.transactions import CHANNEL_CODES, TransactionBatch
+from models.features.transactions import TRANSACTION_CHANNEL_CODES, TransactionBatch
 from stream.monitoring.performance import RecentScores, Said
 from stream.pipeline.records import Output, RawRecord, StageResult, dead_letter, decode_or_dead_letter
 from stream.scoring.fraud_scorer import FraudScorer, take_rows
@@ -72,7 +72,7 @@ class TransactionStage:
                     np.array([e.amount for _, e in picked], dtype=np.float64),
                     np.array([e.event_time.timestamp() for _, e in picked], dtype=np.float64),
                     np.array([TYPE_CODES[e.type] for _, e in picked], dtype=np.int64),
-                    np.array([CHANNEL_CODES[e.channel] if e.channel is not None else -1 for _, e in picked],
+                    np.array([TRANSACTION_CHANNEL_CODES[e.channel] if e.channel is not None else -1 for _, e in picked],
                              dtype=np.int64),
                     offsets=np.array([r.offset for r, _ in picked], dtype=np.int64),
                     published_offset=published[partition],

@@ -26,7 +26,7 @@ class Activity:
     promotions: np.ndarray
 
 
-class DonorState:
+class DonorMonths:
     def __init__(self, pop: Population, params: DonorParams):
         n = pop.n
         self.params = params
