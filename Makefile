@@ -23,7 +23,10 @@ $(STAMP): pyproject.toml constraints.txt
 demo: install
 	$(BIN)/tributary demo
 
+# Lint and type checks first (ruff, and mypy as a ratchet: see pyproject.toml), then the tests.
 test: install
+	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/pytest
 
 # The fault tests (marker `fault`) RUNS times beside a CPU hog; not part of `make test`.
@@ -32,4 +35,4 @@ test-stress: install
 	$(BIN)/python -m tests.stress --runs $(RUNS)
 
 clean:
-	rm -rf $(VENV) var .pytest_cache
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
+
 from models.errors import TributaryError
 
 MANIFEST = "manifest.json"

@@ -26,9 +26,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field
 
+from models.errors import TributaryError
+
 from .contracts import DonorProfile, DonorRelationship, GiftEvent, TransactionEvent
 from .contracts._base import Contract
-from models.errors import TributaryError
 
 MANIFEST_FILE = "world.json"
 EVENTS_DIR = "events"

@@ -100,7 +100,8 @@ _THREADS = click.option("--threads", type=int, default=None, help="CPU threads f
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Output directory: artifacts/, checkpoints/, report/, predictions.parquet.")
 @_PROFILE
-@click.option("--model", "models", multiple=True, help="Train only these (repeatable), e.g. --model fusion-gated --model lightgbm.")
+@click.option("--model", "models", multiple=True,
+              help="Train only these (repeatable), e.g. --model fusion-gated --model lightgbm.")
 @_THREADS
 def train_fraud_command(data: Path, out: Path, profile: str, models: tuple[str, ...], threads: int | None) -> None:
     """Graph, sequence, tabular and fused fraud models, LightGBM and a river baseline."""

@@ -15,13 +15,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 import faust
 from faust.types import TP
 
 from stream.kafka.clients import faust_credentials
 from stream.log_limits import limit_repeats
+from stream.pipeline.batches import BatchPipeline
 from stream.settings import WorkerSettings
+from stream.state.commit_protocol import PartitionedState
 from stream.state.faust_store import STORE_URL, PartitionedStateStore
 from stream.worker import TributaryWorker
 
@@ -57,18 +60,18 @@ def create_app(worker: TributaryWorker) -> faust.App:
 
     worker.seek = seek
 
-    def topic(*names: str):
+    def topic(*names: str) -> faust.TopicT:
         return app.topic(*names, partitions=s.partitions, key_serializer="raw", value_serializer="raw")
 
-    def state_table(name: str, state) -> None:
+    def state_table(name: str, state: PartitionedState) -> None:
         table = app.Table(name, partitions=s.partitions, store=STORE_URL, options={"state": state},
                           key_type=bytes, value_type=bytes)  # bytes in, bytes out: the "raw" codec
         if not isinstance(table.data, PartitionedStateStore):  # see STORE_URL: never again silently
             raise RuntimeError(f"the {name} table got a {type(table.data).__name__}, not PartitionedStateStore")
 
-    def batch_agent(source, name: str, pipeline) -> None:
+    def batch_agent(source: faust.TopicT, name: str, pipeline: BatchPipeline) -> None:
         @app.agent(source, concurrency=1, name=name)
-        async def agent(stream):
+        async def agent(stream: Any) -> None:  # a faust.Stream (StreamT lacks noack_take)
             async for events in stream.noack_take(s.batch_max, within=s.batch_wait_ms / 1000):
                 await pipeline.submit(events, stream.ack)
 
@@ -87,7 +90,7 @@ def create_app(worker: TributaryWorker) -> faust.App:
                     s.topics.fraud_labels}
 
     @app.timer(interval=OFFSET_WATCH_S)
-    async def watch_offsets():
+    async def watch_offsets() -> None:
         if app.rebalancing:
             return
         try:
@@ -104,11 +107,11 @@ def create_app(worker: TributaryWorker) -> faust.App:
             log.exception("offset watch failed")
 
     @app.timer(interval=s.reload_interval_s)
-    async def reload_models():
+    async def reload_models() -> None:
         await asyncio.get_running_loop().run_in_executor(worker.executor, worker.models.reload_if_newer)
 
     @app.task
-    async def start_metrics():
+    async def start_metrics() -> None:
         # Here, not at construction: Faust sets up logging only when the worker starts.
         limit_repeats()
         for task in worker.models.tasks:
@@ -121,19 +124,19 @@ def create_app(worker: TributaryWorker) -> faust.App:
             log.info("metrics on http://%s:%d/metrics", s.metrics_address, s.metrics_port)
 
     # A partition that moves (or comes back) starts again at its committed offset.
-    @app.on_partitions_revoked.connect
-    async def forget_revoked(app, revoked, **kwargs):
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]  # Faust's typing wants *args; it calls (sender, value, signal=...)
+    async def forget_revoked(app: faust.App, revoked: set[TP], **kwargs: Any) -> None:
         worker.forget([(tp.topic, tp.partition) for tp in revoked])
 
-    @app.on_partitions_assigned.connect
-    async def forget_assigned(app, assigned, **kwargs):
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type]  # Faust's typing wants *args; it calls (sender, value, signal=...)
+    async def forget_assigned(app: faust.App, assigned: set[TP], **kwargs: Any) -> None:
         worker.forget([(tp.topic, tp.partition) for tp in assigned])
         for tp in assigned:
             if tp.topic in input_topics:
                 worker.metrics.assigned.labels(tp.topic, str(tp.partition)).set(1)
 
-    @app.on_before_shutdown.connect
-    async def stop_clients(app, **kwargs):
+    @app.on_before_shutdown.connect  # type: ignore[arg-type]  # Faust's typing wants *args; it calls (sender, value, signal=...)
+    async def stop_clients(app: faust.App, **kwargs: Any) -> None:
         await worker.stop(timeout_s=s.shutdown_timeout_s)
 
     return app

@@ -19,6 +19,7 @@ import logging
 import os
 import signal
 import threading
+from typing import Any
 
 import faust
 
@@ -31,7 +32,7 @@ log = logging.getLogger("tributary.worker")
 class BoundedShutdownWorker(faust.Worker):
     """A Faust worker whose shutdown, once signalled, ends within `shutdown_timeout_s`."""
 
-    def __init__(self, tributary: TributaryWorker, app: faust.App, **kwargs):
+    def __init__(self, tributary: TributaryWorker, app: faust.App, **kwargs: Any) -> None:
         super().__init__(app, **kwargs)
         self.tributary = tributary
         self._watchdog: threading.Timer | None = None

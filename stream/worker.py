@@ -16,8 +16,9 @@ import logging
 import os
 import signal
 from collections.abc import Awaitable, Callable
-from typing import Any
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
 
 import torch
 from aiokafka import AIOKafkaProducer, TopicPartition
@@ -50,6 +51,7 @@ log = logging.getLogger("tributary.worker")
 # The exit code of a worker that stopped because it could not publish (see `fail`).
 EXIT_PUBLISH_FAILED = 3
 Partition = tuple[str, int]
+Loaded = TypeVar("Loaded")
 
 
 def pick_device(setting: str) -> torch.device:
@@ -95,11 +97,12 @@ class TributaryWorker:
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tributary-score")
 
         fraud = load_fraud_model(latest_version(served_root(settings.model_dir), settings.fraud_model))
-        tasks = [ServedTask("fraud", settings.fraud_model, self._fraud_scorer(fraud), load_fraud_model)]
+        fraud_scorer = self._fraud_scorer(fraud)
+        tasks = [ServedTask("fraud", settings.fraud_model, fraud_scorer, load_fraud_model)]
         self.accounts = PartitionedAccounts(fraud.features)
         recent = RecentScores(settings.label_memory) if settings.label_memory else None
         self.pipelines: dict[str, BatchPipeline] = {
-            "transactions": self._pipeline(TransactionStage(self.accounts, tasks[0].scorer, settings.topics,
+            "transactions": self._pipeline(TransactionStage(self.accounts, fraud_scorer, settings.topics,
                                                             settings.max_message_bytes, recent), "accounts"),
         }
         if recent is not None:
@@ -118,7 +121,7 @@ class TributaryWorker:
 
     # -- parts ---------------------------------------------------------------------
 
-    def _load(self, name: str, load):
+    def _load(self, name: str, load: Callable[[Path], Loaded]) -> Loaded | None:
         """The newest version of model `name`, or None when there is none (then its topics
         are left unconsumed; the worker says so when it starts)."""
         try:

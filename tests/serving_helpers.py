@@ -10,9 +10,11 @@ import torch
 
 from models.artifacts import ArtifactManifest, save_artifact
 from models.contracts import Segment
-from models.features.donors import F_EDGE as DONOR_F_EDGE, F_GIFT, F_NODE as DONOR_F_NODE, F_TAB, DonorFeatureConfig
-from models.nn.donor_model import DonorModel, DonorModelSpec
+from models.features.donors import F_EDGE as DONOR_F_EDGE
+from models.features.donors import F_GIFT, F_TAB, DonorFeatureConfig
+from models.features.donors import F_NODE as DONOR_F_NODE
 from models.features.transactions import F_EDGE, F_EVENT, F_NODE, F_SEQ, TransactionFeatureConfig
+from models.nn.donor_model import DonorModel, DonorModelSpec
 from models.nn.fraud_model import FraudModel, FraudModelSpec
 from stream.pipeline.records import RawRecord
 

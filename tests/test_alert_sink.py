@@ -53,8 +53,8 @@ def test_alerts_are_written_once_each_and_garbage_is_skipped(kafka_settings, tmp
     with caplog.at_level(logging.INFO, logger="tributary.alerts"):
         counts = asyncio.run(follow(kafka_settings, out, group_id="sink-test", idle_exit_s=3))
     lines = [json.loads(line) for line in out.read_text().splitlines()]
-    assert [l["id"] for l in lines if l["kind"] == "fraud_alert"] == [f"fusion-gated:v1:t{i}" for i in range(5)]
-    assert [l["record"]["donor_id"] for l in lines if l["kind"] == "segment_update"] == ["d1"]
+    assert [line["id"] for line in lines if line["kind"] == "fraud_alert"] == [f"fusion-gated:v1:t{i}" for i in range(5)]
+    assert [line["record"]["donor_id"] for line in lines if line["kind"] == "segment_update"] == ["d1"]
     assert (counts.alerts, counts.segment_updates, counts.duplicates, counts.unreadable) == (5, 1, 2, 1)
     assert any("FRAUD ALERT t0: a1 -> b2 amount 1,234.50 score 0.970" in r.message for r in caplog.records)
 

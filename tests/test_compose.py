@@ -247,7 +247,7 @@ def test_every_tributary_variable_is_a_real_setting(path):
 
 
 def test_every_service_environment_is_a_valid_worker_configuration(services, monkeypatch):
-    for name, service in services.items():
+    for service in services.values():
         env = {k: v for k, v in _environment(service).items() if k.startswith("TRIBUTARY")}
         with monkeypatch.context() as patch:
             for variable, value in env.items():

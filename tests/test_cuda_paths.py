@@ -100,7 +100,14 @@ def test_donor_training_resumes_from_a_checkpoint_read_onto_the_cpu(tmp_path, mo
 def test_scores_on_cuda_are_within_parity_of_the_cpu(tmp_path):
     from offline.generate.donor_world import generate_donor_world
     from offline.generate.fraud_world import generate_fraud_world
-    from tributary.bench_model import _DonorScorerAdapter, _FraudScorerAdapter, _copy, _donor_model, _fraud_model, score_all
+    from tributary.bench_model import (
+        _copy,
+        _donor_model,
+        _DonorScorerAdapter,
+        _fraud_model,
+        _FraudScorerAdapter,
+        score_all,
+    )
 
     generate_fraud_world(tmp_path / "fw", accounts=800, days=5, seed=2, progress=False)
     generate_donor_world(tmp_path / "dw", donors=600, seed=2, progress=False)

@@ -19,7 +19,6 @@ from models.contracts import (
     from_record,
 )
 from models.features.donor_state import donor_key
-from offline.train.donor_replay import donor_state_at
 from models.features.donors import (
     EDGE_FEATURES,
     F_NODE,
@@ -32,6 +31,7 @@ from models.features.donors import (
 )
 from models.worlds import WorldManifest, WorldWriter, open_world
 from offline.generate.donor_world import generate_donor_world
+from offline.train.donor_replay import donor_state_at
 
 CFG = DonorFeatureConfig()
 SMALL = DonorFeatureConfig(window=4, fanout=8, neighbours=3)

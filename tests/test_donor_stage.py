@@ -17,6 +17,7 @@ from models.contracts import (
     GiftEvent,
     decode,
 )
+from models.features.donor_state import GIFT_COUNT, REFERRAL_COUNT
 from models.features.partitioning import kafka_partition
 from models.worlds import open_world
 from offline.generate.donor_world import generate_donor_world
@@ -26,7 +27,6 @@ from stream.pipeline.records import RawRecord
 from stream.replay import iter_wire_events
 from stream.scoring.donor_scorer import DonorScorer, load_served_donor_model
 from stream.settings import TopicNames
-from models.features.donor_state import GIFT_COUNT, REFERRAL_COUNT
 from stream.state.partitioned_donors import DonorPartition, PartitionedDonors
 from tests.serving_helpers import SMALL_DONOR_FEATURES, restore_compacted, untrained_donor_artifact
 
@@ -113,7 +113,8 @@ def test_segment_updates_are_published_only_when_membership_changes(tmp_path, st
     # Threshold 0: every segment from the first gift on, so one update per donor, then none.
     assert sorted(u.donor_id for u in updates) == sorted(gifted)
     assert all(len(u.segments) == 5 and u.previous_segments == [] for u in updates)
-    assert everything.segment_changes == {s: len(gifted) for s in everything.segment_changes} and len(everything.segment_changes) == 5
+    assert everything.segment_changes == {s: len(gifted) for s in everything.segment_changes}
+    assert len(everything.segment_changes) == 5
     nothing = stage_for(untrained_donor_artifact(tmp_path / "b", threshold=1.0)).process(stream_records)
     assert not outputs_of(nothing, TOPICS.donor_segments) and nothing.scored == everything.scored
 

@@ -13,12 +13,12 @@ import torch
 
 from models.artifacts import load_artifact
 from models.features.donors import F_EDGE, F_GIFT, F_NODE, F_TAB, DonorFeatureConfig, DonorFeaturizer
-from offline.train.donor_replay import donor_state_at
 from models.nn.donor_model import DonorModel, DonorModelSpec, as_tensors, load_donor_model
 from models.worlds import open_world
 from offline.generate.donor_world import generate_donor_world
 from offline.importers.cdnow import import_cdnow
 from offline.importers.pva97nk import import_pva97nk
+from offline.train.donor_replay import donor_state_at
 from offline.train.donors import ALL_MODELS, focal_loss, train_donors
 
 DIMS = {"tab": F_TAB, "gift": F_GIFT, "node": F_NODE, "edge": F_EDGE, "window": 6, "neighbours": 3, "types": 5}

@@ -65,7 +65,8 @@ def test_a_drop_in_labelled_recall_is_a_performance_report():
         reports += monitor.observe(True, i < 2, "fusion-gated", "v1")
     assert [r.monitor for r in reports] == ["labels:recall"]
     report = DriftReport.model_validate_json(reports[0].model_dump_json())
-    assert report.kind.value == "performance" and report.statistic == pytest.approx(0.2) and report.threshold == pytest.approx(0.5)
+    assert report.kind.value == "performance"
+    assert report.statistic == pytest.approx(0.2) and report.threshold == pytest.approx(0.5)
     assert monitor.latest == {"precision": 1.0, "recall": pytest.approx(0.2)}
     healthy = PerformanceMonitor({"precision": 0.8, "recall": 0.6}, window=10, margin=0.1)
     assert not [r for i in range(10) for r in healthy.observe(i < 7, i < 7, "m", "v")]

@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 from types import SimpleNamespace
 
-from aiokafka import TopicPartition
-
 from stream.kafka.offset_guard import OffsetGuard
 from tests.fakes import FakeProbe
 

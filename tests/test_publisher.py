@@ -7,7 +7,7 @@ import asyncio
 import pytest
 from aiokafka import errors as kafka_errors
 
-from stream.kafka.publisher import Failure, PublishAbandoned, PublishFailed, Publisher, classify
+from stream.kafka.publisher import Failure, PublishAbandoned, Publisher, PublishFailed, classify
 from stream.pipeline.records import Output
 from stream.state.commit_protocol import ChangelogWrite
 from tests.fakes import FakeProducer

@@ -11,9 +11,9 @@ import pytest
 
 from models.contracts import DonorProfile, GiftEvent, TransactionEvent, decode
 from models.worlds import WorldManifest, WorldWriter, open_world
+from stream.kafka.readback import read_topics
 from stream.kafka.topics import TopicLayoutError, TopicSpec, ensure_topics, topic_specs
 from stream.replay import iter_wire_events, replay_world
-from stream.kafka.readback import read_topics
 
 pytestmark = pytest.mark.integration
 run = asyncio.run

@@ -22,7 +22,14 @@ from stream.pipeline.records import RawRecord, decode_or_dead_letter
 from stream.settings import WorkerSettings
 from tributary.cli import main
 from tributary.replay_test import (
-    BAD_KINDS, check, format_report, plan_bad_events, run_replay_test, running_worker, _event, _json,
+    BAD_KINDS,
+    _event,
+    _json,
+    check,
+    format_report,
+    plan_bad_events,
+    run_replay_test,
+    running_worker,
 )
 
 

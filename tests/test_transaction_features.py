@@ -33,7 +33,8 @@ def stream(n=400, accounts=25, seed=3) -> list[RawTransaction]:
     for _ in range(n):
         a, b = rng.choice(accounts, 2, replace=False)
         t += float(rng.exponential(300))
-        out.append(RawTransaction(f"acct{a}", f"acct{b}", float(rng.lognormal(4, 1)), t, int(rng.integers(5)), int(rng.integers(-1, 7))))
+        out.append(RawTransaction(f"acct{a}", f"acct{b}", float(rng.lognormal(4, 1)), t, int(rng.integers(5)),
+                                  int(rng.integers(-1, 7))))
     return out
 
 
@@ -154,9 +155,10 @@ def test_redelivered_transactions_are_not_applied_twice():
     tail_reference = reference.featurize(txs[200:])
 
     f = featurizer()
-    args = lambda part: ([t.source for t in part], [t.destination for t in part],
-                         np.array([t.amount for t in part]), np.array([t.timestamp_s for t in part]),
-                         np.array([t.type_code for t in part]), np.array([t.channel_code for t in part]))
+    def args(part):
+        return ([t.source for t in part], [t.destination for t in part],
+                np.array([t.amount for t in part]), np.array([t.timestamp_s for t in part]),
+                np.array([t.type_code for t in part]), np.array([t.channel_code for t in part]))
     f.featurize_columns(*args(txs[:200]), offsets=offsets[:200])
     # state written up to offset 199, but the consumer only committed offset 150
     restored = featurizer()
@@ -173,7 +175,8 @@ def test_a_half_applied_transaction_is_completed_for_the_missing_endpoint():
     a.featurize_columns(["a"], ["b"], np.array([10.0]), np.array([T0]), np.array([1]), np.array([-1]), offsets=np.array([0]))
     b = featurizer()
     b.state.import_account(account_key("a"), a.state.export_account(account_key("a")))  # b's write was lost
-    redelivered = b.featurize_columns(["a"], ["b"], np.array([10.0]), np.array([T0]), np.array([1]), np.array([-1]), offsets=np.array([0]))
+    redelivered = b.featurize_columns(["a"], ["b"], np.array([10.0]), np.array([T0]), np.array([1]), np.array([-1]),
+                                      offsets=np.array([0]))
     assert redelivered.replayed.tolist() == [True]
     nxt = [RawTransaction("c", "b", 5.0, T0 + 60, 1, -1)]
     assert_same(a.featurize(nxt), b.featurize(nxt))

@@ -9,7 +9,7 @@ import pytest
 
 from models.contracts import DeadLetter, EventOutcome, FraudAlert
 from models.features.account_state import AccountState
-from models.features.transactions import TransactionFeaturizer, RawTransaction
+from models.features.transactions import RawTransaction, TransactionFeaturizer
 from models.fraud_artifact import load_fraud_model
 from stream.pipeline.records import RawRecord
 from stream.pipeline.transactions import TransactionStage
@@ -81,8 +81,8 @@ def test_poison_is_dead_lettered_and_good_events_still_scored(artifact):
         mixed.insert(5 * j + 1, RawRecord("transactions", 0, 1000 + j, b"k", value))
     result = stage_for(artifact).process(mixed)
     letters = [DeadLetter.model_validate_json(o.value) for o in outputs_of(result, TOPICS.dead_letters)]
-    assert sorted(l.reason.value for l in letters) == sorted(reason for _, reason in POISON)
-    assert {l.offset for l in letters} == {1000 + j for j in range(len(POISON))}
+    assert sorted(letter.reason.value for letter in letters) == sorted(reason for _, reason in POISON)
+    assert {letter.offset for letter in letters} == {1000 + j for j in range(len(POISON))}
     assert result.scored == 40
     assert len(outputs_of(result, TOPICS.outcomes)) + len(letters) == len(mixed)  # conservation
 
@@ -220,8 +220,8 @@ def test_a_repeated_event_id_is_dead_lettered_and_changes_nothing(artifact):
     expected = _scores(stage_for(artifact).process(plain))
     result = stage_for(artifact).process(with_repeats)
     letters = [DeadLetter.model_validate_json(o.value) for o in outputs_of(result, TOPICS.dead_letters)]
-    assert {l.offset for l in letters} == repeat_offsets
-    assert {l.reason.value for l in letters} == {"duplicate_event"} and "must be unique" in letters[0].message
+    assert {letter.offset for letter in letters} == repeat_offsets
+    assert {letter.reason.value for letter in letters} == {"duplicate_event"} and "must be unique" in letters[0].message
     assert _scores(result) == expected  # the repeats were neither scored nor counted in any state
 
 

@@ -186,11 +186,10 @@ def _state_bytes(events: list[TransactionEvent], model_dir: Path, fraud_model: s
     Arrays are counted exactly, including the growth headroom of their capacity; the
     account index (a numba typed dict) is measured as the RSS growth of an equal dict.
     """
-    from models.artifacts import latest_version
+    from models.artifacts import latest_version, served_root
     from models.features.account_state import AccountState
     from models.features.transactions import RawTransaction, TransactionFeaturizer
     from models.fraud_artifact import load_fraud_model
-    from models.artifacts import served_root
 
     features = load_fraud_model(latest_version(served_root(model_dir), fraud_model)).features
     raw = [RawTransaction.from_event(e) for e in events]

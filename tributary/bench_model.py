@@ -106,13 +106,13 @@ def _copy(loaded):
 
 def _fraud_inputs(world_dir: Path, features) -> tuple[dict[str, np.ndarray], float]:
     """Every transaction of the world featurised in event-time order (training's code path)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     from models.features.account_state import AccountState
     from models.features.transactions import TransactionBatch, TransactionFeaturizer
     from models.worlds import open_world
     from offline.train.fraud_data import type_and_channel_codes
-
-    import pyarrow as pa
-    import pyarrow.compute as pc
 
     started = time.perf_counter()
     world = open_world(world_dir)
@@ -157,9 +157,9 @@ def _donor_model(world_dir: Path, model_dir: Path | None, profile: str, scratch:
     from models.artifacts import ArtifactManifest, latest_version, read_manifest, save_artifact, served_root
     from models.features.donors import F_EDGE, F_GIFT, F_NODE, F_TAB, N_RELATIONSHIP_TYPES, DonorFeatureConfig
     from models.nn.donor_model import DonorModel, DonorModelSpec
-    from stream.scoring.donor_scorer import load_served_donor_model
     from models.worlds import open_world
     from offline.train.donors import PROFILES, TRAIN, load_donor_dataset, normalisation_stats, tabular_quantiles
+    from stream.scoring.donor_scorer import load_served_donor_model
 
     path = latest_version(served_root(model_dir), "multitarget") if model_dir is not None else None
     config = DonorFeatureConfig.from_schema(read_manifest(path).feature_schema) if path else DonorFeatureConfig()

@@ -52,6 +52,7 @@ from aiokafka.errors import KafkaConnectionError, MessageSizeTooLargeError
 
 from models.artifacts import latest_version
 from models.contracts import DeadLetterReason, TransactionEvent, decode
+from models.errors import TributaryError
 from models.fraud_artifact import load_fraud_model
 from models.worlds import World, WorldError, WorldKind, open_world
 from stream.kafka.client_args import aiokafka_args
@@ -60,7 +61,6 @@ from stream.kafka.topics import ensure_topics
 from stream.replay import iter_wire_events, replay_world
 from stream.settings import KafkaSettings, TopicNames, WorkerSettings
 from stream.worker_process import start_worker
-from models.errors import TributaryError
 
 MARKER = "replay-test"
 # Streamed and offline scores of the same events agree to float rounding when the worker

@@ -4,11 +4,11 @@ from ._base import SCHEMA_VERSION, Contract
 from .events import (
     AgeBand,
     DonorProfile,
-    FraudLabel,
-    LabelKind,
     DonorRelationship,
+    FraudLabel,
     GiftChannel,
     GiftEvent,
+    LabelKind,
     RelationshipType,
     TransactionChannel,
     TransactionEvent,

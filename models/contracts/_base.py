@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Literal[1] = 1
 
 # Events older than this are almost certainly a unit error (seconds vs milliseconds).
 EARLIEST_EVENT_TIME = datetime(1970, 1, 2, tzinfo=timezone.utc)
@@ -26,6 +26,10 @@ class Contract(BaseModel):
     field is an error, not silently dropped; allow_inf_nan=False: pydantic would
     otherwise take NaN, Infinity and 1e400 as floats.
     """
+
+    # The record key an input contract must arrive under: the name of its entity-id field
+    # ("" for contracts that are not keyed inputs).
+    KEY_FIELD: ClassVar[str] = ""
 
     model_config = ConfigDict(
         strict=True,
@@ -51,7 +55,8 @@ SchemaVersion = Annotated[Literal[1], BeforeValidator(_exactly_an_integer)]
 def _not_far_future(value: datetime) -> datetime:
     latest = datetime.now(timezone.utc) + MAX_CLOCK_SKEW
     if value > latest:
-        raise ValueError(f"is in the future beyond the allowed clock skew of {MAX_CLOCK_SKEW} (latest accepted {latest.isoformat()})")
+        raise ValueError(f"is in the future beyond the allowed clock skew of {MAX_CLOCK_SKEW} "
+                         f"(latest accepted {latest.isoformat()})")
     if value < EARLIEST_EVENT_TIME:
         raise ValueError(f"is before {EARLIEST_EVENT_TIME.date()}; is the timestamp in the wrong unit?")
     return value

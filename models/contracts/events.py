@@ -14,7 +14,6 @@ from pydantic import Field, model_validator
 
 from ._base import (
     SCHEMA_VERSION,
-    SchemaVersion,
     Balance,
     Contract,
     Currency,
@@ -22,6 +21,7 @@ from ._base import (
     EventTime,
     GiftAmount,
     Probability,
+    SchemaVersion,
     ShortText,
     TransactionAmount,
 )

@@ -15,9 +15,10 @@ from typing import TypeVar
 
 from pydantic import ValidationError
 
+from models.errors import TributaryError
+
 from ._base import Contract
 from .outputs import DeadLetterReason
-from models.errors import TributaryError
 
 # Far above any honest event (a transaction is ~300 bytes) and far below what would let
 # one message balloon the worker's memory. The broker does not enforce max.message.bytes.
@@ -130,7 +131,7 @@ def from_record(record: dict, contract: type[C], max_bytes: int = DEFAULT_MAX_ME
     return decode(raw, contract, max_bytes)
 
 
-def _json_default(value):
+def _json_default(value: object) -> str:
     if isinstance(value, datetime):
         return value.isoformat()
     raise TypeError(f"cannot put {type(value).__name__} on the wire")

@@ -22,7 +22,6 @@ from models.features.donor_schema import (
     F_GIFT,
     F_NODE,
     F_TAB,
-    N_RELATIONSHIP_TYPES,
     TAB_FEATURES,
 )
 from models.features.donor_state import (
@@ -33,13 +32,13 @@ from models.features.donor_state import (
     GIFT_COUNT,
     GIFT_MAX_LOG,
     GIFT_SUM,
-    GIFT_SUMSQ_LOG,
     GIFT_SUM_LOG,
+    GIFT_SUMSQ_LOG,
     LAST_EDGE_TIME,
     LAST_GIFT_TIME,
+    P_PREV,
     PROFILE_COUNT,
     PROFILE_TIME,
-    P_PREV,
     RECURRING_BIT,
     RECURRING_COUNT,
     REFERRAL_COUNT,

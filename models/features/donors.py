@@ -49,6 +49,7 @@ from models.features.donor_schema import (  # noqa: F401 - the schema's names, w
 )
 from models.features.donor_state import DonorState, donor_key, donor_state_time, month_index
 
+
 @dataclass
 class DonorBatch:
     """Model inputs for a set of donors at one time (float32 numpy arrays, see module doc)."""

@@ -23,10 +23,10 @@ from .donor_calendar import (
     Timeline,
     giving_tuesday,
 )
+from .donor_months import Activity, DonorMonths
 from .donor_network import PEER_FUNDRAISER
 from .donor_params import DonorParams
 from .donor_population import ENG, INF, REG, Population, sigmoid
-from .donor_months import Activity, DonorMonths
 
 CHANNELS = tuple(c.value for c in GiftChannel)  # codes index this tuple
 MAIL, ONLINE, EVENT, P2P, PHONE, OTHER = (

@@ -27,10 +27,10 @@ from models.worlds import WorldManifest, WorldWriter
 
 from .donor_calendar import US_PER_DAY, CampaignBook, Timeline
 from .donor_gifts import CHANNELS, GiftBatch, GiftSimulator
+from .donor_months import RING, DonorMonths
 from .donor_network import EDGE_TYPES, EdgeBatch, Network
 from .donor_params import DonorParams
 from .donor_population import AGE_BAND_NAMES, CAP, REGIONS, Population, make_population, months_between, sigmoid
-from .donor_months import RING, DonorMonths
 from .donor_targets import DEFINITIONS, SHARES, WindowTally, compute_targets
 
 SOURCE = "tributary-generate-donors"

@@ -22,7 +22,17 @@ import numpy as np
 
 from .fraud_population import Population
 from .fraud_rows import (
-    ATM, BRANCH, CASH_IN, CASH_OUT, DAY_US, MOBILE, START_US, TRANSFER, WEB, Rows, empty_rows,
+    ATM,
+    BRANCH,
+    CASH_IN,
+    CASH_OUT,
+    DAY_US,
+    MOBILE,
+    START_US,
+    TRANSFER,
+    WEB,
+    Rows,
+    empty_rows,
 )
 from .fraud_traffic import PEOPLE_HOURS, times_of_day
 

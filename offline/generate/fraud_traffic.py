@@ -15,8 +15,23 @@ import numpy as np
 
 from .fraud_population import Population, draw
 from .fraud_rows import (
-    API, ATM, BRANCH, CARD, CASH_IN, CASH_OUT, DAY_US, DEBIT, HOUR_US, MOBILE, PAYMENT, START,
-    START_US, TRANSFER, WEB, Rows, normal_rows,
+    API,
+    ATM,
+    BRANCH,
+    CARD,
+    CASH_IN,
+    CASH_OUT,
+    DAY_US,
+    DEBIT,
+    HOUR_US,
+    MOBILE,
+    PAYMENT,
+    START,
+    START_US,
+    TRANSFER,
+    WEB,
+    Rows,
+    normal_rows,
 )
 
 # Mean events per person (or business) per day before the activity and weekday factors.

@@ -27,7 +27,14 @@ from models.worlds import WorldManifest, WorldWriter
 from .fraud_patterns import TYPOLOGIES, PatternPlanter
 from .fraud_population import ROLE_NAMES, build_population
 from .fraud_rows import (
-    START, Rows, account_ids, account_label_table, check_rows, event_table, label_table, order_strictly,
+    START,
+    Rows,
+    account_ids,
+    account_label_table,
+    check_rows,
+    event_table,
+    label_table,
+    order_strictly,
 )
 from .fraud_traffic import normal_day
 

@@ -94,7 +94,8 @@ def first_time(keys: np.ndarray, universe: np.ndarray, times: np.ndarray) -> np.
 def account_labels(accounts: np.ndarray, is_fraud: np.ndarray, fraud_since_us: np.ndarray) -> pa.Table:
     return label_table(
         "accounts",
-        {"account_id": accounts, "is_fraud": is_fraud, "fraud_since": nullable_times(np.where(is_fraud, fraud_since_us, NO_TIME))},
+        {"account_id": accounts, "is_fraud": is_fraud,
+         "fraud_since": nullable_times(np.where(is_fraud, fraud_since_us, NO_TIME))},
     )
 
 

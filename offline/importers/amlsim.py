@@ -51,7 +51,8 @@ def import_amlsim(path: Path, out: Path, progress: bool = True) -> WorldManifest
 
     source, target = tx["sourceNodeId"].astype(str), tx["targetNodeId"].astype(str)
     for column, ids in (("sourceNodeId", source), ("targetNodeId", target)):
-        tx.check(~np.isin(ids, universe), lambda i: f"column {column} is {str(ids[i])!r}, an account missing from nodes.csv")
+        tx.check(~np.isin(ids, universe),
+                 lambda i, column=column, ids=ids: f"column {column} is {str(ids[i])!r}, an account missing from nodes.csv")
     value, step = tx["value"], tx["time"]
     tx.check(value < 0, lambda i: f"column value is {value[i]}; expected a positive amount (0 rows are dropped)")
     tx.check(step < 0, lambda i: f"column time is {step[i]}; expected a step (day) 0 or more")

@@ -41,11 +41,10 @@ from sklearn.metrics import average_precision_score
 from tqdm import tqdm
 
 from models import drift_reference
-from models.drift_reference import uniform_histogram
 from models.artifacts import ArtifactManifest, normalisation_summary, save_artifact
 from models.contracts import Segment
+from models.drift_reference import uniform_histogram
 from models.features.donor_state import donor_state_time
-from offline.train.donor_replay import donor_state_at
 from models.features.donors import (
     F_EDGE,
     F_GIFT,
@@ -61,7 +60,14 @@ from models.nn.donor_model import INPUTS, MODALITIES, DonorModel, DonorModelSpec
 from models.worlds import World, WorldError, WorldKind, open_world
 from offline.evaluation.metrics import binary_metrics, choose_threshold
 from offline.evaluation.report import ScoredModel, nan_to_none, write_donor_report
-from offline.train.donor_baselines import fit_lightgbm, flat_feature_names, flat_features, river_prequential, stable_order
+from offline.train.donor_baselines import (
+    fit_lightgbm,
+    flat_feature_names,
+    flat_features,
+    river_prequential,
+    stable_order,
+)
+from offline.train.donor_replay import donor_state_at
 
 # Loss weights per segment, from the design; renormalised over the targets a world has.
 TARGET_WEIGHTS = {
@@ -214,7 +220,8 @@ def load_donor_dataset(world: World, config: DonorFeatureConfig = DonorFeatureCo
         "features_at": at.isoformat(),
         "donors": int(len(ids)),
         "donors_in_state": len(state),
-        "split": {name: int((split == part).sum()) for part, name in ((TRAIN, "train"), (VALIDATION, "validation"), (TEST, "test"))},
+        "split": {name: int((split == part).sum())
+                  for part, name in ((TRAIN, "train"), (VALIDATION, "validation"), (TEST, "test"))},
         "positives": {t: int(labels[:, j].sum()) for j, t in enumerate(targets)},
         "modality_share": {name: round(float(v), 4) for name, v in zip(MODALITIES, modalities)},
         "event_counts": dict(m.counts),

@@ -20,8 +20,8 @@ import pyarrow.parquet as pq
 import torch
 
 from models import drift_reference
-from models.drift_reference import quantile_histogram
 from models.artifacts import ArtifactManifest, normalisation_summary, save_artifact
+from models.drift_reference import quantile_histogram
 from models.features.transactions import (
     EVENT_FEATURES,
     F_EDGE,
@@ -98,7 +98,8 @@ def normalisation_stats(train: dict[str, np.ndarray]) -> dict[str, tuple[torch.T
             return torch.zeros(values.shape[-1]), torch.ones(values.shape[-1])
         return torch.from_numpy(flat.mean(0)).float(), torch.from_numpy(flat.std(0)).float()
 
-    hops = np.concatenate([train["hop1"].reshape(-1, train["hop1"].shape[-1]), train["hop2"].reshape(-1, train["hop2"].shape[-1])])
+    hops = np.concatenate([train["hop1"].reshape(-1, train["hop1"].shape[-1]),
+                           train["hop2"].reshape(-1, train["hop2"].shape[-1])])
     hop_mask = np.concatenate([train["hop1_mask"].reshape(-1), train["hop2_mask"].reshape(-1)])
     return {
         "event": stats(train["event"], None),

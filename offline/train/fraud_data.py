@@ -18,8 +18,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from tqdm import tqdm
 
-from models.features.account_state import AccountState, TYPE_CODES
-from models.features.transactions import TRANSACTION_CHANNEL_CODES, TransactionBatch, TransactionFeatureConfig, TransactionFeaturizer
+from models.features.account_state import TYPE_CODES, AccountState
+from models.features.transactions import (
+    TRANSACTION_CHANNEL_CODES,
+    TransactionBatch,
+    TransactionFeatureConfig,
+    TransactionFeaturizer,
+)
 from models.worlds import World, WorldError
 
 TRAIN, VAL, TEST = 0, 1, 2

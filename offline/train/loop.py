@@ -52,7 +52,8 @@ def to_tensors(arrays: dict[str, np.ndarray], index, device: torch.device) -> di
 
 
 @torch.inference_mode()
-def predict(model: nn.Module, arrays: dict[str, np.ndarray], batch_size: int = 2048, device: torch.device | None = None) -> np.ndarray:
+def predict(model: nn.Module, arrays: dict[str, np.ndarray], batch_size: int = 2048,
+            device: torch.device | None = None) -> np.ndarray:
     """Probabilities for every row of `arrays`, in order (eval mode)."""
     device = device or next(model.parameters()).device
     model.eval()

@@ -84,13 +84,14 @@ class AlertSink:
         """The JSON line to write for one message, or None (duplicate or unreadable)."""
         self.counts.per_topic[topic] = self.counts.per_topic.get(topic, 0) + 1
         try:
+            record: FraudAlert | DonorSegmentUpdate
             if topic == alerts_topic:
-                record = FraudAlert.model_validate_json(value or b"")
-                key, kind, text = record.alert_id, "fraud_alert", describe_alert(record)
+                record = alert = FraudAlert.model_validate_json(value or b"")
+                key, kind, text = alert.alert_id, "fraud_alert", describe_alert(alert)
             else:
-                record = DonorSegmentUpdate.model_validate_json(value or b"")
-                key = f"{record.donor_id}:{record.event_id}:{record.model_version}"
-                kind, text = "segment_update", describe_update(record)
+                record = update = DonorSegmentUpdate.model_validate_json(value or b"")
+                key = f"{update.donor_id}:{update.event_id}:{update.model_version}"
+                kind, text = "segment_update", describe_update(update)
         except ValidationError as error:
             self.counts.unreadable += 1
             log.warning("skipping an unreadable message on %s: %s", topic, error.errors()[0]["msg"])

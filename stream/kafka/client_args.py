@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from stream.settings import KafkaSettings
 from models.errors import TributaryError
+from stream.settings import KafkaSettings
 
 
 class SecuritySettingsError(TributaryError, ValueError):

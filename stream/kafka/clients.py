@@ -3,6 +3,8 @@ changelogs, a probe consumer of its group, and Faust's broker credentials."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import faust
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
@@ -10,7 +12,7 @@ from stream.kafka.client_args import aiokafka_args
 from stream.settings import WorkerSettings
 
 
-async def start_producer(settings: WorkerSettings, **options) -> AIOKafkaProducer:
+async def start_producer(settings: WorkerSettings, **options: Any) -> AIOKafkaProducer:
     """A started producer that waits for all replicas; `options` are aiokafka's."""
     # A delivery waits at most this long: the publisher's own timeout bounds the rest.
     request_timeout_ms = int(min(30.0, settings.publish_timeout_s) * 1000)
@@ -47,7 +49,7 @@ class ProbeConsumer:
             await consumer.stop()
 
 
-def faust_credentials(settings: WorkerSettings):
+def faust_credentials(settings: WorkerSettings) -> faust.SASLCredentials | faust.SSLCredentials | None:
     """Faust's form of the security settings (None for PLAINTEXT)."""
     args = aiokafka_args(settings)
     if settings.security_protocol.startswith("SASL"):

@@ -13,6 +13,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+
 from models.errors import TributaryError
 
 # The broker reads these from the environment; a stray value would move its listener.

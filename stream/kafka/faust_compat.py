@@ -15,8 +15,8 @@ from typing import Any
 import aiokafka
 from faust.transport import consumer as faust_consumer
 from faust.transport.drivers import aiokafka as faust_driver
-from models.errors import TributaryError
 
+from models.errors import TributaryError
 
 # Faust's own bookkeeping, kept for the tests that show what the patch changes.
 FAUST_NEW_OFFSET = faust_consumer.Consumer._new_offset
@@ -91,7 +91,7 @@ def new_offset_without_doubles(self: Any, tp: Any) -> int | None:
 def count_acked_once() -> None:
     """Install `new_offset_without_doubles` as Faust's commit-offset bookkeeping (idempotent)."""
     check_faust()
-    faust_consumer.Consumer._new_offset = new_offset_without_doubles
+    faust_consumer.Consumer._new_offset = new_offset_without_doubles  # type: ignore[method-assign]  # the patch
 
 
 def limit_fetch_wait(max_wait_ms: int) -> None:
@@ -104,7 +104,7 @@ def limit_fetch_wait(max_wait_ms: int) -> None:
     check_faust()
     original = aiokafka.AIOKafkaConsumer
 
-    def consumer(*args, **kwargs):
+    def consumer(*args: Any, **kwargs: Any) -> aiokafka.AIOKafkaConsumer:
         kwargs["fetch_max_wait_ms"] = max_wait_ms
         return original(*args, **kwargs)
 

@@ -21,16 +21,17 @@ import asyncio
 import enum
 import logging
 import time
-from dataclasses import dataclass
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka import errors as kafka_errors
 
+from models.errors import TributaryError
 from stream.pipeline.records import Output
 from stream.state.commit_protocol import ChangelogWrite
-from models.errors import TributaryError
 
 log = logging.getLogger("tributary.publisher")
 
@@ -102,8 +103,7 @@ class Publisher:
         pending = list(outputs)
         retry = _Retry(self, f"{len(outputs)} outputs")
         while pending:
-            errors = await retry.attempt(self._output_producer, lambda producer: [_send(producer, o) for o in pending],
-                                         len(pending))
+            errors = await retry.attempt(self._output_producer, _send, pending)
             failed: list[tuple[Output, BaseException]] = [(o, e) for o, e in zip(pending, errors) if e is not None]
             if not failed:
                 return
@@ -154,8 +154,7 @@ class Publisher:
         pending = batches
         retry = _Retry(self, what)
         while pending:
-            errors = await retry.attempt(self._changelog_producer,
-                                         lambda producer: [_send_batch(producer, topic, b) for b in pending], len(pending))
+            errors = await retry.attempt(self._changelog_producer, partial(_send_batch, topic=topic), pending)
             failed = [(b, e) for b, e in zip(pending, errors) if e is not None]
             if not failed:
                 return
@@ -216,15 +215,16 @@ class _Retry:
         self._attempts = 0
 
     async def attempt(self, producer: Callable[[], Awaitable[AIOKafkaProducer]],
-                      sends: Callable[[AIOKafkaProducer], list[Awaitable[Any]]], count: int) -> list[BaseException | None]:
-        """One try of the `count` sends, each one's exception or None; a producer that
-        cannot start fails every send. A try ends within the producers' request timeout
-        (stream.kafka.clients: at most 30 s, and never more than the publish timeout):
-        cutting it short here would cancel aiokafka's own futures under it."""
+                      send: Callable[..., Awaitable[Any]], items: Sequence[Any]) -> list[BaseException | None]:
+        """One try of `send(producer, item)` for every item, each one's exception or None; a
+        producer that cannot start fails every send. A try ends within the producers'
+        request timeout (stream.kafka.clients: at most 30 s, and never more than the publish
+        timeout): cutting it short here would cancel aiokafka's own futures under it."""
         try:
-            return await _gather_each(sends(await producer()))
+            started = await producer()
+            return await _gather_each([send(started, item) for item in items])
         except (kafka_errors.KafkaError, *_TRANSIENT_ERRORS) as error:
-            return [error] * count
+            return [error] * len(items)
 
     async def wait(self, error: BaseException) -> None:
         publisher = self._publisher
@@ -251,7 +251,7 @@ async def _send(producer: AIOKafkaProducer, output: Output) -> Any:
     return await (await producer.send(output.topic, output.value, key=output.key))
 
 
-async def _send_batch(producer: AIOKafkaProducer, topic: str, batch: _Batch) -> Any:
+async def _send_batch(producer: AIOKafkaProducer, batch: _Batch, topic: str) -> Any:
     records = producer.create_batch()
     for key, value in batch.records:
         records.append(key=key, value=value, timestamp=None)
@@ -283,7 +283,9 @@ def _with_followers(sent: list[Output], failed: list[Output]) -> list[Output]:
 
 def _chunks(records: list[tuple[bytes, bytes]]) -> list[list[tuple[bytes, bytes]]]:
     """Split records into groups that fit one record batch (with room for overhead)."""
-    out, current, size = [], [], 0
+    out: list[list[tuple[bytes, bytes]]] = []
+    current: list[tuple[bytes, bytes]] = []
+    size = 0
     for key, value in records:
         length = len(key) + len(value) + 64
         if current and size + length > CHANGELOG_BATCH_BYTES * 0.9:

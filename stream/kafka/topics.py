@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
+from models.errors import TributaryError
 from stream.kafka.client_args import aiokafka_args
 from stream.settings import KafkaSettings, WorkerSettings
-from models.errors import TributaryError
 
 # Tables of the worker, whose changelogs must exist with the input topics' partition count.
 WORKER_TABLES = ("accounts", "donors")

@@ -32,16 +32,20 @@ class WorkerMetrics:
                                           "records fetched never reached the pipeline", registry=r)
         self.dead_letters = Counter("tributary_dead_letters_total", "Events dead-lettered", ["topic", "reason"], registry=r)
         self.alerts = Counter("tributary_alerts_total", "Fraud alerts published", ["model"], registry=r)
-        self.segment_changes = Counter("tributary_segment_changes_total", "Donor segment membership changes", ["segment"], registry=r)
+        self.segment_changes = Counter("tributary_segment_changes_total", "Donor segment membership changes",
+                                       ["segment"], registry=r)
         self.end_to_end = Histogram("tributary_end_to_end_latency_seconds",
                                     "From the input record's timestamp to its outputs being flushed", ["topic"],
                                     buckets=LATENCY_BUCKETS, registry=r)
         self.stage_seconds = Histogram("tributary_stage_duration_seconds", "Time per batch in each stage",
                                        ["topic", "stage"], buckets=LATENCY_BUCKETS, registry=r)
-        self.batch_size = Histogram("tributary_batch_size", "Events per micro-batch", ["topic"], buckets=BATCH_BUCKETS, registry=r)
-        self.drift_statistic = Gauge("tributary_drift_statistic", "Latest drift statistic per monitor", ["model", "monitor"], registry=r)
+        self.batch_size = Histogram("tributary_batch_size", "Events per micro-batch", ["topic"], buckets=BATCH_BUCKETS,
+                                    registry=r)
+        self.drift_statistic = Gauge("tributary_drift_statistic", "Latest drift statistic per monitor",
+                                     ["model", "monitor"], registry=r)
         self.drift_reports = Counter("tributary_drift_reports_total", "Drift reports published", ["model", "monitor"], registry=r)
-        self.model_info = Gauge("tributary_model_info", "The model being served (value 1)", ["task", "name", "version"], registry=r)
+        self.model_info = Gauge("tributary_model_info", "The model being served (value 1)", ["task", "name", "version"],
+                                registry=r)
         self.model_reloads = Counter("tributary_model_reloads_total", "Model reload attempts", ["task", "result"], registry=r)
         self.labels = Counter("tributary_labels_total", "Late labels matched to a scored transaction, by verdict "
                               "of its alert (tp, fp, tn, fn)", ["verdict"], registry=r)

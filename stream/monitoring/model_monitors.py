@@ -9,6 +9,8 @@ scored by version A is observed by version A's monitors, against A's references.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from models import drift_reference
@@ -16,6 +18,10 @@ from models.contracts import DriftReport
 from models.features.donors import TAB_FEATURES
 from models.features.transactions import EVENT_FEATURES
 from stream.monitoring.drift import DriftMonitor
+
+if TYPE_CHECKING:  # the scorers import this module
+    from models.fraud_artifact import LoadedFraudModel
+    from stream.scoring.donor_scorer import LoadedDonorModel
 
 
 class ModelMonitors:
@@ -35,7 +41,7 @@ class ModelMonitors:
         return {(m.model_name, name): value for m, _ in self._monitors for name, value in m.latest.items()}
 
 
-def fraud_monitors(loaded, window: int, psi_threshold: float) -> ModelMonitors:
+def fraud_monitors(loaded: LoadedFraudModel, window: int, psi_threshold: float) -> ModelMonitors:
     references = drift_reference.read(loaded.manifest.reference_distributions)
     monitor = DriftMonitor(references.scores.get("fraud"), references.features,
                            {name: i for i, name in enumerate(EVENT_FEATURES)}, loaded.manifest.name, loaded.version,
@@ -43,7 +49,7 @@ def fraud_monitors(loaded, window: int, psi_threshold: float) -> ModelMonitors:
     return ModelMonitors([(monitor, None)])
 
 
-def donor_monitors(loaded, window: int, psi_threshold: float) -> ModelMonitors:
+def donor_monitors(loaded: LoadedDonorModel, window: int, psi_threshold: float) -> ModelMonitors:
     references = drift_reference.read(loaded.manifest.reference_distributions)
     name, version = loaded.manifest.name, loaded.version
     monitors: list[tuple[DriftMonitor, int | None]] = [

@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 from models.contracts import DeadLetterReason, encode
 from stream.kafka.offset_guard import OffsetGuard
-from stream.kafka.publisher import PublishAbandoned, PublishFailed, Publisher
+from stream.kafka.publisher import PublishAbandoned, Publisher, PublishFailed
 from stream.monitoring.metrics import WorkerMetrics
 from stream.pipeline.records import Output, RawRecord, StageResult, dead_letter
 from stream.settings import TopicNames
@@ -40,7 +40,10 @@ class Stage(Protocol):
     """What a pipeline runs: a pure function of raw records and the stage's own state."""
 
     metric_topic: str  # labels the batch's metrics
-    state: PartitionedState | None  # the table the stage keeps (None: none)
+
+    @property
+    def state(self) -> PartitionedState | None:
+        """The table the stage keeps (None: none)."""
 
     def process(self, records: list[RawRecord]) -> StageResult: ...
 

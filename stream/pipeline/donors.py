@@ -43,8 +43,8 @@ class DonorStage:
         self.scorer = scorer
         self.topics = topics
         self.max_message_bytes = max_message_bytes
-        self.contracts = {topics.gifts: GiftEvent, topics.donor_profiles: DonorProfile,
-                          topics.donor_relationships: DonorRelationship}
+        self.contracts: dict[str, type[DonorEvent]] = {
+            topics.gifts: GiftEvent, topics.donor_profiles: DonorProfile, topics.donor_relationships: DonorRelationship}
 
     def process(self, records: list[RawRecord]) -> StageResult:
         result = StageResult(consumed=len(records))
@@ -60,11 +60,11 @@ class DonorStage:
             topic = TOPIC_INDEX[contract]
             last[(topic, record.partition)] = max(last.get((topic, record.partition), -1), record.offset)
             event, letter = decode_or_dead_letter(record, contract, self.max_message_bytes)
-            if letter is None:
+            if event is not None:
                 by_partition[record.partition][topic].append((record, event))
             elif record.offset <= self.donors.published.get(topic, record.partition):
                 result.replayed += 1  # redelivered after a restart: its dead letter is out already
-            else:
+            elif letter is not None:
                 result.add_dead_letter(self.topics.dead_letters, record, letter)
         clock = result.lap("decode", clock)
 

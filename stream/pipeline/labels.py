@@ -33,14 +33,16 @@ class LabelStage:
         now = datetime.now(timezone.utc)
         for record in records:
             label, letter = decode_or_dead_letter(record, FraudLabel, self.max_message_bytes)
-            if letter is None and (said := self.recent.get(label.event_id)) is None:
+            said = self.recent.get(label.event_id) if label is not None else None
+            if label is not None and said is None:
                 letter = dead_letter(
                     record, DeadLetterReason.UNKNOWN_ENTITY, "UnknownEvent",
                     f"no scored transaction {label.event_id!r} in this worker's memory of its last "
                     f"{self.recent.capacity:,}: the label came too late, before a restart, or to another partition "
                     "than its transaction (key labels by source_account)", "event_id")
-            if letter is not None:
-                result.add_dead_letter(self.topics.dead_letters, record, letter)
+            if label is None or said is None:
+                if letter is not None:
+                    result.add_dead_letter(self.topics.dead_letters, record, letter)
                 continue
             verdict = ("t" if said.alerted == label.is_fraud else "f") + ("p" if said.alerted else "n")
             result.labels[verdict] = result.labels.get(verdict, 0) + 1

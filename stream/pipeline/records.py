@@ -7,6 +7,7 @@ import hashlib
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from typing import TypeVar
 
 import numpy as np
 
@@ -23,6 +24,9 @@ from stream.state.commit_protocol import ChangelogWrite
 CARRIED_VALUE_BYTES = 64 * 1024
 CARRIED_KEY_BYTES = 1024
 PREFIX_BYTES = 1024
+
+
+C = TypeVar("C", bound=Contract)
 
 
 @dataclass(frozen=True)
@@ -95,9 +99,7 @@ class StageResult:
         return now
 
 
-def decode_or_dead_letter(
-    record: RawRecord, contract: type[Contract], max_bytes: int
-) -> tuple[Contract | None, DeadLetter | None]:
+def decode_or_dead_letter(record: RawRecord, contract: type[C], max_bytes: int) -> tuple[C | None, DeadLetter | None]:
     """The event, or a dead letter saying why not. Never raises for bad input.
 
     Besides the value, the key is checked: it must be the event's entity id (the
@@ -109,6 +111,8 @@ def decode_or_dead_letter(
         event = decode(record.value, contract, max_bytes)
     except InvalidEvent as error:
         return None, dead_letter(record, error.reason, type(error).__name__, error.message, error.field)
+    if not contract.KEY_FIELD:
+        return event, None
     entity = getattr(event, contract.KEY_FIELD)
     if record.key != entity.encode():
         shown = "no key" if record.key is None else f"key {_show(record.key)}"
@@ -123,19 +127,17 @@ def dead_letter(record: RawRecord, reason: DeadLetterReason, error_class: str, m
                 field_name: str | None = None) -> DeadLetter:
     """The dead letter of `record`, carrying its key and value in full or, past the
     size limits (CARRIED_KEY_BYTES, CARRIED_VALUE_BYTES), their first PREFIX_BYTES."""
-    value = record.value or b""
-    key_fields = {}
-    if record.key is not None:
-        key_truncated = len(record.key) > CARRIED_KEY_BYTES
-        key_fields = dict(
-            key=_base64(record.key[:PREFIX_BYTES] if key_truncated else record.key), key_bytes=len(record.key),
-            key_sha256=hashlib.sha256(record.key).hexdigest(), key_truncated=key_truncated)
+    value, key = record.value or b"", record.key
+    key_truncated = key is not None and len(key) > CARRIED_KEY_BYTES
     truncated = len(value) > CARRIED_VALUE_BYTES
     return DeadLetter(
         topic=record.topic,
         partition=record.partition,
         offset=record.offset,
-        **key_fields,
+        key=None if key is None else _base64(key[:PREFIX_BYTES] if key_truncated else key),
+        key_bytes=None if key is None else len(key),
+        key_sha256=None if key is None else hashlib.sha256(key).hexdigest(),
+        key_truncated=key_truncated,
         original=_base64(value[:PREFIX_BYTES] if truncated else value),
         original_bytes=len(value),
         original_sha256=hashlib.sha256(value).hexdigest(),

@@ -44,16 +44,16 @@ class TransactionStage:
 
         # Outputs up to here went out before a restart: a record at or below it is redelivered.
         published = {r.partition: self.accounts.published.get(TRANSACTIONS_TOPIC, r.partition) for r in records}
-        last = {}  # partition -> highest offset in the batch
+        last: dict[int, int] = {}  # partition -> highest offset in the batch
         events: list[tuple[RawRecord, TransactionEvent]] = []
         for record in records:
             last[record.partition] = max(last.get(record.partition, -1), record.offset)
             event, letter = decode_or_dead_letter(record, TransactionEvent, self.max_message_bytes)
-            if letter is None:
+            if event is not None:
                 events.append((record, event))
             elif record.offset <= published[record.partition]:
                 result.replayed += 1  # its dead letter is out already
-            else:
+            elif letter is not None:
                 result.add_dead_letter(self.topics.dead_letters, record, letter)
         clock = result.lap("decode", clock)
 
@@ -102,12 +102,12 @@ class TransactionStage:
         result.model = (model.manifest.name, model.version)
         try:
             scores = self.scorer.score(model, take_rows(batch, live))
-            flagged = live[scores >= model.threshold]
+            flagged: np.ndarray = live[scores >= model.threshold]
             reasons = self.scorer.reasons(model, take_rows(batch, flagged)) if len(flagged) else []
         except Exception as error:  # a model failure fails the batch's events explicitly, never silently
-            for i in live:
-                result.add_dead_letter(self.topics.dead_letters, ordered[i][0], dead_letter(
-                    ordered[i][0], DeadLetterReason.PROCESSING_ERROR, type(error).__name__,
+            for position in live.tolist():
+                result.add_dead_letter(self.topics.dead_letters, ordered[position][0], dead_letter(
+                    ordered[position][0], DeadLetterReason.PROCESSING_ERROR, type(error).__name__,
                     f"scoring failed: {error}"))
             result.lap("model", clock)
             return result

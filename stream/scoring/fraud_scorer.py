@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import numpy as np
 import torch
 
@@ -39,15 +41,19 @@ class FraudScorer(ServedModel[LoadedFraudModel]):
         tensors["node"].requires_grad_(True)
         with torch.enable_grad(), differentiable_rnns(net):  # cuDNN: RNN gradients in eval mode
             net(tensors).sum().backward()
-        event_attr = tensors["event"].grad * (tensors["event"] - net.event_mean)
-        node_attr = tensors["node"].grad * (tensors["node"] - net.node_mean)
+        event_grad, node_grad = tensors["event"].grad, tensors["node"].grad
+        assert event_grad is not None and node_grad is not None  # both required grad above
+        event_mean, node_mean = cast(torch.Tensor, net.event_mean), cast(torch.Tensor, net.node_mean)
+        event_attr = event_grad * (tensors["event"] - event_mean)
+        node_attr = node_grad * (tensors["node"] - node_mean)
         attribution = torch.cat([event_attr, node_attr.flatten(1)], dim=1).detach().cpu().numpy()
         values = np.concatenate([inputs["event"], inputs["node"].reshape(len(inputs["node"]), -1)], axis=1)
         out = []
         for row_attr, row_values in zip(attribution, values):
             strongest = np.argsort(-np.abs(row_attr))[:top]
             out.append([
-                AlertReason(kind="feature", name=REASON_FEATURES[j], value=float(row_values[j]), weight=round(float(row_attr[j]), 6))
+                AlertReason(kind="feature", name=REASON_FEATURES[j], value=float(row_values[j]),
+                            weight=round(float(row_attr[j]), 6))
                 for j in strongest
             ])
         return out

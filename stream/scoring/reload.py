@@ -68,7 +68,7 @@ class ModelReloader:
         """`tributary_model_info` names the version served (one series per task), and the log says it."""
         model = task.scorer.current.model
         info = self._metrics.model_info
-        for labels in [m.labels for m in info.collect()[0].samples]:
+        for labels in [sample.labels for metric in info.collect() for sample in metric.samples]:
             if labels["task"] == task.task:
                 info.remove(labels["task"], labels["name"], labels["version"])
         info.labels(task.task, model.manifest.name, model.version).set(1)

@@ -11,15 +11,30 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 import torch
 
+from models.artifacts import ArtifactManifest
 from models.errors import TributaryError
 from models.nn.precision import exact_float32
 from stream.monitoring.model_monitors import ModelMonitors
 
-Loaded = TypeVar("Loaded")
+
+class LoadedModel(Protocol):
+    """What any loaded artifact offers to serving (LoadedFraudModel, LoadedDonorModel)."""
+
+    @property
+    def model(self) -> torch.nn.Module: ...
+    @property
+    def features(self) -> object: ...
+    @property
+    def manifest(self) -> ArtifactManifest: ...
+    @property
+    def version(self) -> str: ...
+
+
+Loaded = TypeVar("Loaded", bound=LoadedModel)
 
 
 class ModelSwapError(TributaryError, ValueError):
@@ -43,7 +58,7 @@ class ServedModel(Generic[Loaded]):
                  monitors_for: Callable[[Loaded], ModelMonitors] | None = None):
         self.device = torch.device(device)
         exact_float32(self.device)  # scores on CUDA within 1e-5 of the CPU's (offline) scores
-        self._monitors_for = monitors_for or (lambda loaded: ModelMonitors([]))
+        self._monitors_for: Callable[[Loaded], ModelMonitors] = monitors_for or (lambda loaded: ModelMonitors([]))
         self._lock = threading.Lock()
         self._current = self._prepare(loaded)
 

@@ -12,9 +12,8 @@ the state is a `PartitionedAccounts` or a `PartitionedDonors`.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Iterator, MutableMapping, Set
-
 import logging
+from typing import Any, Callable, Iterable, Iterator, MutableMapping, Set
 
 from faust import stores
 from faust.stores import memory
@@ -39,7 +38,7 @@ class _AllPartitionsView(MutableMapping):
 
     def __getitem__(self, key: bytes) -> bytes:
         for partition in self._state.partitions:
-            for k, blob in self._state.export(partition, [int.from_bytes(key, "little", signed=True)]):
+            for _, blob in self._state.export(partition, [int.from_bytes(key, "little", signed=True)]):
                 return blob
         raise KeyError(key)
 
@@ -77,7 +76,7 @@ class PartitionedStateStore(memory.Store):
         applied = 0
         for event in batch:
             message = event.message
-            if message.value is None:  # a tombstone: nothing we write, but never fatal
+            if message.value is None or message.key is None:  # a tombstone or junk: not ours, never fatal
                 continue
             self.partitioned.restore(message.partition, message.key, message.value)
             applied += 1
