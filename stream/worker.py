@@ -1,7 +1,7 @@
 """The worker's parts, put together: served models, stages, their pipelines, the publisher.
 
 Nothing here imports Faust: `stream.app` wires these parts to topics, tables, agents and
-timers. So a worker can be built and driven in-process (tests/test_worker_in_process.py).
+timers. So a worker can be built and driven in-process (tests/functional/test_worker_in_process.py).
 - served models with their monitors, and their live reload: stream.scoring;
 - one stage per agent (transactions, late labels, donors): stream.pipeline;
 - one `BatchPipeline` per stage: admit, process, publish, ack (stream.pipeline.batches);

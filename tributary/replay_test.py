@@ -64,7 +64,7 @@ from stream.worker_process import start_worker
 
 MARKER = "replay-test"
 # Streamed and offline scores of the same events agree to float rounding when the worker
-# starts from empty state (tests/test_worker_integration.py checks 1e-5).
+# starts from empty state (tests/integration/test_worker_integration.py checks 1e-5).
 SCORE_TOLERANCE = 1e-5
 
 

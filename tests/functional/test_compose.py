@@ -26,7 +26,7 @@ from stream.monitoring.metrics import WorkerMetrics
 from stream.settings import TopicNames, WorkerSettings
 from tributary.cli import main
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
 GPU_OVERRIDE = ROOT / "docker-compose.gpu.yml"
 DEPLOY = ROOT / "deploy"

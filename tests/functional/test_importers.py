@@ -19,7 +19,7 @@ from offline.importers import IMPORTERS, ImportFormatError, run_importer
 from offline.importers._world import spread_within
 from offline.importers.cdnow import donor_targets
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 REAL = {
     "paysim": DATA / "paysim" / "paysim_prefix_first19999rows_steps1-8.csv.gz",
     "amlsim": DATA / "amlsim" / "20K_fanin200cycle200.tgz",
