@@ -60,6 +60,7 @@ from models.nn.donor_model import INPUTS, MODALITIES, DonorModel, DonorModelSpec
 from models.worlds import World, WorldError, WorldKind, open_world
 from offline.evaluation.metrics import binary_metrics, choose_threshold
 from offline.evaluation.report import ScoredModel, nan_to_none, write_donor_report
+from offline.train.common import focal_terms, run_signature
 from offline.train.donor_baselines import (
     fit_lightgbm,
     flat_feature_names,
@@ -235,11 +236,7 @@ def load_donor_dataset(world: World, config: DonorFeatureConfig = DonorFeatureCo
 def focal_loss(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor,
                alpha: float = FOCAL_ALPHA, gamma: float = FOCAL_GAMMA) -> torch.Tensor:
     """Weighted sum over targets of the mean binary focal loss; weights [T] sum to 1 (0 = masked out)."""
-    ce = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels, reduction="none")
-    p = torch.sigmoid(logits)
-    p_t = p * labels + (1 - p) * (1 - labels)
-    alpha_t = alpha * labels + (1 - alpha) * (1 - labels)
-    return ((alpha_t * (1 - p_t) ** gamma * ce).mean(0) * weights).sum()
+    return (focal_terms(logits, labels, alpha, gamma).mean(0) * weights).sum()
 
 
 def normalisation_stats(batch: DonorBatch, rows: np.ndarray, chunk: int = 8192) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
@@ -376,12 +373,11 @@ def fit_neural(
     weights = torch.tensor(weights / max(weights.sum(), 1e-12), dtype=torch.float32, device=device)
     generator = torch.Generator().manual_seed(seed)
 
-    signature = hashlib.sha256(json.dumps(
+    signature = run_signature(
         # Not the epoch budget: a rerun with more epochs carries on where the last one stopped.
-        {"spec": spec.to_dict(), "profile": {**asdict(profile), "epochs": None}, "seed": seed,
-         "data": [len(data.donor_ids), list(data.targets), data.description["features_at"],
-                  hashlib.sha256(data.labels.tobytes()).hexdigest()]},
-        sort_keys=True, default=str).encode()).hexdigest()
+        spec=spec.to_dict(), profile={**asdict(profile), "epochs": None}, seed=seed,
+        data=[len(data.donor_ids), list(data.targets), data.description["features_at"],
+              hashlib.sha256(data.labels.tobytes()).hexdigest()])
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     last = checkpoint_dir / "last.pt"
     history: list[dict] = []

@@ -35,7 +35,7 @@ from models.worlds import World, open_world
 from offline.evaluation.metrics import choose_threshold
 from offline.evaluation.report import ScoredModel, write_fraud_report, write_report_json
 from offline.train.fraud_baselines import flat_feature_names, flat_features, river_prequential, train_lightgbm
-from offline.train.fraud_data import TEST, TRAIN, VAL, FraudDataset, account_scores, load_fraud_dataset
+from offline.train.fraud_data import TEST, TRAIN, VALIDATION, FraudDataset, account_scores, load_fraud_dataset
 from offline.train.loop import FitConfig, fit_binary, predict
 
 # Event features whose live distribution the drift monitor compares with training's.
@@ -138,7 +138,7 @@ def train_fraud(
     _say(progress, f"features for {data.total_events:,} transactions in {time.monotonic() - started:.0f} s; "
                    f"{data.describe()}")
     train, y_train = data.part(TRAIN)
-    val, y_val = data.part(VAL)
+    val, y_val = data.part(VALIDATION)
     test, y_test = data.part(TEST)
     norm = normalisation_stats(train)
     training_data = _training_data(world, data)
@@ -183,7 +183,7 @@ def train_fraud(
     if models is None or "river-logreg" in models:
         everything = flat_features(data.inputs.arrays())
         scores = river_prequential(everything, data.labels, flat_feature_names())
-        val_mask, test_mask = data.split == VAL, data.split == TEST
+        val_mask, test_mask = data.split == VALIDATION, data.split == TEST
         results["river-logreg"] = ScoredModel(y_test, scores[test_mask], choose_threshold(y_val, scores[val_mask]))
         predictions["river-logreg"] = np.concatenate([scores[val_mask], scores[test_mask]])
         _say(progress, f"river-logreg: test PR-AUC {results['river-logreg'].metrics()['pr_auc']:.4f}")
@@ -217,11 +217,11 @@ def _account_level(world: World, data: FraudDataset, predictions: dict, names: l
     out = {}
     for name in names:
         per_split = {}
-        for code in (VAL, TEST):
+        for code in (VALIDATION, TEST):
             mask = data.split[rows] == code
             best = account_scores(data.sources[rows][mask], data.destinations[rows][mask], predictions[name][mask])
             per_split[code] = (np.array([bool(is_fraud.get(a, False)) for a in best]), np.array(list(best.values())))
-        (y_val, s_val), (y_test, s_test) = per_split[VAL], per_split[TEST]
+        (y_val, s_val), (y_test, s_test) = per_split[VALIDATION], per_split[TEST]
         out[name] = ScoredModel(y_test, s_test, choose_threshold(y_val, s_val))
     return out
 

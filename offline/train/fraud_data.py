@@ -27,7 +27,7 @@ from models.features.transactions import (
 )
 from models.worlds import World, WorldError
 
-TRAIN, VAL, TEST = 0, 1, 2
+TRAIN, VALIDATION, TEST = 0, 1, 2
 SPLIT_NAMES = ("train", "val", "test")
 _TYPE_BY_NAME = {t.value: code for t, code in TYPE_CODES.items()}
 _CHANNEL_BY_NAME = {c.value: code for c, code in TRANSACTION_CHANNEL_CODES.items()}
@@ -43,7 +43,7 @@ class FraudDataset:
     event_ids: np.ndarray  # object (str)
     sources: np.ndarray  # object (str): source account of each row
     destinations: np.ndarray  # object (str)
-    split: np.ndarray  # int8: TRAIN | VAL | TEST
+    split: np.ndarray  # int8: TRAIN | VALIDATION | TEST
     boundaries: tuple[float, float]  # unix seconds where val and test start
     total_events: int
 
@@ -117,7 +117,7 @@ def load_fraud_dataset(
             channels,
             event_ids=event_ids,
         )
-        split = np.where(t < val_start, TRAIN, np.where(t < test_start, VAL, TEST)).astype(np.int8)
+        split = np.where(t < val_start, TRAIN, np.where(t < test_start, VALIDATION, TEST)).astype(np.int8)
         keep = ((split != TRAIN) | y | (rng.random(len(y)) < train_negative_share)) & ~features.duplicate
         parts.append(features.take(keep))
         labels.append(y[keep])

@@ -21,6 +21,8 @@ from sklearn.metrics import average_precision_score
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from offline.train.common import focal_terms, run_signature
+
 
 @dataclass(frozen=True)
 class FitConfig:
@@ -37,14 +39,6 @@ class FitConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def focal_loss(logits: Tensor, targets: Tensor, alpha: float, gamma: float) -> Tensor:
-    """Mean binary focal loss (Lin et al. 2017) with class weight `alpha` for positives."""
-    bce = nn.functional.binary_cross_entropy_with_logits(logits, targets, reduction="none")
-    p_true = torch.exp(-bce)
-    weight = targets * alpha + (1 - targets) * (1 - alpha)
-    return (weight * (1 - p_true) ** gamma * bce).mean()
 
 
 def to_tensors(arrays: dict[str, np.ndarray], index, device: torch.device) -> dict[str, Tensor]:
@@ -79,7 +73,8 @@ def fit_binary(
     """Train `model` in place; leaves it holding the best validation epoch's weights.
 
     Returns the history: one dict per epoch with train_loss, val_pr_auc and seconds.
-    If `checkpoint` exists, training resumes after its last completed epoch.
+    If `checkpoint` holds this run (same model shape, settings and data), training
+    resumes after its last completed epoch; a checkpoint of another run is not used.
     """
     device = next(model.parameters()).device
     torch.manual_seed(config.seed)
@@ -90,8 +85,16 @@ def fit_binary(
     history: list[dict] = []
     best_score, best_state, stale, start_epoch = -math.inf, copy.deepcopy(model.state_dict()), 0, 0
 
-    if checkpoint is not None and checkpoint.exists():
-        saved = torch.load(checkpoint, map_location=device, weights_only=True)
+    # Not the epoch budget: a rerun with more epochs carries on where the last one stopped.
+    signature = run_signature(config={**config.to_dict(), "epochs": None}, label=label,
+                              shapes={name: list(p.shape) for name, p in model.state_dict().items()},
+                              data=[len(y_train), int(y_train.sum()), len(y_val), int(y_val.sum())])
+    saved = torch.load(checkpoint, map_location=device, weights_only=True) if checkpoint and checkpoint.exists() else None
+    if saved is not None and saved.get("signature") != signature:
+        tqdm.write(f"{label}: {checkpoint} is the checkpoint of another run (model, settings or data differ); "
+                   "training from the start", file=sys.stderr)
+        saved = None
+    if saved is not None:
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
@@ -117,7 +120,7 @@ def fit_binary(
             target = torch.from_numpy(y_train_t[index]).to(device)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                 logits = model(inputs)
-            loss = focal_loss(logits.float(), target, config.focal_alpha, config.focal_gamma)
+            loss = focal_terms(logits.float(), target, config.focal_alpha, config.focal_gamma).mean()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), config.clip_norm)
@@ -137,7 +140,7 @@ def fit_binary(
                        f"{' (best)' if stale == 0 else ''}", file=sys.stderr)
         if checkpoint is not None:
             checkpoint.parent.mkdir(parents=True, exist_ok=True)
-            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            torch.save({"signature": signature, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                         "scheduler": scheduler.state_dict(), "history": history, "best_score": best_score,
                         "stale": stale, "best_state": best_state, "epoch": epoch}, checkpoint)
     model.load_state_dict(best_state)
