@@ -56,8 +56,9 @@ def evaluate_donors(model_dir: Path, world_dir: Path, out: Path, split: str = "t
     from models.features.donors import DonorFeatureConfig
     from models.nn.donor_model import load_donor_model
     from offline.evaluation.report import write_donor_report
-    from offline.train.donors import TEST as DONOR_TEST
-    from offline.train.donors import _tensors, load_donor_dataset, score_rows
+    from offline.train.donor_data import TEST as DONOR_TEST
+    from offline.train.donor_data import load_donor_dataset
+    from offline.train.donor_neural import score_rows, tensors_of
 
     world = open_world(world_dir)
     results, notes = {}, []
@@ -66,7 +67,7 @@ def evaluate_donors(model_dir: Path, world_dir: Path, out: Path, split: str = "t
         data = load_donor_dataset(world, DonorFeatureConfig.from_schema(manifest.feature_schema))
         rows = data.index(DONOR_TEST) if split == "test" else np.arange(len(data.donor_ids))
         lengths = data.batch.seq_mask.sum(axis=1).astype(np.int64)
-        scores = score_rows(model, _tensors(data.batch), rows, lengths, torch.device("cpu"))
+        scores = score_rows(model, tensors_of(data.batch), rows, lengths, torch.device("cpu"))
         targets = list(model.spec.targets)
         results[manifest.name] = {
             t: ScoredModel(data.labels[rows, data.targets.index(t)], scores[:, j], thresholds[t])

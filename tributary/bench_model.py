@@ -158,7 +158,8 @@ def _donor_model(world_dir: Path, model_dir: Path | None, profile: str, scratch:
     from models.features.donors import F_EDGE, F_GIFT, F_NODE, F_TAB, N_RELATIONSHIP_TYPES, DonorFeatureConfig
     from models.nn.donor_model import DonorModel, DonorModelSpec
     from models.worlds import open_world
-    from offline.train.donors import PROFILES, TRAIN, load_donor_dataset, normalisation_stats, tabular_quantiles
+    from offline.train.donor_data import TRAIN, load_donor_dataset
+    from offline.train.donor_neural import PROFILES, normalisation_stats, tabular_quantiles
     from stream.scoring.donor_scorer import load_served_donor_model
 
     path = latest_version(served_root(model_dir), "multitarget") if model_dir is not None else None

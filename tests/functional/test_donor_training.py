@@ -18,8 +18,9 @@ from models.worlds import open_world
 from offline.generate.donor_world import generate_donor_world
 from offline.importers.cdnow import import_cdnow
 from offline.importers.pva97nk import import_pva97nk
+from offline.train.donor_neural import focal_loss
 from offline.train.donor_replay import donor_state_at
-from offline.train.donors import ALL_MODELS, focal_loss, train_donors
+from offline.train.donors import ALL_MODELS, train_donors
 
 DIMS = {"tab": F_TAB, "gift": F_GIFT, "node": F_NODE, "edge": F_EDGE, "window": 6, "neighbours": 3, "types": 5}
 TINY = dict(tab_hidden=16, seq_hidden=8, seq_heads=2, graph_hidden=16, fusion_width=16, fusion_heads=4, fused=16,

@@ -1,0 +1,291 @@
+"""Training a neural donor model: weighted multi-target focal loss, AdamW,
+ReduceLROnPlateau, gradient clipping, an optional weight average, and early stopping on
+the validation mean PR-AUC. Every epoch is checkpointed (signed with its run), and a
+rerun resumes from the last checkpoint.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.metrics import average_precision_score
+from tqdm import tqdm
+
+from models.features.donors import (
+    DonorBatch,
+)
+from models.nn.donor_model import INPUTS, DonorModel, DonorModelSpec
+from offline.train.common import focal_terms, run_signature
+from offline.train.donor_data import FOCAL_ALPHA, FOCAL_GAMMA, TARGET_WEIGHTS, TEST, TRAIN, VALIDATION, DonorDataset
+
+
+@dataclass(frozen=True)
+class TrainProfile:
+    """How hard to train. quick: CPU, minutes, half the design widths. full: design widths, GPU if present."""
+
+    name: str
+    widths: dict = field(default_factory=dict)  # DonorModelSpec overrides
+    epochs: int = 20
+    patience: int = 5
+    batch_size: int = 256
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    clip: float = 1.0
+    lgbm_rounds: int = 1000
+    lgbm_lr: float = 0.05
+    use_gpu: bool = False
+    # Exponential moving average of the weights, per step (0: off). Validation, early
+    # stopping and the saved model use the averaged weights, which are less noisy than
+    # any single step's on a few thousand donors.
+    ema: float = 0.0
+
+
+PROFILES = {
+    "quick": TrainProfile(
+        "quick",
+        widths=dict(tab_hidden=128, seq_hidden=64, graph_hidden=64, fusion_width=128, fused=256, head_hidden=64),
+        epochs=20, patience=5, lr=2e-3, ema=0.99, lgbm_rounds=1000, lgbm_lr=0.05,
+    ),
+    "full": TrainProfile("full", widths={}, epochs=60, patience=10, lr=1e-3, ema=0.99, lgbm_rounds=3000, lgbm_lr=0.02,
+                         use_gpu=True),
+}
+
+
+def focal_loss(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor,
+               alpha: float = FOCAL_ALPHA, gamma: float = FOCAL_GAMMA) -> torch.Tensor:
+    """Weighted sum over targets of the mean binary focal loss; weights [T] sum to 1 (0 = masked out)."""
+    return (focal_terms(logits, labels, alpha, gamma).mean(0) * weights).sum()
+
+
+def normalisation_stats(batch: DonorBatch, rows: np.ndarray, chunk: int = 8192) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Mean and std per feature of the gift, node and neighbour inputs over the training rows,
+    counting only present entries (the tabular branch uses `tabular_quantiles`).
+
+    Accumulated in chunks of rows (float64 sums), so a 500k-donor world needs no copy of its inputs.
+    """
+    parts = {"gift": ("seq", "seq_mask"), "node": ("node", None), "nbr": ("nbr", "nbr_mask")}
+    sums = {name: [0.0, 0.0, 0.0] for name in parts}  # count, sum, sum of squares per feature
+    for start in range(0, len(rows), chunk):
+        b = batch.take(rows[start:start + chunk])
+        for name, (values, mask) in parts.items():
+            v = getattr(b, values)
+            v = v.reshape(-1, v.shape[-1]).astype(np.float64)
+            w = np.ones((len(v), 1)) if mask is None else getattr(b, mask).reshape(len(v), -1).astype(np.float64)
+            acc = sums[name]
+            acc[0] = acc[0] + w.sum(0)
+            acc[1] = acc[1] + (v * w).sum(0)
+            acc[2] = acc[2] + (v * v * w).sum(0)
+    stats = {}
+    for name, (n, total, squares) in sums.items():
+        n = np.broadcast_to(np.asarray(n, dtype=np.float64), np.shape(total))
+        mean = total / np.maximum(n, 1)
+        std = np.where(n > 1, np.sqrt(np.maximum(squares / np.maximum(n, 1) - mean**2, 0.0)), 1.0)
+        stats[name] = (torch.tensor(mean, dtype=torch.float32), torch.tensor(std, dtype=torch.float32))
+    return stats
+
+
+def tabular_quantiles(batch: DonorBatch, rows: np.ndarray, bins: int, sample: int = 100_000, seed: int = 0) -> torch.Tensor:
+    """[F_tab, bins + 1] quantiles of each tabular feature's present training values (a fixed sample of rows)."""
+    if len(rows) > sample:
+        rows = np.sort(np.random.default_rng(seed).choice(rows, sample, replace=False))
+    values = np.where(batch.tab_mask[rows] > 0, batch.tab[rows], np.nan).astype(np.float64)
+    levels = np.linspace(0.0, 1.0, bins + 1)
+    edges = np.zeros((values.shape[1], bins + 1))
+    for j in range(values.shape[1]):
+        present = values[:, j][~np.isnan(values[:, j])]
+        edges[j] = np.quantile(present, levels) if len(present) else levels
+    return torch.tensor(edges, dtype=torch.float32)
+
+
+def tensors_of(batch: DonorBatch) -> dict[str, torch.Tensor]:
+    return {name: torch.from_numpy(np.ascontiguousarray(batch.arrays()[name])) for name in INPUTS}
+
+
+def _slice(tensors: dict[str, torch.Tensor], rows: np.ndarray, device) -> dict[str, torch.Tensor]:
+    index = torch.from_numpy(rows)
+    return {k: v.index_select(0, index).to(device, non_blocking=True) for k, v in tensors.items()}
+
+
+def _bucketed(rows: np.ndarray, lengths: np.ndarray, batch_size: int, generator: torch.Generator) -> list[np.ndarray]:
+    """Shuffled batches of donors with similar history lengths.
+
+    The sequence branch computes up to the longest history in a batch, so mixing one
+    50-gift donor into every batch would make every batch cost 50 steps; sorting within
+    shuffled chunks of 32 batches keeps batches random but their lengths alike.
+    """
+    perm = rows[torch.randperm(len(rows), generator=generator).numpy()]
+    chunk = 32 * batch_size
+    batches = []
+    for start in range(0, len(perm), chunk):
+        part = perm[start:start + chunk]
+        part = part[np.argsort(lengths[part], kind="stable")]
+        batches += [part[i:i + batch_size] for i in range(0, len(part), batch_size)]
+    batches = [b for b in batches if len(b) > 1]  # batch norm needs two rows to train on
+    return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
+
+
+def score_rows(model: DonorModel, tensors: dict[str, torch.Tensor], rows: np.ndarray, lengths: np.ndarray,
+               device, batch_size: int = 1024) -> np.ndarray:
+    """Probabilities [len(rows), T] in `rows` order, scored in length-sorted batches."""
+    order = np.argsort(lengths[rows], kind="stable")
+    out = np.zeros((len(rows), len(model.spec.targets)), dtype=np.float32)
+    for start in range(0, len(rows), batch_size):
+        pick = order[start:start + batch_size]
+        out[pick] = model.score(_slice(tensors, rows[pick], device)).float().cpu().numpy()
+    return out
+
+
+@torch.no_grad()
+def _ema_update(averaged: DonorModel, model: DonorModel, decay: float) -> None:
+    """averaged <- decay * averaged + (1 - decay) * model; buffers (normalisation, batch-norm stats) copied."""
+    for a, p in zip(averaged.parameters(), model.parameters()):
+        a.lerp_(p, 1.0 - decay)
+    for a, b in zip(averaged.buffers(), model.buffers()):
+        a.copy_(b)
+
+
+def _mean_pr_auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    values = [average_precision_score(labels[:, t], scores[:, t]) for t in range(labels.shape[1])
+              if 0 < labels[:, t].sum() < len(labels)]
+    return float(np.mean(values)) if values else float("nan")
+
+
+@dataclass
+class NeuralResult:
+    model: DonorModel
+    history: list[dict]
+    best_epoch: int
+    val_scores: np.ndarray
+    test_scores: np.ndarray
+    seconds: float
+    resumed_from: int | None
+
+
+def fit_neural(
+    spec: DonorModelSpec, data: DonorDataset, profile: TrainProfile, checkpoint_dir: Path, progress: bool,
+    seed: int = 0, epochs: int | None = None,
+) -> NeuralResult:
+    """Train one neural donor model with early stopping; resumes from checkpoint_dir/last.pt."""
+    started = time.perf_counter()
+    device = torch.device("cuda" if profile.use_gpu and torch.cuda.is_available() else "cpu")
+    amp = device.type == "cuda"  # mixed precision only where it pays and is safe
+    epochs = epochs if epochs is not None else profile.epochs
+    train, val, test = data.index(TRAIN), data.index(VALIDATION), data.index(TEST)
+    lengths = data.batch.seq_mask.sum(axis=1).astype(np.int64)
+    tensors = tensors_of(data.batch)
+    labels = torch.from_numpy(data.labels)
+
+    torch.manual_seed(seed)
+    model = DonorModel(spec)
+    model.set_normalisation(normalisation_stats(data.batch, train), tabular_quantiles(data.batch, train, spec.tab_bins))
+    averaged = copy.deepcopy(model) if profile.ema else model  # what is evaluated and kept
+    # Copied before moving: `.to()` re-packs an LSTM's weights into the one block cuDNN
+    # needs, a deep copy of a CUDA model does not (cuDNN then re-packs them on every call).
+    model.to(device)
+    averaged.to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=profile.lr, weight_decay=profile.weight_decay)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.5, patience=2)
+    # Targets without a positive training donor cannot be learnt: masked out of the loss.
+    weights = np.array([TARGET_WEIGHTS.get(t, 1.0) if data.labels[train, j].any() else 0.0
+                        for j, t in enumerate(spec.targets)])
+    weights = torch.tensor(weights / max(weights.sum(), 1e-12), dtype=torch.float32, device=device)
+    generator = torch.Generator().manual_seed(seed)
+
+    signature = run_signature(
+        # Not the epoch budget: a rerun with more epochs carries on where the last one stopped.
+        spec=spec.to_dict(), profile={**asdict(profile), "epochs": None}, seed=seed,
+        data=[len(data.donor_ids), list(data.targets), data.description["features_at"],
+              hashlib.sha256(data.labels.tobytes()).hexdigest()])
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    last = checkpoint_dir / "last.pt"
+    history: list[dict] = []
+    best_metric, best_epoch, bad_epochs, start_epoch = -math.inf, 0, 0, 1
+    best_state = copy.deepcopy(model.state_dict())
+    stopped, finished, resumed_from = False, False, None
+    if last.exists():
+        # Onto the CPU, whatever the training device: the RNG states must stay CPU tensors
+        # (set_state refuses CUDA ones), and load_state_dict moves the weights and optimizer
+        # state to the model's device.
+        saved = torch.load(last, map_location="cpu", weights_only=True)
+        if saved.get("signature") == signature:
+            model.load_state_dict(saved["model"])
+            optimizer.load_state_dict(saved["optimizer"])
+            scheduler.load_state_dict(saved["scheduler"])
+            if profile.ema:
+                averaged.load_state_dict(saved["averaged"])
+            generator.set_state(saved["generator"])
+            torch.set_rng_state(saved["torch_rng"])
+            if device.type == "cuda" and saved.get("cuda_rng"):
+                torch.cuda.set_rng_state_all(saved["cuda_rng"])
+            history, best_state = saved["history"], saved["best_state"]
+            best_metric, best_epoch, bad_epochs = saved["best_metric"], saved["best_epoch"], saved["bad_epochs"]
+            start_epoch, stopped, resumed_from = saved["epoch"] + 1, saved["stopped"], saved["epoch"]
+            finished = stopped or saved["epoch"] >= epochs
+
+    bar = tqdm(range(start_epoch, epochs + 1), desc=spec.name, unit="epoch", disable=not progress or finished,
+               file=sys.stderr, initial=start_epoch - 1, total=epochs)
+    for epoch in bar if not finished else []:
+        model.train()
+        batches = _bucketed(train, lengths, profile.batch_size, generator)
+        total, seen = 0.0, 0
+        for rows in tqdm(batches, desc=f"epoch {epoch}", unit="batch", leave=False, disable=not progress, file=sys.stderr):
+            inputs = _slice(tensors, rows, device)
+            target = labels.index_select(0, torch.from_numpy(rows)).to(device)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                logits = model(inputs)
+            loss = focal_loss(logits.float(), target, weights)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), profile.clip)
+            optimizer.step()
+            if profile.ema:
+                _ema_update(averaged, model, profile.ema)
+            total += float(loss.detach()) * len(rows)
+            seen += len(rows)
+        val_scores = score_rows(averaged, tensors, val, lengths, device)
+        metric = _mean_pr_auc(data.labels[val], val_scores)
+        metric = -math.inf if math.isnan(metric) else metric
+        scheduler.step(metric)
+        history.append({"epoch": epoch, "train_loss": total / max(seen, 1),
+                        "val_pr_auc": metric if math.isfinite(metric) else math.nan, "lr": optimizer.param_groups[0]["lr"]})
+        if metric > best_metric:
+            best_metric, best_epoch, bad_epochs = metric, epoch, 0
+            best_state = copy.deepcopy(averaged.state_dict())
+        else:
+            bad_epochs += 1
+        stopped = bad_epochs >= profile.patience
+        finished = stopped or epoch >= epochs
+        bar.set_postfix(loss=f"{history[-1]['train_loss']:.4f}", val_pr_auc=f"{metric:.4f}", best=best_epoch)
+        torch.save(
+            {"signature": signature, "epoch": epoch, "stopped": stopped, "model": model.state_dict(),
+             "averaged": averaged.state_dict() if profile.ema else {},
+             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+             "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
+             "cuda_rng": torch.cuda.get_rng_state_all() if device.type == "cuda" else [], "history": history,
+             "best_state": best_state, "best_metric": best_metric, "best_epoch": best_epoch, "bad_epochs": bad_epochs},
+            last.with_suffix(".tmp"),
+        )
+        last.with_suffix(".tmp").replace(last)  # a crash mid-write leaves the previous checkpoint
+        if finished:
+            break
+    bar.close()
+
+    model.load_state_dict(best_state)
+    model.to("cpu")
+    cpu = torch.device("cpu")
+    return NeuralResult(
+        model=model, history=history, best_epoch=best_epoch,
+        val_scores=score_rows(model, tensors, val, lengths, cpu),
+        test_scores=score_rows(model, tensors, test, lengths, cpu),
+        seconds=time.perf_counter() - started, resumed_from=resumed_from,
+    )
+
+
