@@ -11,20 +11,7 @@ import math
 import numpy as np
 from numba import njit
 
-from models.features.donor_schema import (
-    _EVENT_CHANNEL,
-    _N_CHANNELS,
-    _TAB_GIVING,
-    _TAB_NETWORK,
-    _TAB_REFERRAL,
-    _TAB_REGION,
-    F_EDGE,
-    F_GIFT,
-    F_NODE,
-    F_TAB,
-    TAB_FEATURES,
-)
-from models.features.donor_state import (
+from models.features.donor_layout import (
     EDGE_ADDS,
     EDGE_ADDS_DECAYED,
     EDGE_REMOVES,
@@ -48,6 +35,19 @@ from models.features.donor_state import (
     REFERRED_BIT,
     REFERRED_COUNT,
     SEEN,
+)
+from models.features.donor_schema import (
+    _EVENT_CHANNEL,
+    _N_CHANNELS,
+    _TAB_GIVING,
+    _TAB_NETWORK,
+    _TAB_REFERRAL,
+    _TAB_REGION,
+    F_EDGE,
+    F_GIFT,
+    F_NODE,
+    F_TAB,
+    TAB_FEATURES,
 )
 
 _DAY = 86_400.0

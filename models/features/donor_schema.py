@@ -11,7 +11,12 @@ import json
 from dataclasses import asdict, dataclass
 
 from models.contracts import GiftChannel, RelationshipType
-from models.features.donor_state import GIFT_CHANNEL_CODES, META_FIELDS, PROFILE_FIELDS, DonorState
+from models.features.donor_layout import (
+    GIFT_CHANNEL_CODES,
+    META_FIELDS,
+    PROFILE_FIELDS,
+)
+from models.features.donor_state import DonorState
 
 CHANNELS = tuple(c.value for c in GiftChannel)
 RELATIONSHIPS = tuple(r.value for r in RelationshipType)

@@ -32,80 +32,33 @@ import math
 from datetime import datetime, timedelta, timezone
 
 import numpy as np
-from numba import njit, types
+from numba import types
 from numba.typed import Dict
 
-from models.contracts import AgeBand, DonorProfile, DonorRelationship, GiftChannel, GiftEvent, RelationshipType
+from models.contracts import DonorProfile, DonorRelationship, GiftEvent, RelationshipType
+from models.features._donor_state_kernel import _adj_append, _ingest_gifts, _ingest_profiles, _ingest_relationships
 from models.features.account_state import TIME_EPOCH_S
-from models.features.keyed_rows import NO_ROW, KeyedRows, row_for
-
-NO_DONOR = NO_ROW
-NO_KEY = 0  # "no referrer" in key arrays (a real key is 0 with probability 2^-64)
-BLOCK = 8  # adjacency slots per pool block
-YEAR_S = 365.25 * 86_400.0
-MONTH_EPOCH = (2000, 1)  # month indices count calendar months from January 2000
-
-GIFT_CHANNEL_CODES = {c.value: i for i, c in enumerate(GiftChannel)}
-RELATIONSHIP_CODES = {r.value: i for i, r in enumerate(RelationshipType)}
-N_CHANNELS, N_RELATIONSHIP_TYPES = len(GIFT_CHANNEL_CODES), len(RELATIONSHIP_CODES)
-AGE_BAND_CODES = {b.value: i for i, b in enumerate(b for b in AgeBand if b is not AgeBand.UNKNOWN)}
-RECURRING_BIT, REFERRED_BIT = 8, 16  # flags above the channel code in the gift ring's `code`
-# Which ends of a two-ended event (gift: donor, referrer; relationship: donor, related) to
-# apply. The worker re-applies a redelivered event only to the ends its state lacks.
-DONOR_END, OTHER_END = 1, 2
-BOTH_ENDS = DONOR_END | OTHER_END
-
-META_FIELDS = (
-    "gift_count",
-    "gift_sum",
-    "gift_sum_log",
-    "gift_sumsq_log",
-    "gift_max_log",
-    "first_gift_time",
-    "last_gift_time",
-    "recurring_count",
-    "referred_count",  # this donor's gifts that someone else brought in
-    "referral_count",  # gifts this donor brought in (soft credits)
-    "referral_sum",
-    "referral_last_time",
-    "referral_decayed",  # exponentially decayed referral count, tau one year, as of referral_last_time
-    "edge_adds",
-    "edge_removes",
-    "edge_adds_decayed",  # decayed relationship adds, tau one year, as of last_edge_time
-    "last_edge_time",
-    "profile_count",
-    "profile_time",
-    "seen",  # any event about this donor
+from models.features.donor_layout import (
+    AGE_BAND_CODES,
+    BLOCK,
+    BOTH_ENDS,
+    GIFT_CHANNEL_CODES,
+    LAST_EDGE_TIME,
+    LAST_GIFT_TIME,
+    MONTH_EPOCH,
+    N_META,
+    N_PROFILE,
+    N_PROFILE_INPUTS,
+    N_RELATIONSHIP_TYPES,
+    NO_KEY,
+    PROFILE_TIME,
+    RECURRING_BIT,
+    REFERRAL_LAST_TIME,
+    REFERRED_BIT,
+    RELATIONSHIP_CODES,
+    SEEN,
 )
-PROFILE_FIELDS = (
-    "tenure_years",
-    "age_band",
-    "wealth_index",
-    "home_owner",
-    "region_bucket",
-    "event_attendance_12m",
-    "email_open_rate_12m",
-    "volunteer_hours_12m",
-    "promotions_received_12m",
-    "prior_gift_count",
-    "prior_gift_total",
-    "months_since_last_gift",
-    "months_since_first_gift",
-    "prev_event_attendance_12m",
-    "prev_email_open_rate_12m",
-    "prev_volunteer_hours_12m",
-    "prev_promotions_received_12m",
-)
-# Profile columns as they arrive (the first 13); the prev_ ones are copied by the kernel.
-PROFILE_INPUTS = PROFILE_FIELDS[:13]
-N_META, N_PROFILE, N_PROFILE_INPUTS = len(META_FIELDS), len(PROFILE_FIELDS), len(PROFILE_INPUTS)
-(
-    GIFT_COUNT, GIFT_SUM, GIFT_SUM_LOG, GIFT_SUMSQ_LOG, GIFT_MAX_LOG, FIRST_GIFT_TIME, LAST_GIFT_TIME,
-    RECURRING_COUNT, REFERRED_COUNT, REFERRAL_COUNT, REFERRAL_SUM, REFERRAL_LAST_TIME, REFERRAL_DECAYED,
-    EDGE_ADDS, EDGE_REMOVES, EDGE_ADDS_DECAYED, LAST_EDGE_TIME, PROFILE_COUNT, PROFILE_TIME, SEEN,
-) = range(N_META)  # fmt: skip
-P_ATTEND, P_OPEN, P_VOLUNTEER, P_PROMOTIONS = 5, 6, 7, 8
-P_PREV = 13  # prev_ copies of P_ATTEND..P_PROMOTIONS start here
+from models.features.keyed_rows import KeyedRows
 
 _RING_FIELDS = (("amount", np.float32), ("time", np.float64), ("month", np.int16), ("code", np.uint8))
 _POOL_FIELDS = (("neighbour", np.int32), ("time", np.float64), ("strength", np.float32))
@@ -163,6 +116,8 @@ class DonorState(KeyedRows):
         window: gifts kept per donor. fanout: live neighbours kept per relationship type.
         region_buckets: hash buckets for the free-text region. capacity: donor rows up front.
 
+    >>> from models.contracts import GiftChannel
+    >>> from models.features.donor_layout import GIFT_COUNT
     >>> s = DonorState(window=4, fanout=8)
     >>> s.ingest(GiftEvent(event_id="g1", event_time=datetime(2024, 3, 1, tzinfo=timezone.utc),
     ...                    donor_id="d1", amount=25.0, channel=GiftChannel.ONLINE))
@@ -436,154 +391,3 @@ def profile_values(profiles: list[DonorProfile], region_buckets: int) -> np.ndar
 
 def _num(value) -> float:
     return np.nan if value is None else float(value)
-
-
-# --- compiled kernels -----------------------------------------------------------------------
-
-
-
-@njit(cache=True)
-def _decayed(value, since, now):
-    """A count decayed with a one-year time constant, brought from `since` to `now`."""
-    return value * math.exp(-max(now - since, 0.0) / 31_557_600.0)
-
-
-@njit(cache=True)
-def _ingest_gifts(start, donor_keys, referrer_keys, times, months, log_amounts, amounts, codes, ends,
-                  index, rows_used, keys, meta, r_amount, r_time, r_month, r_code):  # fmt: skip
-    """Returns the index of the first gift not ingested (capacity ran short) or len."""
-    window = r_amount.shape[1]
-    capacity = meta.shape[0]
-    for i in range(start, donor_keys.shape[0]):
-        if rows_used[0] + 2 > capacity:
-            return i
-        t = times[i]
-        la = log_amounts[i]
-        if ends[i] & DONOR_END:
-            row = row_for(donor_keys[i], index, rows_used, keys)
-            n = int(meta[row, GIFT_COUNT])
-            pos = n % window
-            r_amount[row, pos] = la
-            r_time[row, pos] = t
-            r_month[row, pos] = months[i]
-            r_code[row, pos] = codes[i]
-            if n == 0:
-                meta[row, FIRST_GIFT_TIME] = t
-                meta[row, GIFT_MAX_LOG] = la
-            meta[row, GIFT_COUNT] = n + 1
-            meta[row, GIFT_SUM] += amounts[i]
-            meta[row, GIFT_SUM_LOG] += la
-            meta[row, GIFT_SUMSQ_LOG] += la * la
-            meta[row, GIFT_MAX_LOG] = max(meta[row, GIFT_MAX_LOG], la)
-            meta[row, LAST_GIFT_TIME] = t
-            if codes[i] & RECURRING_BIT:
-                meta[row, RECURRING_COUNT] += 1.0
-            meta[row, SEEN] = 1.0
-            if referrer_keys[i] != NO_KEY:
-                meta[row, REFERRED_COUNT] += 1.0
-        if referrer_keys[i] != NO_KEY and ends[i] & OTHER_END:
-            ref = row_for(referrer_keys[i], index, rows_used, keys)
-            meta[ref, REFERRAL_DECAYED] = _decayed(meta[ref, REFERRAL_DECAYED], meta[ref, REFERRAL_LAST_TIME], t) + 1.0
-            meta[ref, REFERRAL_COUNT] += 1.0
-            meta[ref, REFERRAL_SUM] += amounts[i]
-            meta[ref, REFERRAL_LAST_TIME] = t
-            meta[ref, SEEN] = 1.0
-    return donor_keys.shape[0]
-
-
-@njit(cache=True)
-def _ingest_profiles(start, donor_keys, times, values, index, rows_used, keys, meta, profile):
-    capacity = meta.shape[0]
-    n_inputs = values.shape[1]
-    for i in range(start, donor_keys.shape[0]):
-        if rows_used[0] + 1 > capacity:
-            return i
-        row = row_for(donor_keys[i], index, rows_used, keys)
-        for f in range(4):
-            profile[row, P_PREV + f] = profile[row, P_ATTEND + f]
-        for f in range(n_inputs):
-            profile[row, f] = values[i, f]
-        meta[row, PROFILE_COUNT] += 1.0
-        meta[row, PROFILE_TIME] = times[i]
-        meta[row, SEEN] = 1.0
-    return donor_keys.shape[0]
-
-
-@njit(cache=True)
-def _adj_find(row, k, neighbour, adj_block, adj_len, p_neighbour):
-    for s in range(adj_len[row, k]):
-        if p_neighbour[adj_block[row, k, s >> 3], s & 7] == neighbour:
-            return s
-    return -1
-
-
-@njit(cache=True)
-def _adj_delete(row, k, s, adj_block, adj_len, p_neighbour, p_time, p_strength):
-    """Remove slot s, shifting the newer slots down one (the list stays oldest first)."""
-    n = adj_len[row, k]
-    for j in range(s, n - 1):
-        b0, q0 = adj_block[row, k, j >> 3], j & 7
-        b1, q1 = adj_block[row, k, (j + 1) >> 3], (j + 1) & 7
-        p_neighbour[b0, q0] = p_neighbour[b1, q1]
-        p_time[b0, q0] = p_time[b1, q1]
-        p_strength[b0, q0] = p_strength[b1, q1]
-    adj_len[row, k] = n - 1
-
-
-@njit(cache=True)
-def _adj_append(row, k, neighbour, t, strength, adj_block, adj_len, blocks_used, p_neighbour, p_time, p_strength):
-    """Add or refresh a neighbour as the newest entry; drops the oldest at the fan-out.
-
-    Returns True if the neighbour was not listed before."""
-    fanout = adj_block.shape[2] * 8
-    s = _adj_find(row, k, neighbour, adj_block, adj_len, p_neighbour)
-    if s >= 0:
-        _adj_delete(row, k, s, adj_block, adj_len, p_neighbour, p_time, p_strength)
-    elif adj_len[row, k] == fanout:
-        _adj_delete(row, k, 0, adj_block, adj_len, p_neighbour, p_time, p_strength)
-    n = adj_len[row, k]
-    if adj_block[row, k, n >> 3] == 0:
-        adj_block[row, k, n >> 3] = blocks_used[0]
-        blocks_used[0] += 1
-    b, q = adj_block[row, k, n >> 3], n & 7
-    p_neighbour[b, q] = neighbour
-    p_time[b, q] = t
-    p_strength[b, q] = strength
-    adj_len[row, k] = n + 1
-    return s < 0
-
-
-@njit(cache=True)
-def _ingest_relationships(start, donor_keys, related_keys, times, types_, added, strengths, ends,
-                          index, rows_used, keys, meta, adj_block, adj_len, degree, blocks_used,
-                          p_neighbour, p_time, p_strength):  # fmt: skip
-    capacity = meta.shape[0]
-    pool = p_neighbour.shape[0]
-    for i in range(start, donor_keys.shape[0]):
-        if rows_used[0] + 2 > capacity or blocks_used[0] + 2 > pool:
-            return i
-        t = times[i]
-        k = types_[i]
-        a = row_for(donor_keys[i], index, rows_used, keys)
-        b = row_for(related_keys[i], index, rows_used, keys)
-        for side in range(2):
-            if not ends[i] & (DONOR_END if side == 0 else OTHER_END):
-                continue
-            row, other = (a, b) if side == 0 else (b, a)
-            meta[row, SEEN] = 1.0
-            if added[i]:
-                if _adj_append(row, k, other, t, strengths[i], adj_block, adj_len, blocks_used,
-                               p_neighbour, p_time, p_strength):
-                    degree[row, k] += 1
-                meta[row, EDGE_ADDS] += 1.0
-                meta[row, EDGE_ADDS_DECAYED] = _decayed(meta[row, EDGE_ADDS_DECAYED], meta[row, LAST_EDGE_TIME], t) + 1.0
-                meta[row, LAST_EDGE_TIME] = t
-            else:
-                s = _adj_find(row, k, other, adj_block, adj_len, p_neighbour)
-                if s >= 0:
-                    _adj_delete(row, k, s, adj_block, adj_len, p_neighbour, p_time, p_strength)
-                # The edge may have been pushed out of the list by newer ones; it was still live.
-                if degree[row, k] > 0:
-                    degree[row, k] -= 1
-                meta[row, EDGE_REMOVES] += 1.0
-    return donor_keys.shape[0]

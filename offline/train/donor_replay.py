@@ -14,19 +14,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from models.features.donor_schema import CHANNELS, RELATIONSHIPS, DonorFeatureConfig
-from models.features.donor_state import (
+from models.features.donor_layout import (
     AGE_BAND_CODES,
     GIFT_CHANNEL_CODES,
     N_PROFILE_INPUTS,
     NO_KEY,
     RELATIONSHIP_CODES,
-    DonorState,
-    donor_key,
-    month_index_us,
-    region_bucket,
-    state_times_us,
 )
+from models.features.donor_schema import CHANNELS, RELATIONSHIPS, DonorFeatureConfig
+from models.features.donor_state import DonorState, donor_key, month_index_us, region_bucket, state_times_us
 from models.worlds import World
 
 _UNIX_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)

@@ -24,7 +24,9 @@ from datetime import datetime, timezone
 import numpy as np
 
 from models.contracts import DeadLetterReason, DonorProfile, DonorRelationship, EventOutcome, GiftEvent, Outcome, encode
-from models.features.donor_state import DONOR_END
+from models.features.donor_layout import (
+    DONOR_END,
+)
 from models.features.donors import DonorBatch
 from stream.pipeline.records import Output, RawRecord, StageResult, dead_letter, decode_or_dead_letter
 from stream.scoring.donor_scorer import DonorScorer

@@ -23,7 +23,12 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from models.contracts import DonorProfile, DonorRelationship, GiftEvent
-from models.features.donor_state import DONOR_END, NO_KEY, OTHER_END, donor_key
+from models.features.donor_layout import (
+    DONOR_END,
+    NO_KEY,
+    OTHER_END,
+)
+from models.features.donor_state import donor_key
 from models.features.donors import DonorFeatureConfig, DonorFeaturizer
 from stream.state.commit_protocol import PublishedOffsets, Record, decode_entity_key, encode_entity_key, marker_topic
 

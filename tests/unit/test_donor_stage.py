@@ -17,7 +17,10 @@ from models.contracts import (
     GiftEvent,
     decode,
 )
-from models.features.donor_state import GIFT_COUNT, REFERRAL_COUNT
+from models.features.donor_layout import (
+    GIFT_COUNT,
+    REFERRAL_COUNT,
+)
 from models.features.partitioning import kafka_partition
 from models.worlds import open_world
 from offline.generate.donor_world import generate_donor_world
