@@ -133,7 +133,8 @@ def replay_test(world_dir, model_dir, bootstrap, fraud_model, bad_per_kind, marg
     """Replay a labelled world with planted bad events; fail if events are lost, dead letters
     differ from the bad events planted, or alert precision/recall fall below offline - margin."""
     from stream.settings import KafkaSettings
-    from tributary.replay_test import format_report, run_embedded, run_replay_test
+    from tributary.replay_check import format_report
+    from tributary.replay_test import run_embedded, run_replay_test
 
     if embedded and bootstrap:
         raise click.UsageError("--embedded starts its own broker: leave out --bootstrap")

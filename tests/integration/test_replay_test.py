@@ -21,16 +21,8 @@ from stream.kafka.topics import ensure_topics
 from stream.pipeline.records import RawRecord, decode_or_dead_letter
 from stream.settings import WorkerSettings
 from tributary.cli import main
-from tributary.replay_test import (
-    BAD_KINDS,
-    _event,
-    _json,
-    check,
-    format_report,
-    plan_bad_events,
-    run_replay_test,
-    running_worker,
-)
+from tributary.replay_check import check, format_report
+from tributary.replay_test import BAD_KINDS, _event, _json, plan_bad_events, run_replay_test, running_worker
 
 
 @pytest.fixture(scope="module")
