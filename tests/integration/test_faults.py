@@ -25,17 +25,19 @@ from offline.serving_view import worker_view_scores
 from stream.kafka.embedded_broker import EmbeddedBroker, free_port
 from stream.replay import iter_wire_events
 from stream.state.commit_protocol import marker_topic
+from tests.readback import (
+    ChangelogMarkers,
+    Readback,
+    freeze_in_mid_batch,
+)
 from tests.tcp_proxy import TcpProxy
 from tests.worker_harness import (
     MANY_BATCHES,
     WAIT_S,
     BackgroundProducer,
-    ChangelogMarkers,
-    Readback,
     Record,
     Worker,
     end_offsets,
-    freeze_in_mid_batch,
     no_traceback,
     produce,
     same_outcomes,

@@ -26,15 +26,17 @@ from offline.serving_view import donor_worker_view_scores
 from stream.replay import iter_wire_events
 from stream.scoring.donor_scorer import load_served_donor_model
 from stream.state.commit_protocol import marker_topic
+from tests.readback import (
+    ChangelogMarkers,
+    Readback,
+    kill_in_mid_batch,
+)
 from tests.serving_helpers import untrained_donor_artifact, untrained_fraud_artifact
 from tests.worker_harness import (
     MANY_BATCHES,
-    ChangelogMarkers,
-    Readback,
     Record,
     Worker,
     end_offsets,
-    kill_in_mid_batch,
     no_traceback,
     produce,
     same_outcomes,

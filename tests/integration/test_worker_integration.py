@@ -20,14 +20,16 @@ from offline.generate.fraud_world import generate_fraud_world
 from offline.serving_view import worker_view_scores
 from stream.replay import iter_wire_events
 from stream.state.commit_protocol import marker_topic
-from tests.worker_harness import (
-    MANY_BATCHES,
+from tests.readback import (
     ChangelogMarkers,
     Readback,
+    kill_in_mid_batch,
+)
+from tests.worker_harness import (
+    MANY_BATCHES,
     Record,
     Worker,
     end_offsets,
-    kill_in_mid_batch,
     no_traceback,
     produce,
     same_outcomes,
