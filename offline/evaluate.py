@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from models.artifacts import MANIFEST, ArtifactError, latest_version
-from models.fraud_artifact import load_fraud_model
+from models.model_store import load_fraud_model
 from models.worlds import open_world
 from offline.evaluation.report import ScoredModel, write_fraud_report
 from offline.train.fraud_data import TEST, load_fraud_dataset
@@ -54,7 +54,7 @@ def evaluate_donors(model_dir: Path, world_dir: Path, out: Path, split: str = "t
     import torch
 
     from models.features.donors import DonorFeatureConfig
-    from models.nn.donor_model import load_donor_model
+    from models.model_store import load_donor_model
     from offline.evaluation.report import write_donor_report
     from offline.train.donor_data import TEST as DONOR_TEST
     from offline.train.donor_data import load_donor_dataset
@@ -63,7 +63,8 @@ def evaluate_donors(model_dir: Path, world_dir: Path, out: Path, split: str = "t
     world = open_world(world_dir)
     results, notes = {}, []
     for path in artifact_dirs(model_dir):
-        model, thresholds, manifest = load_donor_model(path)
+        loaded = load_donor_model(path)
+        model, thresholds, manifest = loaded.model, loaded.thresholds, loaded.manifest
         data = load_donor_dataset(world, DonorFeatureConfig.from_schema(manifest.feature_schema))
         rows = data.index(DONOR_TEST) if split == "test" else np.arange(len(data.donor_ids))
         lengths = data.batch.seq_mask.sum(axis=1).astype(np.int64)

@@ -16,7 +16,7 @@ from models.features.account_state import AccountState
 from models.features.donors import DonorBatch, DonorFeatureConfig, DonorFeaturizer
 from models.features.partitioning import kafka_partition
 from models.features.transactions import RawTransaction, TransactionBatch, TransactionFeaturizer
-from models.fraud_artifact import LoadedFraudModel
+from models.model_store import LoadedFraudModel
 from models.nn.donor_model import DonorModel, as_tensors
 from offline.train.loop import predict
 

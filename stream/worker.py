@@ -25,7 +25,7 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 
 from models.artifacts import latest_version, served_root
 from models.errors import TributaryError
-from models.fraud_artifact import LoadedFraudModel, load_fraud_model
+from models.model_store import LoadedDonorModel, LoadedFraudModel, load_donor_model, load_fraud_model
 from stream.kafka.clients import ProbeConsumer
 from stream.kafka.clients import start_producer as start_kafka_producer
 from stream.kafka.faust_compat import count_acked_once, limit_fetch_wait
@@ -39,7 +39,7 @@ from stream.pipeline.donors import DonorStage
 from stream.pipeline.labels import LabelStage
 from stream.pipeline.records import RawRecord
 from stream.pipeline.transactions import TransactionStage
-from stream.scoring.donor_scorer import DonorScorer, LoadedDonorModel, load_served_donor_model
+from stream.scoring.donor_scorer import DonorScorer
 from stream.scoring.fraud_scorer import FraudScorer
 from stream.scoring.reload import ModelReloader, ServedTask
 from stream.settings import WorkerSettings
@@ -110,10 +110,10 @@ class TributaryWorker:
                                              settings.performance_margin)
             self.pipelines["labels"] = self._pipeline(
                 LabelStage(recent, performance, settings.topics, settings.max_message_bytes), None)
-        donors = self._load(settings.donor_model, load_served_donor_model) if settings.donor_model else None
+        donors = self._load(settings.donor_model, load_donor_model) if settings.donor_model else None
         if donors is not None:
             scorer = self._donor_scorer(donors)
-            tasks.append(ServedTask("donors", settings.donor_model, scorer, load_served_donor_model))
+            tasks.append(ServedTask("donors", settings.donor_model, scorer, load_donor_model))
             self.donors = PartitionedDonors(donors.features)
             self.pipelines["donors"] = self._pipeline(
                 DonorStage(self.donors, scorer, settings.topics, settings.max_message_bytes), "donors")

@@ -189,7 +189,7 @@ def _state_bytes(events: list[TransactionEvent], model_dir: Path, fraud_model: s
     from models.artifacts import latest_version, served_root
     from models.features.account_state import AccountState
     from models.features.transactions import RawTransaction, TransactionFeaturizer
-    from models.fraud_artifact import load_fraud_model
+    from models.model_store import load_fraud_model
 
     features = load_fraud_model(latest_version(served_root(model_dir), fraud_model)).features
     raw = [RawTransaction.from_event(e) for e in events]

@@ -132,7 +132,7 @@ def _fraud_model(world_dir: Path, model_dir: Path | None, name: str, profile: st
     """(LoadedFraudModel, inputs, featurise seconds, trained?)."""
     from models.artifacts import ArtifactManifest, latest_version, save_artifact, served_root
     from models.features.transactions import TransactionFeatureConfig
-    from models.fraud_artifact import load_fraud_model
+    from models.model_store import load_fraud_model
     from offline.train.fraud import PROFILES, build_model, model_specs, normalisation_stats
 
     if model_dir is not None:
@@ -156,11 +156,11 @@ def _donor_model(world_dir: Path, model_dir: Path | None, profile: str, scratch:
     """(LoadedDonorModel, inputs, featurise seconds, trained?)."""
     from models.artifacts import ArtifactManifest, latest_version, read_manifest, save_artifact, served_root
     from models.features.donors import F_EDGE, F_GIFT, F_NODE, F_TAB, N_RELATIONSHIP_TYPES, DonorFeatureConfig
+    from models.model_store import load_donor_model
     from models.nn.donor_model import DonorModel, DonorModelSpec
     from models.worlds import open_world
     from offline.train.donor_data import TRAIN, load_donor_dataset
     from offline.train.donor_neural import PROFILES, normalisation_stats, tabular_quantiles
-    from stream.scoring.donor_scorer import load_served_donor_model
 
     path = latest_version(served_root(model_dir), "multitarget") if model_dir is not None else None
     config = DonorFeatureConfig.from_schema(read_manifest(path).feature_schema) if path else DonorFeatureConfig()
@@ -169,7 +169,7 @@ def _donor_model(world_dir: Path, model_dir: Path | None, profile: str, scratch:
     seconds = time.perf_counter() - started
     inputs = data.batch.arrays()
     if path is not None:
-        return load_served_donor_model(path), inputs, seconds, True
+        return load_donor_model(path), inputs, seconds, True
     dims = {"tab": F_TAB, "gift": F_GIFT, "node": F_NODE, "edge": F_EDGE, "window": config.window,
             "neighbours": config.neighbours, "types": N_RELATIONSHIP_TYPES}
     spec = DonorModelSpec(name="multitarget", targets=data.targets, dims=dims, **PROFILES[profile].widths)
@@ -181,7 +181,7 @@ def _donor_model(world_dir: Path, model_dir: Path | None, profile: str, scratch:
                                 feature_schema=config.schema(), feature_schema_hash=config.schema_hash(),
                                 threshold={t: 0.5 for t in spec.targets})
     path = save_artifact(scratch / "donors", manifest, model.state_dict())
-    return load_served_donor_model(path), inputs, seconds, False
+    return load_donor_model(path), inputs, seconds, False
 
 
 # --- timing ----------------------------------------------------------------------------------------

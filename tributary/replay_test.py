@@ -51,7 +51,7 @@ from aiokafka.errors import KafkaConnectionError, MessageSizeTooLargeError
 from models.artifacts import latest_version
 from models.contracts import DeadLetterReason, TransactionEvent, decode
 from models.errors import TributaryError
-from models.fraud_artifact import load_fraud_model
+from models.model_store import load_fraud_model
 from models.worlds import World, WorldError, WorldKind, open_world
 from stream.kafka.client_args import aiokafka_args
 from stream.kafka.readback import read_topics

@@ -26,7 +26,6 @@ is how the single-modality baselines are trained in the same harness.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -34,7 +33,6 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from torch_geometric.nn import SAGEConv
 
-from models.artifacts import ArtifactError, ArtifactManifest, load_artifact, read_manifest
 from models.contracts import Segment
 from models.nn.masked import masked_mean
 
@@ -387,23 +385,3 @@ class DonorModel(nn.Module):
 def as_tensors(arrays: dict[str, np.ndarray], device: str | torch.device = "cpu") -> dict[str, Tensor]:
     """DonorBatch.arrays() -> the model's input dict."""
     return {name: torch.as_tensor(arrays[name], device=device) for name in INPUTS}
-
-
-def load_donor_model(path: str | Path) -> tuple[DonorModel, dict[str, float], ArtifactManifest]:
-    """Model, per-target thresholds and manifest of a saved donor artifact version directory.
-
-    Refuses an artifact whose feature schema hash differs from what this code computes
-    for the artifact's feature configuration.
-    """
-    from models.features.donors import DonorFeatureConfig
-
-    manifest = read_manifest(path)
-    if manifest.task != "donors":
-        raise ArtifactError(f"{path} is a {manifest.task} model, not a donor model")
-    config = DonorFeatureConfig.from_schema(manifest.feature_schema)
-    manifest, state = load_artifact(path, expected_schema_hash=config.schema_hash())
-    model = DonorModel(DonorModelSpec.from_dict(manifest.hyperparameters["model"]))
-    model.load_state_dict(state)
-    model.eval()
-    thresholds = manifest.threshold if isinstance(manifest.threshold, dict) else {}
-    return model, thresholds, manifest

@@ -20,8 +20,7 @@ from models.features.transactions import EVENT_FEATURES
 from stream.monitoring.drift import DriftMonitor
 
 if TYPE_CHECKING:  # the scorers import this module
-    from models.fraud_artifact import LoadedFraudModel
-    from stream.scoring.donor_scorer import LoadedDonorModel
+    from models.model_store import LoadedDonorModel, LoadedFraudModel
 
 
 class ModelMonitors:

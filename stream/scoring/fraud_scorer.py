@@ -9,7 +9,7 @@ import torch
 
 from models.contracts import AlertReason
 from models.features.transactions import EVENT_FEATURES, NODE_FEATURES, TransactionBatch
-from models.fraud_artifact import LoadedFraudModel
+from models.model_store import LoadedFraudModel
 from models.nn.precision import differentiable_rnns
 from stream.scoring.served import ServedModel
 

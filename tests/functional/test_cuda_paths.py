@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from models.features.transactions import EVENT_FEATURES, F_EDGE, F_EVENT, F_NODE, F_SEQ, TransactionFeatureConfig
-from models.fraud_artifact import load_fraud_model
+from models.model_store import load_fraud_model
 from models.nn.precision import differentiable_rnns, exact_float32
 from stream.scoring.fraud_scorer import FraudScorer
 from tests.serving_helpers import untrained_fraud_artifact

@@ -14,6 +14,7 @@ from models.contracts import DonorProfile, DonorRelationship, GiftEvent, decode
 from models.drift_reference import uniform_histogram
 from models.features.donors import TAB_FEATURES, DonorFeaturizer
 from models.features.partitioning import kafka_partition
+from models.model_store import load_donor_model
 from models.worlds import open_world
 from offline.generate.donor_world import generate_donor_world
 from offline.train.donors import REFERENCE_FEATURES
@@ -21,7 +22,7 @@ from stream.monitoring.model_monitors import donor_monitors
 from stream.pipeline.donors import DonorStage
 from stream.pipeline.records import RawRecord
 from stream.replay import iter_wire_events
-from stream.scoring.donor_scorer import DonorScorer, load_served_donor_model
+from stream.scoring.donor_scorer import DonorScorer
 from stream.settings import TopicNames
 from stream.state.partitioned_donors import PartitionedDonors
 from tests.serving_helpers import SMALL_DONOR_FEATURES, untrained_donor_artifact
@@ -73,7 +74,7 @@ def stage_watching(tmp_path, records) -> DonorStage:
     features = gift_time_features(records)
     references = {name: uniform_histogram(features[:, TAB_FEATURES.index(name)]).to_dict()
                   for name in REFERENCE_FEATURES}
-    loaded = load_served_donor_model(untrained_donor_artifact(tmp_path, feature_references=references))
+    loaded = load_donor_model(untrained_donor_artifact(tmp_path, feature_references=references))
     scorer = DonorScorer(loaded, monitors_for=lambda m: donor_monitors(m, window=300, psi_threshold=0.2))
     return DonorStage(PartitionedDonors(loaded.features), scorer, TOPICS, 16 * 1024)
 

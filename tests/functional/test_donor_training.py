@@ -13,7 +13,8 @@ import torch
 
 from models.artifacts import load_artifact
 from models.features.donors import F_EDGE, F_GIFT, F_NODE, F_TAB, DonorFeatureConfig, DonorFeaturizer
-from models.nn.donor_model import DonorModel, DonorModelSpec, as_tensors, load_donor_model
+from models.model_store import load_donor_model
+from models.nn.donor_model import DonorModel, DonorModelSpec, as_tensors
 from models.worlds import open_world
 from offline.generate.donor_world import generate_donor_world
 from offline.importers.cdnow import import_cdnow
@@ -127,7 +128,8 @@ def test_artifact_reloads_and_reproduces_held_out_scores(trained):
     assert len(manifest.reference_distributions["features"]["log_gift_count"]["shares"]) == 10
 
     # What a worker does: load the artifact, read donors from the state, score.
-    net, thresholds, _ = load_donor_model(versions[0])
+    loaded = load_donor_model(versions[0])
+    net, thresholds = loaded.model, loaded.thresholds
     predictions = pq.read_table(out / "predictions.parquet")  # pyarrow only: pandas is no dependency
     test = predictions.filter(pc.equal(predictions["split"], "test"))
     world = open_world(world_dir)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from models.artifacts import ArtifactError, latest_version, load_artifact
-from models.fraud_artifact import load_fraud_model
+from models.model_store import load_fraud_model
 from offline.evaluate import evaluate_fraud
 from offline.generate.fraud_world import generate_fraud_world
 from offline.train.fraud import train_fraud

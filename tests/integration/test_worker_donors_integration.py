@@ -20,11 +20,11 @@ from collections import Counter
 import pytest
 
 from models.contracts import DonorProfile, DonorRelationship, GiftEvent, decode
+from models.model_store import load_donor_model
 from models.worlds import open_world
 from offline.generate.donor_world import generate_donor_world
 from offline.serving_view import donor_worker_view_scores
 from stream.replay import iter_wire_events
-from stream.scoring.donor_scorer import load_served_donor_model
 from stream.state.commit_protocol import marker_topic
 from tests.readback import (
     ChangelogMarkers,
@@ -130,7 +130,7 @@ def test_donor_events_are_conserved_and_match_the_offline_scores(broker, donor_w
     assert all(len(readback.dead_letters[p]) == 1 for p in poisoned)
 
     # Parity, before and after the restart: the same computation offline.
-    loaded = load_served_donor_model(next(donor_model_dir.glob("multitarget/*")))
+    loaded = load_donor_model(next(donor_model_dir.glob("multitarget/*")))
     ordered = [events[w] for w in context] + [events[w] for w in gifts]
     offline = donor_worker_view_scores(ordered, loaded.model, loaded.features, settings.partitions)
     assert set(offline) == {events[w].event_id for w in gifts}

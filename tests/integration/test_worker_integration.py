@@ -14,7 +14,7 @@ from collections import Counter
 import pytest
 
 from models.contracts import TransactionEvent, decode
-from models.fraud_artifact import load_fraud_model
+from models.model_store import load_fraud_model
 from models.worlds import open_world
 from offline.generate.fraud_world import generate_fraud_world
 from offline.serving_view import worker_view_scores

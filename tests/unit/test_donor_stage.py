@@ -22,13 +22,14 @@ from models.features.donor_layout import (
     REFERRAL_COUNT,
 )
 from models.features.partitioning import kafka_partition
+from models.model_store import load_donor_model
 from models.worlds import open_world
 from offline.generate.donor_world import generate_donor_world
 from offline.serving_view import donor_worker_view_scores
 from stream.pipeline.donors import DonorStage
 from stream.pipeline.records import RawRecord
 from stream.replay import iter_wire_events
-from stream.scoring.donor_scorer import DonorScorer, load_served_donor_model
+from stream.scoring.donor_scorer import DonorScorer
 from stream.settings import TopicNames
 from stream.state.partitioned_donors import DonorPartition, PartitionedDonors
 from tests.serving_helpers import SMALL_DONOR_FEATURES, restore_compacted, untrained_donor_artifact
@@ -65,7 +66,7 @@ def event_of(record: RawRecord):
 
 
 def stage_for(path, donors=None) -> DonorStage:
-    loaded = load_served_donor_model(path)
+    loaded = load_donor_model(path)
     return DonorStage(donors or PartitionedDonors(loaded.features), DonorScorer(loaded), TOPICS, 16 * 1024)
 
 
@@ -98,7 +99,7 @@ def test_every_donor_event_gets_one_outcome_or_dead_letter(artifact, stream_reco
 
 def test_scores_match_the_offline_computation(artifact, stream_records):
     result = stage_for(artifact).process(stream_records)
-    loaded = load_served_donor_model(artifact)
+    loaded = load_donor_model(artifact)
     # The partitions' consumption order: each partition's records in the stage's merge order,
     # which for one batch is the replay order.
     events = [event_of(r) for r in stream_records]
@@ -136,7 +137,7 @@ def test_state_restored_from_changelog_continues_exactly(artifact, stream_record
     expected = uninterrupted.process(stream_records[cut:])
 
     crashed = stage_for(artifact)
-    restored = PartitionedDonors(load_served_donor_model(artifact).features)
+    restored = PartitionedDonors(load_donor_model(artifact).features)
     restore_compacted(restored, [crashed.process(stream_records[start:start + 200]) for start in range(0, cut, 200)])
     resumed = stage_for(artifact, restored).process(stream_records[resume_from:])  # redelivery
     assert resumed.replayed == cut - resume_from
@@ -178,7 +179,7 @@ def test_crash_midway_through_the_changelog_publishes_exactly_the_uninterrupted_
     original = stage_for(artifact)
     first, second, third = original.process(a), original.process(b), original.process(c)
     part_of_second = {p: [*w.markers, *w.records[: len(w.records) // 3]] for p, w in second.changelog.items()}
-    restored = PartitionedDonors(load_served_donor_model(artifact).features)
+    restored = PartitionedDonors(load_donor_model(artifact).features)
     for changelog in (first.changelog, part_of_second):
         for partition, records in changelog.items():
             for key, blob in records:
@@ -194,7 +195,7 @@ def test_a_redelivered_bad_donor_record_is_not_dead_lettered_again(artifact, str
     stage = stage_for(artifact)
     first = stage.process(stream_records[:300] + bad)
     assert first.dead_letters == {"schema_violation": 1}
-    restored = PartitionedDonors(load_served_donor_model(artifact).features)
+    restored = PartitionedDonors(load_donor_model(artifact).features)
     restore_compacted(restored, [first])
     again = stage_for(artifact, restored).process(stream_records[:300] + bad)
     assert again.replayed == 301 and not again.outputs

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from models.contracts import DeadLetter, DriftReport, EventOutcome
-from models.fraud_artifact import load_fraud_model
+from models.model_store import load_fraud_model
 from stream.monitoring.performance import PerformanceMonitor, RecentScores, Said
 from stream.pipeline.labels import LabelStage
 from stream.pipeline.records import RawRecord

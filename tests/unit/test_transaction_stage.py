@@ -10,7 +10,7 @@ import pytest
 from models.contracts import DeadLetter, EventOutcome, FraudAlert
 from models.features.account_state import AccountState
 from models.features.transactions import RawTransaction, TransactionFeaturizer
-from models.fraud_artifact import load_fraud_model
+from models.model_store import load_fraud_model
 from stream.pipeline.records import RawRecord
 from stream.pipeline.transactions import TransactionStage
 from stream.scoring.fraud_scorer import FraudScorer

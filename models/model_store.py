@@ -1,0 +1,94 @@
+"""Trained models as they are served and evaluated: rebuilt from an artifact version.
+
+One way for every task. The manifest says which task a version is for and which
+feature configuration it was trained on; the weights are loaded only once the feature
+schema's hash equals what this code computes for that configuration (an artifact built
+for other features would score silently wrong), then the module is rebuilt from its
+hyper-parameters, in eval mode on the CPU. Artifacts themselves (layout, saving,
+versions, installing) are models.artifacts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from torch import nn
+
+from models.artifacts import ArtifactError, ArtifactManifest, load_artifact, read_manifest
+from models.features.donor_schema import DonorFeatureConfig
+from models.features.transactions import TransactionFeatureConfig
+from models.nn.donor_model import DonorModel, DonorModelSpec
+from models.nn.fraud_model import FraudModel, FraudModelSpec
+
+Module = TypeVar("Module", bound=nn.Module)
+
+
+@dataclass(frozen=True)
+class LoadedFraudModel:
+    manifest: ArtifactManifest
+    model: FraudModel
+    features: TransactionFeatureConfig
+    threshold: float
+
+    @property
+    def version(self) -> str:
+        return self.manifest.version
+
+
+@dataclass(frozen=True)
+class LoadedDonorModel:
+    manifest: ArtifactManifest
+    model: DonorModel
+    features: DonorFeatureConfig
+    thresholds: dict[str, float]  # per target
+
+    @property
+    def version(self) -> str:
+        return self.manifest.version
+
+    @property
+    def targets(self) -> tuple[str, ...]:
+        return tuple(self.model.spec.targets)
+
+
+def _rebuild(path: str | Path, task: str, features_of: Callable[[dict], Any],
+             build: Callable[[dict], Module]) -> tuple[ArtifactManifest, Module, Any]:
+    """Manifest, module (weights loaded, eval mode) and feature configuration of a version."""
+    path = Path(path)
+    manifest = read_manifest(path)  # the weights are loaded once, below, after the schema check
+    if manifest.task != task:
+        raise ArtifactError(f"{path} is a {manifest.task} model, not a {task} model")
+    try:
+        features = features_of(manifest.feature_schema)
+        model = build(manifest.hyperparameters)
+    except (KeyError, TypeError) as error:
+        raise ArtifactError(f"{path}: manifest lacks what is needed to rebuild the model ({error})") from None
+    manifest, state = load_artifact(path, expected_schema_hash=features.schema_hash())
+    model.load_state_dict(state)
+    model.eval()
+    return manifest, model, features
+
+
+def _fraud_module(hyperparameters: dict) -> FraudModel:
+    spec = FraudModelSpec(**hyperparameters["model"])
+    d = spec.dims
+    return FraudModel(spec, d["event"], d["seq"], d["node"], d["edge"])
+
+
+def load_fraud_model(path: str | Path) -> LoadedFraudModel:
+    manifest, model, features = _rebuild(path, "fraud", lambda schema: TransactionFeatureConfig(**schema["config"]),
+                                         _fraud_module)
+    return LoadedFraudModel(manifest, model, features, float(manifest.threshold))  # type: ignore[arg-type]
+
+
+def load_donor_model(path: str | Path) -> LoadedDonorModel:
+    manifest, model, features = _rebuild(path, "donors", DonorFeatureConfig.from_schema,
+                                         lambda h: DonorModel(DonorModelSpec.from_dict(h["model"])))
+    thresholds = manifest.threshold if isinstance(manifest.threshold, dict) else {}
+    missing = [t for t in model.spec.targets if t not in thresholds]
+    if missing:
+        raise ArtifactError(f"{path}: no threshold for targets {missing}; retrain it with `tributary train donors`")
+    return LoadedDonorModel(manifest, model, features, {t: float(thresholds[t]) for t in model.spec.targets})
