@@ -1,4 +1,5 @@
-"""What the fraud and donor training loops share: the loss, and how a checkpoint is signed.
+"""What the fraud and donor training loops share: the loss, how a checkpoint is signed, and
+the normalisation statistics of their inputs.
 
 Both loops train on imbalanced targets with a class-weighted focal loss (Lin et al.
 2017) and checkpoint every epoch; a rerun resumes only from a checkpoint signed with
@@ -11,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -30,3 +32,36 @@ def focal_terms(logits: Tensor, targets: Tensor, alpha: float, gamma: float) -> 
 def run_signature(**parts: object) -> str:
     """A stable digest of what a run's checkpoint depends on (JSON of `parts`)."""
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+class MaskedMoments:
+    """Mean and std per feature (last axis) over the present entries of chunks of inputs.
+
+    Float64 sums, added chunk by chunk, so a large training set needs no copy of its
+    inputs; a feature never present reads mean 0, std 1.
+
+    >>> m = MaskedMoments()
+    >>> m.add(np.array([[1.0, 5.0], [3.0, 7.0]]), mask=np.array([1.0, 1.0]))
+    >>> m.add(np.array([[9.0, 9.0]]), mask=np.array([0.0]))  # absent: counts nowhere
+    >>> [t.tolist() for t in m.mean_std()]
+    [[2.0, 6.0], [1.0, 1.0]]
+    """
+
+    def __init__(self) -> None:
+        self._n: np.ndarray | float = 0.0
+        self._sum: np.ndarray | float = 0.0
+        self._squares: np.ndarray | float = 0.0
+
+    def add(self, values: np.ndarray, mask: np.ndarray | None = None) -> None:
+        """`values` [..., F]; `mask` over the leading axes (1 = present), or None for all present."""
+        flat = values.reshape(-1, values.shape[-1]).astype(np.float64)
+        weight = np.ones((len(flat), 1)) if mask is None else mask.reshape(len(flat), -1).astype(np.float64)
+        self._n = self._n + weight.sum(0)
+        self._sum = self._sum + (flat * weight).sum(0)
+        self._squares = self._squares + (flat * flat * weight).sum(0)
+
+    def mean_std(self) -> tuple[Tensor, Tensor]:
+        n = np.broadcast_to(np.asarray(self._n, dtype=np.float64), np.shape(self._sum))
+        mean = self._sum / np.maximum(n, 1)
+        std = np.where(n > 1, np.sqrt(np.maximum(self._squares / np.maximum(n, 1) - mean**2, 0.0)), 1.0)
+        return torch.tensor(mean, dtype=torch.float32), torch.tensor(std, dtype=torch.float32)

@@ -23,7 +23,7 @@ from models.features.donors import (
     DonorBatch,
 )
 from models.nn.donor_model import INPUTS, DonorModel, DonorModelSpec
-from offline.train.common import focal_terms, run_signature
+from offline.train.common import MaskedMoments, focal_terms, run_signature
 from offline.train.donor_data import FOCAL_ALPHA, FOCAL_GAMMA, TARGET_WEIGHTS, TEST, TRAIN, VALIDATION, DonorDataset
 
 
@@ -72,24 +72,12 @@ def normalisation_stats(batch: DonorBatch, rows: np.ndarray, chunk: int = 8192) 
     Accumulated in chunks of rows (float64 sums), so a 500k-donor world needs no copy of its inputs.
     """
     parts = {"gift": ("seq", "seq_mask"), "node": ("node", None), "nbr": ("nbr", "nbr_mask")}
-    sums = {name: [0.0, 0.0, 0.0] for name in parts}  # count, sum, sum of squares per feature
+    moments = {name: MaskedMoments() for name in parts}
     for start in range(0, len(rows), chunk):
         b = batch.take(rows[start:start + chunk])
         for name, (values, mask) in parts.items():
-            v = getattr(b, values)
-            v = v.reshape(-1, v.shape[-1]).astype(np.float64)
-            w = np.ones((len(v), 1)) if mask is None else getattr(b, mask).reshape(len(v), -1).astype(np.float64)
-            acc = sums[name]
-            acc[0] = acc[0] + w.sum(0)
-            acc[1] = acc[1] + (v * w).sum(0)
-            acc[2] = acc[2] + (v * v * w).sum(0)
-    stats = {}
-    for name, (n, total, squares) in sums.items():
-        n = np.broadcast_to(np.asarray(n, dtype=np.float64), np.shape(total))
-        mean = total / np.maximum(n, 1)
-        std = np.where(n > 1, np.sqrt(np.maximum(squares / np.maximum(n, 1) - mean**2, 0.0)), 1.0)
-        stats[name] = (torch.tensor(mean, dtype=torch.float32), torch.tensor(std, dtype=torch.float32))
-    return stats
+            moments[name].add(getattr(b, values), getattr(b, mask) if mask else None)
+    return {name: m.mean_std() for name, m in moments.items()}
 
 
 def tabular_quantiles(batch: DonorBatch, rows: np.ndarray, bins: int, sample: int = 100_000, seed: int = 0) -> torch.Tensor:

@@ -34,6 +34,7 @@ from models.nn.fraud_model import FraudModel, FraudModelSpec
 from models.worlds import World, open_world
 from offline.evaluation.metrics import choose_threshold
 from offline.evaluation.report import ScoredModel, write_fraud_report, write_report_json
+from offline.train.common import MaskedMoments
 from offline.train.fraud_baselines import flat_feature_names, flat_features, river_prequential, train_lightgbm
 from offline.train.fraud_data import TEST, TRAIN, VALIDATION, FraudDataset, account_scores, load_fraud_dataset
 from offline.train.loop import FitConfig, fit_binary, predict
@@ -91,12 +92,9 @@ def normalisation_stats(train: dict[str, np.ndarray]) -> dict[str, tuple[torch.T
     """Per-feature mean/std over valid (unmasked) positions of the training split."""
 
     def stats(values: np.ndarray, mask: np.ndarray | None) -> tuple[torch.Tensor, torch.Tensor]:
-        flat = values.reshape(-1, values.shape[-1]).astype(np.float64)
-        if mask is not None:
-            flat = flat[mask.reshape(-1) > 0]
-        if len(flat) == 0:
-            return torch.zeros(values.shape[-1]), torch.ones(values.shape[-1])
-        return torch.from_numpy(flat.mean(0)).float(), torch.from_numpy(flat.std(0)).float()
+        moments = MaskedMoments()
+        moments.add(values, mask)
+        return moments.mean_std()
 
     hops = np.concatenate([train["hop1"].reshape(-1, train["hop1"].shape[-1]),
                            train["hop2"].reshape(-1, train["hop2"].shape[-1])])
