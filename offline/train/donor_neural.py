@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import math
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -25,6 +24,7 @@ from models.features.donors import (
 from models.nn.donor_model import INPUTS, DonorModel, DonorModelSpec
 from offline.train.common import MaskedMoments, focal_terms, run_signature
 from offline.train.donor_data import FOCAL_ALPHA, FOCAL_GAMMA, TARGET_WEIGHTS, TEST, TRAIN, VALIDATION, DonorDataset
+from offline.train.epochs import run_epochs
 
 
 @dataclass(frozen=True)
@@ -157,6 +157,81 @@ class NeuralResult:
     resumed_from: int | None
 
 
+class _NeuralTraining:
+    """One epoch of a neural donor model's training, for offline.train.epochs."""
+
+    def __init__(self, spec: DonorModelSpec, data: DonorDataset, profile: TrainProfile, device: torch.device,
+                 seed: int, progress: bool):
+        self.data, self.profile, self.device, self.progress = data, profile, device, progress
+        self.amp = device.type == "cuda"  # mixed precision only where it pays and is safe
+        self.train, self.val = data.index(TRAIN), data.index(VALIDATION)
+        self.lengths = data.batch.seq_mask.sum(axis=1).astype(np.int64)
+        self.tensors = tensors_of(data.batch)
+        self.labels = torch.from_numpy(data.labels)
+        torch.manual_seed(seed)
+        model = DonorModel(spec)
+        model.set_normalisation(normalisation_stats(data.batch, self.train),
+                                tabular_quantiles(data.batch, self.train, spec.tab_bins))
+        averaged = copy.deepcopy(model) if profile.ema else model  # what is evaluated and kept
+        # Copied before moving: `.to()` re-packs an LSTM's weights into the one block cuDNN
+        # needs, a deep copy of a CUDA model does not (cuDNN then re-packs them on every call).
+        self.model, self.kept = model.to(device), averaged.to(device)
+        self.optimizer = torch.optim.AdamW(model.parameters(), lr=profile.lr, weight_decay=profile.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(self.optimizer, mode="max", factor=0.5, patience=2)
+        # Targets without a positive training donor cannot be learnt: masked out of the loss.
+        weights = np.array([TARGET_WEIGHTS.get(t, 1.0) if data.labels[self.train, j].any() else 0.0
+                            for j, t in enumerate(spec.targets)])
+        self.weights = torch.tensor(weights / max(weights.sum(), 1e-12), dtype=torch.float32, device=device)
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def train_epoch(self, epoch: int) -> dict[str, float]:
+        self.model.train()
+        total, seen = 0.0, 0
+        batches = _bucketed(self.train, self.lengths, self.profile.batch_size, self.generator)
+        for rows in tqdm(batches, desc=f"epoch {epoch}", unit="batch", leave=False, disable=not self.progress,
+                         file=sys.stderr):
+            inputs = _slice(self.tensors, rows, self.device)
+            target = self.labels.index_select(0, torch.from_numpy(rows)).to(self.device)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+                logits = self.model(inputs)
+            loss = focal_loss(logits.float(), target, self.weights)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.profile.clip)
+            self.optimizer.step()
+            if self.profile.ema:
+                _ema_update(self.kept, self.model, self.profile.ema)
+            total += float(loss.detach()) * len(rows)
+            seen += len(rows)
+        return {"train_loss": total / max(seen, 1)}
+
+    def validate(self) -> float:
+        scores = score_rows(self.kept, self.tensors, self.val, self.lengths, self.device)
+        return _mean_pr_auc(self.data.labels[self.val], scores)
+
+    def after_validation(self, metric: float) -> dict[str, float]:
+        self.scheduler.step(metric)
+        return {"lr": self.optimizer.param_groups[0]["lr"]}
+
+    def state(self) -> dict:
+        cuda = self.device.type == "cuda"
+        return {"model": self.model.state_dict(), "averaged": self.kept.state_dict() if self.profile.ema else {},
+                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "generator": self.generator.get_state(), "torch_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state_all() if cuda else []}
+
+    def load_state(self, saved: dict) -> None:
+        self.model.load_state_dict(saved["model"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.scheduler.load_state_dict(saved["scheduler"])
+        if self.profile.ema:
+            self.kept.load_state_dict(saved["averaged"])
+        self.generator.set_state(saved["generator"])
+        torch.set_rng_state(saved["torch_rng"])
+        if self.device.type == "cuda" and saved.get("cuda_rng"):
+            torch.cuda.set_rng_state_all(saved["cuda_rng"])
+
+
 def fit_neural(
     spec: DonorModelSpec, data: DonorDataset, profile: TrainProfile, checkpoint_dir: Path, progress: bool,
     seed: int = 0, epochs: int | None = None,
@@ -164,116 +239,19 @@ def fit_neural(
     """Train one neural donor model with early stopping; resumes from checkpoint_dir/last.pt."""
     started = time.perf_counter()
     device = torch.device("cuda" if profile.use_gpu and torch.cuda.is_available() else "cpu")
-    amp = device.type == "cuda"  # mixed precision only where it pays and is safe
-    epochs = epochs if epochs is not None else profile.epochs
-    train, val, test = data.index(TRAIN), data.index(VALIDATION), data.index(TEST)
-    lengths = data.batch.seq_mask.sum(axis=1).astype(np.int64)
-    tensors = tensors_of(data.batch)
-    labels = torch.from_numpy(data.labels)
-
-    torch.manual_seed(seed)
-    model = DonorModel(spec)
-    model.set_normalisation(normalisation_stats(data.batch, train), tabular_quantiles(data.batch, train, spec.tab_bins))
-    averaged = copy.deepcopy(model) if profile.ema else model  # what is evaluated and kept
-    # Copied before moving: `.to()` re-packs an LSTM's weights into the one block cuDNN
-    # needs, a deep copy of a CUDA model does not (cuDNN then re-packs them on every call).
-    model.to(device)
-    averaged.to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=profile.lr, weight_decay=profile.weight_decay)
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.5, patience=2)
-    # Targets without a positive training donor cannot be learnt: masked out of the loss.
-    weights = np.array([TARGET_WEIGHTS.get(t, 1.0) if data.labels[train, j].any() else 0.0
-                        for j, t in enumerate(spec.targets)])
-    weights = torch.tensor(weights / max(weights.sum(), 1e-12), dtype=torch.float32, device=device)
-    generator = torch.Generator().manual_seed(seed)
-
+    training = _NeuralTraining(spec, data, profile, device, seed, progress)
     signature = run_signature(
         # Not the epoch budget: a rerun with more epochs carries on where the last one stopped.
         spec=spec.to_dict(), profile={**asdict(profile), "epochs": None}, seed=seed,
         data=[len(data.donor_ids), list(data.targets), data.description["features_at"],
               hashlib.sha256(data.labels.tobytes()).hexdigest()])
-    checkpoint_dir.mkdir(parents=True, exist_ok=True)
-    last = checkpoint_dir / "last.pt"
-    history: list[dict] = []
-    best_metric, best_epoch, bad_epochs, start_epoch = -math.inf, 0, 0, 1
-    best_state = copy.deepcopy(model.state_dict())
-    stopped, finished, resumed_from = False, False, None
-    if last.exists():
-        # Onto the CPU, whatever the training device: the RNG states must stay CPU tensors
-        # (set_state refuses CUDA ones), and load_state_dict moves the weights and optimizer
-        # state to the model's device.
-        saved = torch.load(last, map_location="cpu", weights_only=True)
-        if saved.get("signature") == signature:
-            model.load_state_dict(saved["model"])
-            optimizer.load_state_dict(saved["optimizer"])
-            scheduler.load_state_dict(saved["scheduler"])
-            if profile.ema:
-                averaged.load_state_dict(saved["averaged"])
-            generator.set_state(saved["generator"])
-            torch.set_rng_state(saved["torch_rng"])
-            if device.type == "cuda" and saved.get("cuda_rng"):
-                torch.cuda.set_rng_state_all(saved["cuda_rng"])
-            history, best_state = saved["history"], saved["best_state"]
-            best_metric, best_epoch, bad_epochs = saved["best_metric"], saved["best_epoch"], saved["bad_epochs"]
-            start_epoch, stopped, resumed_from = saved["epoch"] + 1, saved["stopped"], saved["epoch"]
-            finished = stopped or saved["epoch"] >= epochs
-
-    bar = tqdm(range(start_epoch, epochs + 1), desc=spec.name, unit="epoch", disable=not progress or finished,
-               file=sys.stderr, initial=start_epoch - 1, total=epochs)
-    for epoch in bar if not finished else []:
-        model.train()
-        batches = _bucketed(train, lengths, profile.batch_size, generator)
-        total, seen = 0.0, 0
-        for rows in tqdm(batches, desc=f"epoch {epoch}", unit="batch", leave=False, disable=not progress, file=sys.stderr):
-            inputs = _slice(tensors, rows, device)
-            target = labels.index_select(0, torch.from_numpy(rows)).to(device)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                logits = model(inputs)
-            loss = focal_loss(logits.float(), target, weights)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), profile.clip)
-            optimizer.step()
-            if profile.ema:
-                _ema_update(averaged, model, profile.ema)
-            total += float(loss.detach()) * len(rows)
-            seen += len(rows)
-        val_scores = score_rows(averaged, tensors, val, lengths, device)
-        metric = _mean_pr_auc(data.labels[val], val_scores)
-        metric = -math.inf if math.isnan(metric) else metric
-        scheduler.step(metric)
-        history.append({"epoch": epoch, "train_loss": total / max(seen, 1),
-                        "val_pr_auc": metric if math.isfinite(metric) else math.nan, "lr": optimizer.param_groups[0]["lr"]})
-        if metric > best_metric:
-            best_metric, best_epoch, bad_epochs = metric, epoch, 0
-            best_state = copy.deepcopy(averaged.state_dict())
-        else:
-            bad_epochs += 1
-        stopped = bad_epochs >= profile.patience
-        finished = stopped or epoch >= epochs
-        bar.set_postfix(loss=f"{history[-1]['train_loss']:.4f}", val_pr_auc=f"{metric:.4f}", best=best_epoch)
-        torch.save(
-            {"signature": signature, "epoch": epoch, "stopped": stopped, "model": model.state_dict(),
-             "averaged": averaged.state_dict() if profile.ema else {},
-             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-             "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
-             "cuda_rng": torch.cuda.get_rng_state_all() if device.type == "cuda" else [], "history": history,
-             "best_state": best_state, "best_metric": best_metric, "best_epoch": best_epoch, "bad_epochs": bad_epochs},
-            last.with_suffix(".tmp"),
-        )
-        last.with_suffix(".tmp").replace(last)  # a crash mid-write leaves the previous checkpoint
-        if finished:
-            break
-    bar.close()
-
-    model.load_state_dict(best_state)
-    model.to("cpu")
-    cpu = torch.device("cpu")
+    run = run_epochs(training, epochs if epochs is not None else profile.epochs, profile.patience,
+                     checkpoint_dir / "last.pt", signature, spec.name, progress)
+    model = training.kept.to("cpu")  # holding the best epoch's weights
+    cpu, test = torch.device("cpu"), data.index(TEST)
     return NeuralResult(
-        model=model, history=history, best_epoch=best_epoch,
-        val_scores=score_rows(model, tensors, val, lengths, cpu),
-        test_scores=score_rows(model, tensors, test, lengths, cpu),
-        seconds=time.perf_counter() - started, resumed_from=resumed_from,
+        model=model, history=run.history, best_epoch=run.best_epoch,
+        val_scores=score_rows(model, training.tensors, training.val, training.lengths, cpu),
+        test_scores=score_rows(model, training.tensors, test, training.lengths, cpu),
+        seconds=time.perf_counter() - started, resumed_from=run.resumed_from,
     )
-
-

@@ -8,10 +8,8 @@ resume from the checkpoint written after every epoch.
 
 from __future__ import annotations
 
-import copy
 import math
 import sys
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -22,6 +20,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from offline.train.common import focal_terms, run_signature
+from offline.train.epochs import run_epochs
 
 
 @dataclass(frozen=True)
@@ -59,6 +58,63 @@ def predict(model: nn.Module, arrays: dict[str, np.ndarray], batch_size: int = 2
     return out
 
 
+class _BinaryTraining:
+    """One epoch of the fraud models' training, for offline.train.epochs."""
+
+    def __init__(self, model: nn.Module, train: dict[str, np.ndarray], y_train: np.ndarray,
+                 val: dict[str, np.ndarray], y_val: np.ndarray, config: FitConfig, progress: bool, label: str):
+        self.kept = self.model = model
+        self.device = next(model.parameters()).device
+        self.train, self.y_train = train, y_train.astype(np.float32)
+        self.val, self.y_val = val, y_val
+        self.config, self.progress, self.label = config, progress, label
+        self.rng = np.random.default_rng(config.seed)
+        self.optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
+            self.optimizer, T_0=max(1, config.restart_epochs))
+        self.amp = self.device.type == "cuda"  # mixed precision pays off on GPUs only
+
+    def train_epoch(self, epoch: int) -> dict[str, float]:
+        config, n = self.config, len(self.y_train)
+        steps = math.ceil(n / config.batch_size)
+        self.model.train()
+        order = self.rng.permutation(n)
+        total = 0.0
+        bar = tqdm(range(steps), desc=f"{self.label} epoch {epoch}/{config.epochs}", unit="batch",
+                   disable=not self.progress, leave=False, file=sys.stderr)
+        for step in bar:
+            index = order[step * config.batch_size:(step + 1) * config.batch_size]
+            inputs = to_tensors(self.train, index, self.device)
+            target = torch.from_numpy(self.y_train[index]).to(self.device)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+                logits = self.model(inputs)
+            loss = focal_terms(logits.float(), target, config.focal_alpha, config.focal_gamma).mean()
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(self.model.parameters(), config.clip_norm)
+            self.optimizer.step()
+            self.scheduler.step(epoch - 1 + step / steps)
+            total += loss.item() * len(index)
+        return {"train_loss": total / n}
+
+    def validate(self) -> float:
+        scores = predict(self.model, self.val, device=self.device)
+        return float(average_precision_score(self.y_val, scores)) if self.y_val.any() else 0.0
+
+    def after_validation(self, metric: float) -> dict[str, float]:
+        return {}
+
+    def state(self) -> dict:
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "rng": self.rng.bit_generator.state}
+
+    def load_state(self, saved: dict) -> None:
+        self.model.load_state_dict(saved["model"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.scheduler.load_state_dict(saved["scheduler"])
+        self.rng.bit_generator.state = saved["rng"]
+
+
 def fit_binary(
     model: nn.Module,
     train: dict[str, np.ndarray],
@@ -76,72 +132,10 @@ def fit_binary(
     If `checkpoint` holds this run (same model shape, settings and data), training
     resumes after its last completed epoch; a checkpoint of another run is not used.
     """
-    device = next(model.parameters()).device
     torch.manual_seed(config.seed)
-    rng = np.random.default_rng(config.seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(optimizer, T_0=max(1, config.restart_epochs))
-    use_amp = device.type == "cuda"  # mixed precision pays off on GPUs only
-    history: list[dict] = []
-    best_score, best_state, stale, start_epoch = -math.inf, copy.deepcopy(model.state_dict()), 0, 0
-
+    training = _BinaryTraining(model, train, y_train, val, y_val, config, progress, label)
     # Not the epoch budget: a rerun with more epochs carries on where the last one stopped.
     signature = run_signature(config={**config.to_dict(), "epochs": None}, label=label,
                               shapes={name: list(p.shape) for name, p in model.state_dict().items()},
                               data=[len(y_train), int(y_train.sum()), len(y_val), int(y_val.sum())])
-    saved = torch.load(checkpoint, map_location=device, weights_only=True) if checkpoint and checkpoint.exists() else None
-    if saved is not None and saved.get("signature") != signature:
-        tqdm.write(f"{label}: {checkpoint} is the checkpoint of another run (model, settings or data differ); "
-                   "training from the start", file=sys.stderr)
-        saved = None
-    if saved is not None:
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
-        history, best_score, stale = saved["history"], saved["best_score"], saved["stale"]
-        best_state, start_epoch = saved["best_state"], saved["epoch"] + 1
-        rng = np.random.default_rng([config.seed, start_epoch])
-
-    y_train_t = y_train.astype(np.float32)
-    n = len(y_train_t)
-    steps = math.ceil(n / config.batch_size)
-    for epoch in range(start_epoch, config.epochs):
-        if stale >= config.patience:
-            break
-        started = time.monotonic()
-        model.train()
-        order = rng.permutation(n)
-        total = 0.0
-        bar = tqdm(range(steps), desc=f"{label} epoch {epoch + 1}/{config.epochs}", unit="batch",
-                   disable=not progress, leave=False, file=sys.stderr)
-        for step in bar:
-            index = order[step * config.batch_size:(step + 1) * config.batch_size]
-            inputs = to_tensors(train, index, device)
-            target = torch.from_numpy(y_train_t[index]).to(device)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                logits = model(inputs)
-            loss = focal_terms(logits.float(), target, config.focal_alpha, config.focal_gamma).mean()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), config.clip_norm)
-            optimizer.step()
-            scheduler.step(epoch + step / steps)
-            total += loss.item() * len(index)
-        val_scores = predict(model, val, device=device)
-        val_pr_auc = float(average_precision_score(y_val, val_scores)) if y_val.any() else 0.0
-        history.append({"epoch": epoch + 1, "train_loss": total / n, "val_pr_auc": val_pr_auc,
-                        "seconds": round(time.monotonic() - started, 2)})
-        if val_pr_auc > best_score:
-            best_score, best_state, stale = val_pr_auc, copy.deepcopy(model.state_dict()), 0
-        else:
-            stale += 1
-        if progress:
-            tqdm.write(f"{label}: epoch {epoch + 1} loss {total / n:.4f} val PR-AUC {val_pr_auc:.4f}"
-                       f"{' (best)' if stale == 0 else ''}", file=sys.stderr)
-        if checkpoint is not None:
-            checkpoint.parent.mkdir(parents=True, exist_ok=True)
-            torch.save({"signature": signature, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(), "history": history, "best_score": best_score,
-                        "stale": stale, "best_state": best_state, "epoch": epoch}, checkpoint)
-    model.load_state_dict(best_state)
-    return history
+    return run_epochs(training, config.epochs, config.patience, checkpoint, signature, label, progress).history

@@ -89,7 +89,7 @@ def test_training_resumes_from_its_checkpoint(trained):
     root, report = trained
     checkpoint = root / "run" / "checkpoints" / "graph-sage-d1.pt"
     saved = torch.load(checkpoint, weights_only=True)
-    assert saved["epoch"] == 1 and len(saved["history"]) == 2
+    assert saved["epoch"] == 2 and len(saved["history"]) == 2  # the last completed epoch, 1-based
     before = checkpoint.stat().st_mtime_ns
     # A rerun with the same settings finds every epoch done: nothing is trained again,
     # the checkpoint is untouched and the best weights give the same held-out scores.
