@@ -2,34 +2,30 @@
 
 There is no Docker engine in CI, so these tests read the files: services, pinned
 images, health checks, loopback-only ports, that every TRIBUTARY_* variable is a real
-setting, that Prometheus scrapes the worker where it serves metrics, and that every
-metric the rules and the dashboard use is one the worker exports. Where a compose
-binary is installed, `config -q` validates the files as Compose itself reads them.
+setting. Where a compose binary is installed, `config -q` validates the files as
+Compose itself reads them. Metrics, Prometheus and Grafana: test_monitoring_config.py.
 """
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import subprocess
-import tomllib
-from pathlib import Path
 
 import click
 import pytest
-import yaml
-from prometheus_client import CollectorRegistry
 
 from stream.kafka.topics import topic_specs
-from stream.monitoring.metrics import WorkerMetrics
 from stream.settings import TopicNames, WorkerSettings
+from tests.functional.compose_files import (
+    COMPOSE,
+    GPU_OVERRIDE,
+    ROOT,
+    environment,
+    load_yaml,
+    project_version,
+)
 from tributary.cli import main
-
-ROOT = Path(__file__).resolve().parents[2]
-COMPOSE = ROOT / "docker-compose.yml"
-GPU_OVERRIDE = ROOT / "docker-compose.gpu.yml"
-DEPLOY = ROOT / "deploy"
 
 SERVICES = {"kafka", "topics", "world", "train", "worker", "replay", "replay-donors", "alerts", "prometheus", "grafana",
             "replay-test"}
@@ -41,40 +37,6 @@ PINNED_TAG = re.compile(r"^v?\d+\.\d+\.\d+([.+-][\w.-]+)?$")
 PROMETHEUS_BUILTINS = {"up"}
 
 
-def _load(path: Path) -> dict:
-    return yaml.safe_load(path.read_text())
-
-
-@pytest.fixture(scope="module")
-def compose() -> dict:
-    return _load(COMPOSE)
-
-
-@pytest.fixture(scope="module")
-def services(compose) -> dict:
-    return compose["services"]
-
-
-@pytest.fixture(scope="module")
-def gpu_services() -> dict:
-    return _load(GPU_OVERRIDE)["services"]
-
-
-def _environment(service: dict) -> dict[str, str]:
-    env = service.get("environment") or {}
-    if isinstance(env, list):  # the KEY=VALUE list form
-        env = dict(item.split("=", 1) if "=" in item else (item, "") for item in env)
-    return {key: str(value) for key, value in env.items()}
-
-
-def _project_version() -> str:
-    return tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
-
-
-def _worker_metrics_port(services) -> int:
-    return int(_environment(services["worker"])["TRIBUTARY_METRICS_PORT"])
-
-
 # -- services and images ---------------------------------------------------------------
 
 
@@ -84,7 +46,7 @@ def test_the_stack_has_every_service(services):
 
 @pytest.mark.parametrize("path", [COMPOSE, GPU_OVERRIDE], ids=lambda p: p.name)
 def test_every_image_is_pinned_to_an_exact_version(path):
-    for name, service in _load(path)["services"].items():
+    for name, service in load_yaml(path)["services"].items():
         image = service.get("image")
         assert image, f"{path.name}: {name} has no image (built services need a versioned tag too)"
         repository, _, tag = image.rpartition(":")
@@ -96,7 +58,7 @@ def test_our_image_is_built_here_and_tagged_with_the_project_version(services):
         service = services[name]
         # Without `build`, `docker compose up` would try to pull a `tributary` image from a registry.
         assert service.get("build", {}).get("context") == ".", name
-        assert service["image"] == f"tributary:{_project_version()}", name
+        assert service["image"] == f"tributary:{project_version()}", name
 
 
 def test_dockerfile_base_image_is_pinned():
@@ -186,7 +148,7 @@ def test_depends_on_conditions_fit_the_services_they_name(services):
 
 def test_worker_runs_exactly_once_restarts_and_waits_for_topics_and_model(services):
     worker = services["worker"]
-    assert _environment(worker)["TRIBUTARY_PROCESSING_GUARANTEE"] == "exactly_once"
+    assert environment(worker)["TRIBUTARY_PROCESSING_GUARANTEE"] == "exactly_once"
     assert worker["restart"] in ("on-failure", "unless-stopped")
     assert worker["depends_on"]["topics"]["condition"] == "service_completed_successfully"
     assert worker["depends_on"]["train"]["condition"] == "service_completed_successfully"
@@ -223,7 +185,7 @@ def _published(ports) -> list[tuple[str, str]]:
 
 @pytest.mark.parametrize("path", [COMPOSE, GPU_OVERRIDE], ids=lambda p: p.name)
 def test_every_published_port_is_bound_to_loopback(path):
-    for name, service in _load(path)["services"].items():
+    for name, service in load_yaml(path)["services"].items():
         for host_ip, entry in _published(service.get("ports")):
             assert host_ip == "127.0.0.1", f"{path.name}: {name} publishes {entry} beyond loopback"
 
@@ -240,15 +202,15 @@ def test_every_tributary_variable_is_a_real_setting(path):
     # pydantic-settings ignores unknown TRIBUTARY_* variables silently, so a typo would
     # leave a default in place without a word.
     known = _setting_variables()
-    for name, service in _load(path)["services"].items():
-        for variable in _environment(service):
+    for name, service in load_yaml(path)["services"].items():
+        for variable in environment(service):
             if variable.startswith("TRIBUTARY"):
                 assert variable in known, f"{path.name}: {name} sets {variable}, which no setting reads"
 
 
 def test_every_service_environment_is_a_valid_worker_configuration(services, monkeypatch):
     for service in services.values():
-        env = {k: v for k, v in _environment(service).items() if k.startswith("TRIBUTARY")}
+        env = {k: v for k, v in environment(service).items() if k.startswith("TRIBUTARY")}
         with monkeypatch.context() as patch:
             for variable, value in env.items():
                 patch.setenv(variable, value)
@@ -261,7 +223,7 @@ def test_services_sharing_kafka_agree_on_the_topic_layout(services):
     layout_keys = {"TRIBUTARY_BOOTSTRAP_SERVERS", "TRIBUTARY_PARTITIONS", "TRIBUTARY_REPLICATION_FACTOR", "TRIBUTARY_APP_ID"}
     layouts = {}
     for name, service in services.items():
-        env = _environment(service)
+        env = environment(service)
         if "TRIBUTARY_BOOTSTRAP_SERVERS" in env:
             layouts[name] = {k: v for k, v in env.items() if k in layout_keys or k.startswith("TRIBUTARY_TOPIC_")}
     assert {"topics", "worker", "replay", "replay-donors", "alerts", "replay-test"} <= set(layouts)
@@ -270,18 +232,18 @@ def test_services_sharing_kafka_agree_on_the_topic_layout(services):
 
 
 def test_the_trained_models_are_the_served_ones(services):
-    worker = _environment(services["worker"])
-    train = _environment(services["train"])
+    worker = environment(services["worker"])
+    train = environment(services["train"])
     for variable in ("TRIBUTARY_MODEL_DIR", "TRIBUTARY_FRAUD_MODEL", "TRIBUTARY_DONOR_MODEL"):
         assert train[variable] == worker[variable], variable
-    assert _environment(services["replay-test"])["TRIBUTARY_FRAUD_MODEL"] == worker["TRIBUTARY_FRAUD_MODEL"]
+    assert environment(services["replay-test"])["TRIBUTARY_FRAUD_MODEL"] == worker["TRIBUTARY_FRAUD_MODEL"]
     command = [str(w) for w in services["replay-test"]["command"]]
     assert command[command.index("--model-dir") + 1] == worker["TRIBUTARY_MODEL_DIR"]
     assert "--embedded" not in command  # the service tests the stack's worker on the stack's Kafka
 
 
 def test_changelog_topics_of_the_stack_are_compacted(services, monkeypatch):
-    for variable, value in _environment(services["topics"]).items():
+    for variable, value in environment(services["topics"]).items():
         monkeypatch.setenv(variable, value)
     settings = WorkerSettings()
     changelogs = [s for s in topic_specs(settings) if s.name.endswith("-changelog")]
@@ -294,10 +256,10 @@ def test_changelog_topics_of_the_stack_are_compacted(services, monkeypatch):
 
 def test_kafka_is_kraft_single_node_with_an_internal_listener_and_a_named_volume(compose, services):
     kafka = services["kafka"]
-    env = _environment(kafka)
+    env = environment(kafka)
     assert set(env["KAFKA_PROCESS_ROLES"].split(",")) == {"broker", "controller"}
     assert env["KAFKA_NODE_ID"] and env["CLUSTER_ID"]
-    bootstrap = _environment(services["worker"])["TRIBUTARY_BOOTSTRAP_SERVERS"]
+    bootstrap = environment(services["worker"])["TRIBUTARY_BOOTSTRAP_SERVERS"]
     assert bootstrap in env["KAFKA_ADVERTISED_LISTENERS"]
     # exactly_once on one broker needs a transaction log that fits on it.
     assert env["KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR"] == "1"
@@ -306,150 +268,13 @@ def test_kafka_is_kraft_single_node_with_an_internal_listener_and_a_named_volume
     assert "kafka-data" in compose["volumes"]
 
 
-def test_worker_metrics_are_reachable_on_the_network_and_published_on_loopback(services):
-    worker = services["worker"]
-    env = _environment(worker)
-    port = _worker_metrics_port(services)
-    assert env["TRIBUTARY_METRICS_ADDRESS"] == "0.0.0.0"  # inside the container, for Prometheus
-    assert f"127.0.0.1:{port}:{port}" in [str(p) for p in worker["ports"]]
-    assert f":{port}/metrics" in " ".join(worker["healthcheck"]["test"])
-
-
-# -- Prometheus and Grafana ---------------------------------------------------------------
-
-
-def _mounted(service: dict, target: str) -> Path:
-    """The repository path mounted at `target` in a service."""
-    for volume in service.get("volumes", []):
-        source, mount, *_ = str(volume).split(":")
-        if mount == target and source.startswith("./"):
-            return ROOT / source
-    raise AssertionError(f"nothing from the repository is mounted at {target}")
-
-
-def _in_container(service: dict, path: str) -> Path:
-    """The repository file behind a path inside the container, through its bind mounts."""
-    for volume in service.get("volumes", []):
-        source, mount, *_ = str(volume).split(":")
-        if source.startswith("./") and (path == mount or path.startswith(mount.rstrip("/") + "/")):
-            return ROOT / source / path[len(mount):].lstrip("/")
-    raise AssertionError(f"{path} is not mounted from the repository")
-
-
-@pytest.fixture(scope="module")
-def prometheus_config(services) -> dict:
-    return _load(_mounted(services["prometheus"], "/etc/prometheus") / "prometheus.yml")
-
-
-def test_prometheus_scrapes_the_worker_on_its_metrics_port(services, prometheus_config):
-    port = _worker_metrics_port(services)
-    targets = set()
-    for job in prometheus_config["scrape_configs"]:
-        for static in job.get("static_configs", []):
-            targets |= set(static["targets"])
-        for dns in job.get("dns_sd_configs", []):
-            targets |= {f"{host}:{dns['port']}" for host in dns["names"]}
-    assert f"worker:{port}" in targets
-
-
-def test_prometheus_rule_files_are_in_the_repository(services, prometheus_config):
-    assert prometheus_config["rule_files"]
-    for path in prometheus_config["rule_files"]:
-        assert _in_container(services["prometheus"], path).is_file(), path
-
-
-def _worker_metric_names() -> set[str]:
-    names = set()
-    for family in WorkerMetrics(registry=CollectorRegistry()).registry.collect():
-        if family.type == "counter":
-            names.add(f"{family.name}_total")
-        elif family.type == "histogram":
-            names |= {f"{family.name}_bucket", f"{family.name}_sum", f"{family.name}_count"}
-        else:
-            names.add(family.name)
-    return names
-
-
-def _rules(services, prometheus_config) -> list[dict]:
-    rules = []
-    for path in prometheus_config["rule_files"]:
-        for group in _load(_in_container(services["prometheus"], path))["groups"]:
-            rules += group["rules"]
-    return rules
-
-
-def _dashboard_expressions() -> list[str]:
-    expressions = []
-    for path in sorted((DEPLOY / "grafana" / "dashboards").glob("*.json")):
-        for panel in json.loads(path.read_text())["panels"]:
-            expressions += [t["expr"] for t in panel.get("targets", [])]
-    return expressions
-
-
-def _series_used(expression: str) -> set[str]:
-    """Metric and recorded-series names in a PromQL expression (ours all start `tributary`)."""
-    return set(re.findall(r"\btributary[_:][A-Za-z0-9_:]*", expression)) | {
-        name for name in PROMETHEUS_BUILTINS if re.search(rf"\b{name}\b\s*[{{\[(]", expression)
-    }
-
-
-def test_rules_and_dashboard_use_only_metrics_the_worker_exports(services, prometheus_config):
-    exported = _worker_metric_names()
-    rules = _rules(services, prometheus_config)
-    recorded = {rule["record"] for rule in rules if "record" in rule}
-    expressions = [rule["expr"] for rule in rules] + _dashboard_expressions()
-    for expression in expressions:
-        for name in _series_used(expression):
-            assert name in exported | recorded | PROMETHEUS_BUILTINS, f"{name!r} (in {expression!r}) is not exported"
-
-
-def test_rules_cover_stalls_errors_drift_and_a_missing_model(services, prometheus_config):
-    alerts = [rule for rule in _rules(services, prometheus_config) if "alert" in rule]
-    used = set().union(*(_series_used(rule["expr"]) for rule in alerts))
-    recorded = {r["record"]: r["expr"] for r in _rules(services, prometheus_config) if "record" in r}
-    for name in list(used):
-        if name in recorded:
-            used |= _series_used(recorded[name])
-    assert {"tributary_events_consumed_total", "tributary_dead_letters_total", "tributary_drift_reports_total",
-            "tributary_model_info"} <= used
-
-
-def test_dashboard_shows_throughput_latency_alerts_dead_letters_drift_batches_and_model(services):
-    used = set().union(*(_series_used(e) for e in _dashboard_expressions()))
-    assert {"tributary_events_consumed_total", "tributary_end_to_end_latency_seconds_bucket", "tributary_alerts_total",
-            "tributary_dead_letters_total", "tributary_drift_statistic", "tributary_batch_size_bucket",
-            "tributary_model_info"} <= used
-    latency = [e for e in _dashboard_expressions() if "tributary_end_to_end_latency_seconds_bucket" in e]
-    assert {"0.5", "0.95", "0.99"} <= {re.search(r"histogram_quantile\(([\d.]+)", e).group(1) for e in latency}
-
-
-def test_grafana_provisioning_points_at_the_dashboards_and_the_prometheus_service(services):
-    grafana = services["grafana"]
-    provisioning = _mounted(grafana, "/etc/grafana/provisioning")
-    datasources = [d for f in (provisioning / "datasources").glob("*.yml") for d in _load(f)["datasources"]]
-    assert [d["url"] for d in datasources] == ["http://prometheus:9090"]
-    uid = datasources[0]["uid"]
-    providers = [p for f in (provisioning / "dashboards").glob("*.yml") for p in _load(f)["providers"]]
-    for provider in providers:
-        assert any(_in_container(grafana, provider["options"]["path"]).glob("*.json"))
-    for path in (DEPLOY / "grafana" / "dashboards").glob("*.json"):
-        for panel in json.loads(path.read_text())["panels"]:
-            if panel["type"] != "row":
-                assert panel["datasource"]["uid"] == uid, panel["title"]
-    home = _environment(grafana)["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
-    assert _in_container(grafana, home).is_file()
-
-
-# -- GPU override -----------------------------------------------------------------------------
-
-
 def test_gpu_override_builds_cuda_torch_and_reserves_a_gpu(services, gpu_services):
     worker = gpu_services["worker"]
     assert worker["build"]["args"]["TORCH_VARIANT"] == "cuda"
     assert worker["image"] != services["worker"]["image"]  # the CPU services keep their image
     devices = worker["deploy"]["resources"]["reservations"]["devices"]
     assert any("gpu" in d["capabilities"] for d in devices)
-    assert _environment(worker)["TRIBUTARY_DEVICE"] == "cuda"
+    assert environment(worker)["TRIBUTARY_DEVICE"] == "cuda"
 
 
 # -- Compose itself, where installed ------------------------------------------------------
