@@ -88,3 +88,21 @@ def untrained_donor_artifact(root: Path, threshold: float = 0.5, seed: int = 0,
                                  "features": feature_references or {}}, **extra,
     )
     return save_artifact(root, manifest, model.state_dict())
+
+
+def consumed_records(world, topics, partitions: int) -> list[RawRecord]:
+    """A world's events as a worker consumes them from `partitions` partitions: each
+    record keyed by its entity, with its offset in its topic partition, in replay order."""
+    from collections import Counter
+
+    from models.features.partitioning import kafka_partition
+    from stream.replay import iter_wire_events
+
+    offsets: Counter = Counter()
+    records = []
+    for wire in iter_wire_events(world):
+        topic = topics.for_stream(wire.stream)
+        partition = kafka_partition(wire.key, partitions)
+        records.append(RawRecord(topic, partition, offsets[(topic, partition)], wire.key, wire.value))
+        offsets[(topic, partition)] += 1
+    return records

@@ -5,7 +5,6 @@ before issue #12: the worker passed none.)"""
 from __future__ import annotations
 
 import json
-from collections import Counter
 
 import numpy as np
 import pytest
@@ -13,7 +12,6 @@ import pytest
 from models.contracts import DonorProfile, DonorRelationship, GiftEvent, decode
 from models.drift_reference import uniform_histogram
 from models.features.donors import TAB_FEATURES, DonorFeaturizer
-from models.features.partitioning import kafka_partition
 from models.model_store import load_donor_model
 from models.worlds import open_world
 from offline.generate.donor_world import generate_donor_world
@@ -21,11 +19,10 @@ from offline.train.donors import REFERENCE_FEATURES
 from stream.monitoring.model_monitors import donor_monitors
 from stream.pipeline.donors import DonorStage
 from stream.pipeline.records import RawRecord
-from stream.replay import iter_wire_events
 from stream.scoring.donor_scorer import DonorScorer
 from stream.settings import TopicNames
 from stream.state.partitioned_donors import PartitionedDonors
-from tests.serving_helpers import SMALL_DONOR_FEATURES, untrained_donor_artifact
+from tests.serving_helpers import SMALL_DONOR_FEATURES, consumed_records, untrained_donor_artifact
 
 TOPICS = TopicNames()
 CONTRACTS = {TOPICS.gifts: GiftEvent, TOPICS.donor_profiles: DonorProfile, TOPICS.donor_relationships: DonorRelationship}
@@ -35,14 +32,7 @@ CONTRACTS = {TOPICS.gifts: GiftEvent, TOPICS.donor_profiles: DonorProfile, TOPIC
 def stream_records(tmp_path_factory) -> list[RawRecord]:
     root = tmp_path_factory.mktemp("donor-world")
     generate_donor_world(root, donors=200, seed=9, progress=False)
-    offsets: Counter = Counter()
-    records = []
-    for wire in iter_wire_events(open_world(root)):
-        topic = TOPICS.for_stream(wire.stream)
-        partition = kafka_partition(wire.key, 1)
-        records.append(RawRecord(topic, partition, offsets[(topic, partition)], wire.key, wire.value))
-        offsets[(topic, partition)] += 1
-    return records
+    return consumed_records(open_world(root), TOPICS, 1)
 
 
 def gift_time_features(records: list[RawRecord]) -> np.ndarray:

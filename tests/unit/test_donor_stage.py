@@ -21,18 +21,16 @@ from models.features.donor_layout import (
     GIFT_COUNT,
     REFERRAL_COUNT,
 )
-from models.features.partitioning import kafka_partition
 from models.model_store import load_donor_model
 from models.worlds import open_world
 from offline.generate.donor_world import generate_donor_world
 from offline.serving_view import donor_worker_view_scores
 from stream.pipeline.donors import DonorStage
 from stream.pipeline.records import RawRecord
-from stream.replay import iter_wire_events
 from stream.scoring.donor_scorer import DonorScorer
 from stream.settings import TopicNames
 from stream.state.partitioned_donors import DonorPartition, PartitionedDonors
-from tests.serving_helpers import SMALL_DONOR_FEATURES, restore_compacted, untrained_donor_artifact
+from tests.serving_helpers import SMALL_DONOR_FEATURES, consumed_records, restore_compacted, untrained_donor_artifact
 
 TOPICS = TopicNames()
 PARTITIONS = 3
@@ -48,14 +46,7 @@ def stream_records(tmp_path_factory) -> list[RawRecord]:
     """A generated donor world as the worker consumes it: per topic partition, in offset order."""
     root = tmp_path_factory.mktemp("donor-world")
     generate_donor_world(root, donors=150, seed=5, progress=False)
-    offsets: Counter = Counter()
-    records = []
-    for wire in iter_wire_events(open_world(root)):
-        topic = TOPICS.for_stream(wire.stream)
-        partition = kafka_partition(wire.key, PARTITIONS)
-        records.append(RawRecord(topic, partition, offsets[(topic, partition)], wire.key, wire.value))
-        offsets[(topic, partition)] += 1
-    return records
+    return consumed_records(open_world(root), TOPICS, PARTITIONS)
 
 
 CONTRACTS = {TOPICS.gifts: GiftEvent, TOPICS.donor_profiles: DonorProfile, TOPICS.donor_relationships: DonorRelationship}
