@@ -10,13 +10,24 @@ STAMP := $(VENV)/.installed-stamp
 
 install: $(STAMP)
 
-# constraints.txt pins torch to the CPU build: a bare `torch` requirement would pull a
-# multi-GB CUDA build. See "Installing with CUDA" in the README for GPU machines.
+# torch's CPU build first, at the version constraints.txt pins: PyPI's torch wheel for
+# Linux x86_64 is the multi-GB CUDA build, so the requirement names the CPU build
+# (+cpu), which lives on PyTorch's CPU index. From local wheels when pip's configuration
+# has them (--no-index asks no index, so nothing can hang), else from that index; its
+# dependencies come with the next step. A torch already in the venv (a CUDA build
+# installed by hand) is kept.
+# See "Installing with CUDA" in the README for GPU machines.
+TORCH_CPU := torch==$(shell sed -n 's/^torch==//p' constraints.txt)+cpu
+TORCH_CPU_INDEX := https://download.pytorch.org/whl/cpu
+
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
 		{ echo "Tributary needs Python 3.11+; run: make PYTHON=python3.11 ..."; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/python -c 'import torch' 2>/dev/null || \
+		$(BIN)/pip install --quiet --no-deps --no-index "$(TORCH_CPU)" 2>/dev/null || \
+		$(BIN)/pip install --quiet --no-deps --index-url $(TORCH_CPU_INDEX) "$(TORCH_CPU)"
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
 	@touch $(STAMP)
 
