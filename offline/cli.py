@@ -126,10 +126,7 @@ def train_donors_command(data: Path, out: Path, profile: str, models: tuple[str,
     from offline.train.donors import train_donors
 
     _threads(threads)
-    try:
-        report = train_donors(data, out, profile=profile, models=list(models) or None)
-    except ValueError as error:  # an unknown --model or --profile
-        raise click.BadParameter(str(error)) from None
+    report = train_donors(data, out, profile=profile, models=list(models) or None)
     _print_donor_table(report)
 
 
@@ -145,15 +142,14 @@ def train_donors_command(data: Path, out: Path, profile: str, models: tuple[str,
 @_THREADS
 def evaluate(model_dir: Path, data: Path, out: Path | None, split: str, as_json: bool, threads: int | None) -> None:
     """Score a world with saved models and report their metrics."""
-    import json
-
+    from models import strict_json
     from offline.evaluate import evaluate as evaluate_models
 
     _threads(threads)
     out = out or model_dir / f"evaluation-{data.name}"
     report = evaluate_models(model_dir, data, out, split=split, progress=not as_json)
     if as_json:
-        click.echo(json.dumps(report, indent=2, default=str))
+        click.echo(strict_json.dumps(report))
     elif report["task"] == "donors":
         _print_donor_table(report)
     else:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from stream.settings import KafkaSettings
+from stream.settings import KafkaSettings, WorkerSettings, load_settings
 
 _BOOTSTRAP = click.option(
     "--bootstrap", "bootstrap", envvar="TRIBUTARY_BOOTSTRAP_SERVERS", default="127.0.0.1:9092", show_default=True,
@@ -17,7 +17,9 @@ _BOOTSTRAP = click.option(
 
 
 def _settings(bootstrap: str) -> KafkaSettings:
-    return KafkaSettings(bootstrap_servers=bootstrap)
+    # The worker's settings, although only the Kafka ones are used: one environment
+    # usually serves every command, and a bad value in it is reported by each of them.
+    return load_settings(WorkerSettings, bootstrap_servers=bootstrap)
 
 
 @click.command()
@@ -99,23 +101,18 @@ def worker(bootstrap, model_dir, fraud_model, batch_max, batch_wait_ms, metrics_
 
     Every setting is a TRIBUTARY_* environment variable; flags given here win.
     """
-    import os
+    from stream.kafka.connect import check_reachable
 
-    from stream.app import build_worker
-    from stream.lifecycle import run_worker
-    from stream.settings import WorkerSettings
-
-    unknown = WorkerSettings.unknown_variables(dict(os.environ))
-    if unknown:
-        raise click.ClickException(
-            f"unknown settings variables {', '.join(unknown)}: no setting reads them (misspelt?). The valid names "
-            "are in the README's configuration table and stream/settings.py; unset or correct them.")
     flags = {"bootstrap_servers": bootstrap, "model_dir": model_dir, "fraud_model": fraud_model,
              "batch_max": batch_max, "batch_wait_ms": batch_wait_ms, "metrics_port": metrics_port}
     overrides = {k: v for k, v in flags.items() if v is not None}
     if embedded_broker_safe:
         overrides.update(producer_max_batch_size=1, session_timeout_s=10.0, fetch_max_wait_ms=10)
-    settings = WorkerSettings(**overrides)
+    settings = load_settings(WorkerSettings, **overrides)
+    asyncio.run(check_reachable(settings))  # before the seconds of importing torch and the models
+    from stream.app import build_worker
+    from stream.lifecycle import run_worker
+
     raise SystemExit(run_worker(*build_worker(settings), log_level))
 
 
@@ -131,6 +128,7 @@ def alerts(bootstrap: str, out: Path, idle_exit: float | None) -> None:
     from stream.consumers.alert_sink import run
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    logging.getLogger("aiokafka").setLevel(logging.WARNING)  # its INFO lines are about its own bookkeeping
     out.parent.mkdir(parents=True, exist_ok=True)
     counts = run(_settings(bootstrap), out, idle_exit_s=idle_exit)
     click.echo(f"{counts.alerts:,} alerts, {counts.segment_updates:,} segment updates written to {out}; "

@@ -20,6 +20,7 @@ from tqdm import tqdm
 from models.contracts import InvalidEvent, encode, from_record
 from models.worlds import EVENT_STREAMS, World, WorldError
 from stream.kafka.client_args import aiokafka_args
+from stream.kafka.connect import started
 from stream.settings import KafkaSettings
 
 # At equal event times, a donor's profile and relationships go before the gift that
@@ -94,18 +95,17 @@ async def replay_world(
     if rate is not None and rate <= 0:
         raise ValueError("rate must be positive (events per second), or None for as fast as possible")
     options = {"linger_ms": 5, "max_batch_size": 256 * 1024, "acks": 1, **(producer_options or {})}
-    producer = AIOKafkaProducer(**aiokafka_args(settings), **options)
-    await producer.start()
+    producer = await started(AIOKafkaProducer(**aiokafka_args(settings), **options), settings)
     report = ReplayReport()
     total = sum(world.manifest.counts.get(s, 0) for s in world.streams)
     bar = tqdm(total=total, unit="ev", desc="replay", disable=not progress, mininterval=0.5)
     pending: list[asyncio.Future] = []
     topics: list[str] = []
-    started = time.monotonic()
+    began = time.monotonic()
     try:
         for index, event in enumerate(iter_wire_events(world)):
             if rate is not None:
-                ahead = started + index / rate - time.monotonic()
+                ahead = began + index / rate - time.monotonic()
                 if ahead > 0.001:
                     await asyncio.sleep(ahead)
             topic = settings.topics.for_stream(event.stream)
@@ -118,7 +118,7 @@ async def replay_world(
     finally:
         bar.close()
         await producer.stop()
-    report.seconds = time.monotonic() - started
+    report.seconds = time.monotonic() - began
     return report
 
 

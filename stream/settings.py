@@ -8,12 +8,14 @@ arguments, and we do not want a stray variable to change the worker's guarantees
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Mapping
+from typing import Any, Literal, TypeVar
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from models.contracts import DEFAULT_MAX_MESSAGE_BYTES
+from models.errors import TributaryError
 
 # TRIBUTARY_* variables that are read elsewhere, not by the settings.
 NOT_SETTINGS = {"TRIBUTARY_BENCH_LOGLEVEL"}
@@ -65,6 +67,10 @@ class KafkaSettings(BaseSettings):
     replication_factor: int = Field(1, ge=1, description="3 on a production cluster; 1 on a single broker")
     max_message_bytes: int = Field(
         DEFAULT_MAX_MESSAGE_BYTES, ge=1024, description="larger input messages are dead-lettered as oversized"
+    )
+    connect_timeout_s: float = Field(
+        15.0, gt=0, description="how long a command waits for the Kafka cluster to answer when it starts, "
+        "before it stops with a message saying so",
     )
     topics: TopicNames = Field(default_factory=TopicNames)
 
@@ -140,3 +146,45 @@ class WorkerSettings(KafkaSettings):
     def changelog_topic(self, table: str) -> str:
         """Faust's name for a table's changelog topic."""
         return f"{self.app_id}-{table}-changelog"
+
+
+class SettingsError(TributaryError, ValueError):
+    """A TRIBUTARY_* variable (or the flag that stands for it) that no setting accepts."""
+
+
+Loaded = TypeVar("Loaded", bound=KafkaSettings)
+
+
+def load_settings(kind: type[Loaded], **overrides: Any) -> Loaded:
+    """`kind` from the environment and `overrides` (flags), or a SettingsError that names
+    each variable to fix, in one line.
+
+    Unknown TRIBUTARY_* variables are refused by every command, not only the worker: the
+    same environment (a compose file, a shell) usually serves them all, and a misspelt
+    TRIBUTARY_PARTITION=8 would otherwise create topics with the default 4 partitions.
+    """
+    import os
+
+    unknown = WorkerSettings.unknown_variables(dict(os.environ))
+    if unknown:
+        raise SettingsError(
+            f"unknown settings variables {', '.join(unknown)}: no setting reads them (misspelt?). The valid "
+            "names are in the README's configuration table; unset or correct them.")
+    try:
+        return kind(**overrides)
+    except ValidationError as error:
+        raise SettingsError(describe_invalid(error, overrides)) from None
+
+
+def describe_invalid(error: ValidationError, overrides: Mapping[str, object]) -> str:
+    """One line for pydantic's multi-line report: which variable, what it holds, what it should."""
+    problems = []
+    for problem in error.errors():
+        path = [str(part) for part in problem["loc"]]
+        if path[:1] == ["topics"]:
+            variable = "TRIBUTARY_TOPIC_" + "_".join(path[1:]).upper()
+        else:
+            variable = "TRIBUTARY_" + "_".join(path).upper()
+        source = "--" + path[0].replace("_", "-") if path and path[0] in overrides else variable
+        problems.append(f"{source}={problem.get('input')!r}: {problem['msg'].rstrip('.')}")
+    return f"bad settings: {'; '.join(problems)}. Correct or unset them (the README's configuration table lists each)."

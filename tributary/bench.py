@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from models import strict_json
 from models.contracts import TransactionEvent, decode
 from models.worlds import open_world
 from stream.kafka.embedded_broker import EmbeddedBroker, free_port
@@ -273,7 +274,7 @@ def bench_main(data: Path | None, model_dir: Path | None, fraud_model: str, acco
             fraud_model = "fusion-gated"
         result = run_bench(data, model_dir, fraud_model, rate, latency_seconds, batch_max, batch_wait_ms, progress=say)
     if as_json:
-        print(json.dumps(asdict(result), indent=2))
+        print(strict_json.dumps(asdict(result)))
     else:
         print_table(result)
     return result

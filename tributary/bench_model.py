@@ -18,7 +18,6 @@ world, so the scores compared between devices are not all saturated at 0 or 1.
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import sys
@@ -29,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from models import strict_json
 
 DEFAULT_BATCH_SIZES = (1, 16, 64, 256, 1024)
 MODELS = ("fraud", "donors")
@@ -383,7 +384,7 @@ def bench_model_main(
         result = run_bench_model(fraud_data, donor_data, scratch, models, devices, batch_sizes, repeats, warmup,
                                  threads, model_dir, fraud_model, donor_model_dir, profile, cudnn_tf32, progress=say)
     if as_json:
-        print(json.dumps(asdict(result), indent=2))
+        print(strict_json.dumps(asdict(result)))
     else:
         print_table(result)
     return result

@@ -17,19 +17,23 @@ from tributary.demo import demo
 
 
 class _FriendlyErrors(click.Group):
-    """Show errors that the user can fix (bad file, bad world, bad settings) as one clear
-    message instead of a traceback; anything else is a bug and keeps its traceback."""
+    """Show errors that the user can fix (bad file, bad world, bad settings, a broker
+    away) as one clear message instead of a traceback, unless --debug asks for it;
+    anything else is a bug and keeps its traceback."""
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except TributaryError as error:
+            if ctx.params.get("debug"):
+                raise
             raise click.ClickException(str(error)) from error
 
 
 @click.group(cls=_FriendlyErrors, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="tributary")
-def main() -> None:
+@click.option("--debug", is_flag=True, help="Show the traceback of an error instead of its one-line message.")
+def main(debug: bool) -> None:
     """Tributary: streaming fraud and donor-segment scoring over Kafka."""
 
 
@@ -132,7 +136,7 @@ def bench_model(fraud_data, donor_data, accounts, days, donors, models, devices,
 def replay_test(world_dir, model_dir, bootstrap, fraud_model, bad_per_kind, margin, timeout_s, embedded):
     """Replay a labelled world with planted bad events; fail if events are lost, dead letters
     differ from the bad events planted, or alert precision/recall fall below offline - margin."""
-    from stream.settings import KafkaSettings
+    from stream.settings import WorkerSettings, load_settings
     from tributary.replay_check import format_report
     from tributary.replay_test import run_embedded, run_replay_test
 
@@ -141,7 +145,7 @@ def replay_test(world_dir, model_dir, bootstrap, fraud_model, bad_per_kind, marg
     if embedded:
         report = run_embedded(world_dir, model_dir, fraud_model, bad_per_kind, margin, timeout_s, echo=click.echo)
     else:
-        settings = KafkaSettings(**({"bootstrap_servers": bootstrap} if bootstrap else {}))
+        settings = load_settings(WorkerSettings, **({"bootstrap_servers": bootstrap} if bootstrap else {}))
         report = run_replay_test(world_dir, model_dir, settings, fraud_model, bad_per_kind, margin, timeout_s,
                                  echo=click.echo)
     click.echo("")

@@ -13,7 +13,6 @@ Plots (PNG): PR and ROC curves, confusion matrices, training curves, a compariso
 from __future__ import annotations
 
 import csv
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +24,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from sklearn.metrics import precision_recall_curve, roc_curve  # noqa: E402
 
+from models import strict_json  # noqa: E402
+from models.strict_json import finite_or_none  # noqa: E402
 from offline.evaluation.metrics import binary_metrics  # noqa: E402
 
 FRAUD_COLUMNS = ("pr_auc", "roc_auc", "f1", "precision", "recall", "recall_at_1pct_fpr", "threshold")
@@ -106,18 +107,7 @@ def _num(value) -> float:
 
 def write_report_json(path: Path, report: dict) -> None:
     # NaN (a metric undefined on one class) is written as null: strict JSON readers choke on NaN.
-    path.write_text(json.dumps(nan_to_none(report), indent=2) + "\n")
-
-
-def nan_to_none(value):
-    """NaN (a metric undefined on one class) as None, recursively, for strict JSON."""
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, dict):
-        return {k: nan_to_none(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [nan_to_none(v) for v in value]
-    return value
+    path.write_text(strict_json.dumps(report) + "\n")
 
 
 def _write_table(out: Path, rows: list[dict], title: str, notes: list[str] | None) -> None:
@@ -125,7 +115,7 @@ def _write_table(out: Path, rows: list[dict], title: str, notes: list[str] | Non
     with (out / "comparison.csv").open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
-        writer.writerows(nan_to_none(rows))
+        writer.writerows(finite_or_none(rows))
     lines = [f"# {title}", "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for row in rows:
         lines.append("| " + " | ".join(_cell(row.get(c)) for c in columns) + " |")

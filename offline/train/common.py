@@ -16,6 +16,46 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from models.errors import TributaryError
+
+
+class TrainingInputError(TributaryError, ValueError):
+    """What was asked to train cannot be trained: an unknown model, a world too small or
+    without both classes."""
+
+
+def check_model_names(asked: list[str] | None, known: list[str], task: str) -> None:
+    unknown = [name for name in asked or [] if name not in known]
+    if unknown:
+        raise TrainingInputError(f"unknown {task} model {', '.join(map(repr, unknown))}: choose from {', '.join(known)}")
+
+
+def check_trainable(world: str, size: str, periods: dict[str, tuple[int, int]], split: str, what: str,
+                    how: str) -> None:
+    """Refuse a world whose time split leaves a period empty or with one class only.
+
+    `size` is the world's size in words ("2 transactions"); `periods` maps each period
+    (training, validation, test) to (labels, positives) of the target `what`, as cut by
+    `split`; `how` says how the user gets both classes into a world. Training on one
+    class would end in a model that scores a constant, and a report of NaN metrics.
+    """
+    empty = [name for name, (rows, _) in periods.items() if rows == 0]
+    if empty:
+        raise TrainingInputError(
+            f"{world}: {size} are too few to train on: the split {split} leaves the {_periods(empty)} empty. "
+            "Use a larger world.")
+    one_class = [name for name, (rows, positives) in periods.items() if positives in (0, rows)]
+    if one_class:
+        verb = "hold" if len(one_class) > 1 else "holds"
+        raise TrainingInputError(
+            f"{world}: the {_periods(one_class)} {verb} only one class of {what}, so a model can neither learn "
+            f"nor be evaluated. {how}")
+
+
+def _periods(names: list[str]) -> str:
+    listed = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+    return f"{listed} period" + ("s" if len(names) > 1 else "")
+
 
 def focal_terms(logits: Tensor, targets: Tensor, alpha: float, gamma: float) -> Tensor:
     """Element-wise binary focal loss, with class weight `alpha` for positives.

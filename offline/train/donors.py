@@ -23,7 +23,6 @@ report/ (report.json, tables, plots), predictions.parquet (validation and test s
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -33,7 +32,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from models import drift_reference
+from models import drift_reference, strict_json
 from models.artifacts import ArtifactManifest, normalisation_summary, save_artifact
 from models.drift_reference import uniform_histogram
 from models.features.donors import (
@@ -46,9 +45,11 @@ from models.features.donors import (
     DonorFeatureConfig,
 )
 from models.nn.donor_model import MODALITIES, DonorModelSpec
+from models.strict_json import finite_or_none
 from models.worlds import open_world
 from offline.evaluation.metrics import binary_metrics, choose_threshold
-from offline.evaluation.report import ScoredModel, nan_to_none, write_donor_report
+from offline.evaluation.report import ScoredModel, write_donor_report
+from offline.train.common import check_model_names, check_trainable
 from offline.train.donor_baselines import (
     fit_lightgbm,
     flat_feature_names,
@@ -106,10 +107,8 @@ def train_donors(
     """
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; valid: {', '.join(PROFILES)}")
+    check_model_names(models, list(ALL_MODELS), "donor")
     chosen = list(models) if models else list(ALL_MODELS)
-    unknown = [m for m in chosen if m not in ALL_MODELS]
-    if unknown:
-        raise ValueError(f"unknown donor models {unknown}; valid: {', '.join(ALL_MODELS)}")
     prof = PROFILES[profile]
     world_dir, out_dir = Path(world_dir), Path(out_dir)
     world = open_world(world_dir)
@@ -120,6 +119,10 @@ def train_donors(
     notes = list(data.notes)
     targets = data.targets
     train, val, test = data.index(TRAIN), data.index(VALIDATION), data.index(TEST)
+    periods = {name: (data.labels[rows].size, int(data.labels[rows].sum()))
+               for name, rows in (("training", train), ("validation", val), ("test", test))}
+    check_trainable(world_dir.name, f"{len(data.donor_ids):,} labelled donors", periods, "by donor id (70/15/15)",
+                    "segment labels (in any target)", "Use a world with more labelled donors.")
     dims = {"tab": F_TAB, "gift": F_GIFT, "node": F_NODE, "edge": F_EDGE, "window": config.window,
             "neighbours": config.neighbours, "types": N_RELATIONSHIP_TYPES}
     present = data.batch.modality_mask().max(axis=0)
@@ -196,12 +199,12 @@ def train_donors(
     report = write_donor_report(out_dir / "report", dataset_name, data.split_desc, results, notes)
     report["timings_s"] = timings
     (out_dir / "report" / "report.json").write_text(
-        json.dumps(nan_to_none(report), indent=2) + "\n")  # with timings
+        strict_json.dumps(report) + "\n")  # with timings
     _write_predictions(out_dir / "predictions.parquet", data, scores)
 
     if multitarget is not None:
         report["artifact"] = str(_save(out_dir, data, multitarget, thresholds["multitarget"], report, prof, config, seed))
-        (out_dir / "report" / "report.json").write_text(json.dumps(nan_to_none(report), indent=2) + "\n")
+        (out_dir / "report" / "report.json").write_text(strict_json.dumps(report) + "\n")
     return report
 
 
@@ -248,7 +251,7 @@ def _save(out_dir: Path, data: DonorDataset, result: NeuralResult, thresholds: d
         feature_schema=config.schema(),
         feature_schema_hash=config.schema_hash(),
         threshold=thresholds,
-        metrics=nan_to_none({"test": report["models"]["multitarget"], "validation": validation,
+        metrics=finite_or_none({"test": report["models"]["multitarget"], "validation": validation,
                               "history": result.history}),
         training_data=data.description,
         reference_distributions=reference_distributions(data, result.val_scores),

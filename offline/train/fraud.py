@@ -34,7 +34,7 @@ from models.nn.fraud_model import FraudModel, FraudModelSpec
 from models.worlds import World, open_world
 from offline.evaluation.metrics import choose_threshold
 from offline.evaluation.report import ScoredModel, write_fraud_report, write_report_json
-from offline.train.common import MaskedMoments
+from offline.train.common import MaskedMoments, check_model_names, check_trainable
 from offline.train.fraud_baselines import flat_feature_names, flat_features, river_prequential, train_lightgbm
 from offline.train.fraud_data import TEST, TRAIN, VALIDATION, FraudDataset, account_scores, load_fraud_dataset
 from offline.train.loop import FitConfig, fit_binary, predict
@@ -126,6 +126,7 @@ def train_fraud(
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; valid: {', '.join(PROFILES)}")
     chosen = PROFILES[profile]
+    check_model_names(models, [spec.name for spec in model_specs(chosen)] + ["lightgbm", "river-logreg"], "fraud")
     fit = fit_override or chosen.fit
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     world = open_world(world_dir)
@@ -135,6 +136,10 @@ def train_fraud(
     data = load_fraud_dataset(world, chosen.features, train_negative_share=chosen.train_negative_share, progress=progress)
     _say(progress, f"features for {data.total_events:,} transactions in {time.monotonic() - started:.0f} s; "
                    f"{data.describe()}")
+    periods = {name: (int((data.split == code).sum()), int(data.labels[data.split == code].sum()))
+               for name, code in (("training", TRAIN), ("validation", VALIDATION), ("test", TEST))}
+    check_trainable(Path(world_dir).name, f"{data.total_events:,} transactions", periods, "by time (60/20/20)",
+                    "transactions (fraud or not)", "Label the fraud in it (the import's label column), or use a longer world.")
     train, y_train = data.part(TRAIN)
     val, y_val = data.part(VALIDATION)
     test, y_test = data.part(TEST)

@@ -22,6 +22,7 @@ from pydantic import ValidationError
 
 from models.contracts import DonorSegmentUpdate, FraudAlert
 from stream.kafka.client_args import aiokafka_args
+from stream.kafka.connect import started
 from stream.settings import KafkaSettings
 
 log = logging.getLogger("tributary.alerts")
@@ -112,9 +113,8 @@ async def follow(settings: KafkaSettings, out: Path, group_id: str = "tributary-
     """Consume alerts and segment updates into `out` until stopped (or idle for `idle_exit_s`)."""
     sink = AlertSink(out)
     topics = [settings.topics.fraud_alerts, settings.topics.donor_segments]
-    consumer = AIOKafkaConsumer(*topics, **aiokafka_args(settings), group_id=group_id,
-                                enable_auto_commit=False, auto_offset_reset="earliest")
-    await consumer.start()
+    consumer = await started(AIOKafkaConsumer(*topics, **aiokafka_args(settings), group_id=group_id,
+                                              enable_auto_commit=False, auto_offset_reset="earliest"), settings)
     last_message = time.monotonic()
     try:
         with out.open("a") as handle:

@@ -8,6 +8,7 @@ from typing import Callable
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from stream.kafka.client_args import aiokafka_args
+from stream.kafka.connect import started
 from stream.settings import KafkaSettings
 
 
@@ -31,8 +32,8 @@ async def read_topics(
     arrived. For topics that also hold records of earlier runs, where a count of all
     records says nothing.
     """
-    consumer = AIOKafkaConsumer(**aiokafka_args(settings), enable_auto_commit=False, auto_offset_reset="earliest")
-    await consumer.start()
+    consumer = await started(
+        AIOKafkaConsumer(**aiokafka_args(settings), enable_auto_commit=False, auto_offset_reset="earliest"), settings)
     try:
         partitions = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or ())]
         consumer.assign(partitions)

@@ -14,6 +14,7 @@ from aiokafka.errors import TopicAlreadyExistsError
 
 from models.errors import TributaryError
 from stream.kafka.client_args import aiokafka_args
+from stream.kafka.connect import started
 from stream.settings import KafkaSettings, WorkerSettings
 
 # Tables of the worker, whose changelogs must exist with the input topics' partition count.
@@ -67,8 +68,7 @@ async def ensure_topics(settings: KafkaSettings, specs: list[TopicSpec] | None =
     when an existing topic has another partition count (state would be mis-partitioned).
     """
     specs = specs if specs is not None else topic_specs(settings)
-    admin = AIOKafkaAdminClient(**aiokafka_args(settings), request_timeout_ms=30_000)
-    await admin.start()
+    admin = await started(AIOKafkaAdminClient(**aiokafka_args(settings), request_timeout_ms=30_000), settings)
     try:
         existing = set(await admin.list_topics())
         outcome: dict[str, str] = {}

@@ -166,8 +166,8 @@ def test_what_the_user_can_fix_is_one_clear_message(tmp_path, world, model_dir):
 
     assert "tributary generate" in run("--data", str(tmp_path), "--model-dir", str(model_dir))
     assert "tributary train" in run("--data", str(world.root), "--model-dir", str(tmp_path))
-    assert "cannot reach Kafka at 127.0.0.1:1" in run("--data", str(world.root), "--model-dir", str(model_dir),
-                                                      "--bootstrap", "127.0.0.1:1")
+    assert "cannot connect to Kafka at 127.0.0.1:1" in run("--data", str(world.root), "--model-dir", str(model_dir),
+                                                          "--bootstrap", "127.0.0.1:1")
     assert "leave out --bootstrap" in run("--data", str(world.root), "--model-dir", str(model_dir),
                                           "--bootstrap", "127.0.0.1:1", "--embedded")
 
