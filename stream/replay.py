@@ -12,12 +12,12 @@ import heapq
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Iterator
+from typing import Any, Iterator
 
 from aiokafka import AIOKafkaProducer
-from tqdm import tqdm
 
 from models.contracts import InvalidEvent, encode, from_record
+from models.progress import progress as progress_bar
 from models.worlds import EVENT_STREAMS, World, WorldError
 from stream.kafka.client_args import aiokafka_args
 from stream.kafka.connect import started
@@ -98,7 +98,7 @@ async def replay_world(
     producer = await started(AIOKafkaProducer(**aiokafka_args(settings), **options), settings)
     report = ReplayReport()
     total = sum(world.manifest.counts.get(s, 0) for s in world.streams)
-    bar = tqdm(total=total, unit="ev", desc="replay", disable=not progress, mininterval=0.5)
+    bar = progress_bar(total=total, unit="ev", desc="replay", enabled=progress)
     pending: list[asyncio.Future] = []
     topics: list[str] = []
     began = time.monotonic()
@@ -122,7 +122,7 @@ async def replay_world(
     return report
 
 
-async def _settle(pending: list, topics: list[str], report: ReplayReport, bar: tqdm) -> None:
+async def _settle(pending: list, topics: list[str], report: ReplayReport, bar: Any) -> None:
     await asyncio.gather(*pending)  # raises the first send error
     for topic in topics:
         report.sent[topic] = report.sent.get(topic, 0) + 1

@@ -15,14 +15,13 @@ model trained on events before the cut-off has to forecast them.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from tqdm import tqdm
 
+from models.progress import progress as progress_bar
 from models.worlds import WorldManifest, WorldWriter
 
 from .donor_calendar import US_PER_DAY, CampaignBook, Timeline
@@ -64,7 +63,7 @@ def generate_donor_world(out: Path, donors: int, seed: int = 7, progress: bool =
         state.engage(month, pop, pop.traits(), pop.join_month <= month, rng_state)
 
     with WorldWriter(out) as writer:
-        months = tqdm(range(timeline.n_months), desc="donor world", unit="month", disable=not progress, file=sys.stderr)
+        months = progress_bar(range(timeline.n_months), desc="donor world", unit="month", enabled=progress)
         for month in months:
             in_window = month >= timeline.cutoff_month
             pop.step_drift(params, rng_traits)

@@ -16,12 +16,11 @@ draws.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
+from models.progress import progress as progress_bar
 from models.worlds import WorldManifest, WorldWriter
 
 from .fraud_patterns import TYPOLOGIES, PatternPlanter
@@ -62,7 +61,7 @@ def generate_fraud_world(out: Path, accounts: int, days: int = 30, seed: int = 7
     written = fraud_rows = 0
     last_time = -1
     with WorldWriter(out) as writer:
-        for day in tqdm(range(days), desc="fraud world", unit="day", file=sys.stderr, disable=not progress):
+        for day in progress_bar(range(days), desc="fraud world", unit="day", enabled=progress):
             rows = Rows.concat([
                 normal_day(pop, day, _rng(seed, _TRAFFIC, day)),
                 planter.day(day, _rng(seed, _PATTERNS, day)),

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-from tqdm import tqdm
 
 from models.contracts import InvalidEvent, from_record
+from models.progress import progress as progress_bar
 from models.worlds import EVENT_STREAMS, LABEL_FILES, WorldManifest, WorldWriter
 
 from ._csv import HELP_HINT, ImportFormatError
@@ -157,7 +157,7 @@ def validate_events(
             f"{file}: line {int(line[i])}: the {stream} event it becomes breaks the contract: field event_time: "
             f"is outside years 1-9999; is the timestamp in the wrong unit?; {HELP_HINT}"
         )
-    with tqdm(total=table.num_rows, desc=f"validating {stream}", unit="rows", disable=not progress, mininterval=0.5) as bar:
+    with progress_bar(total=table.num_rows, desc=f"validating {stream}", unit="rows", enabled=progress) as bar:
         done = 0
         for batch in table.to_batches(max_chunksize=8_192):
             for i, record in enumerate(batch.to_pylist()):

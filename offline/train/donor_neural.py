@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -16,12 +15,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from sklearn.metrics import average_precision_score
-from tqdm import tqdm
 
 from models.features.donors import (
     DonorBatch,
 )
 from models.nn.donor_model import INPUTS, DonorModel, DonorModelSpec
+from models.progress import progress as progress_bar
 from offline.train.common import MaskedMoments, focal_terms, run_signature
 from offline.train.donor_data import FOCAL_ALPHA, FOCAL_GAMMA, TARGET_WEIGHTS, TEST, TRAIN, VALIDATION, DonorDataset
 from offline.train.epochs import run_epochs
@@ -188,8 +187,7 @@ class _NeuralTraining:
         self.model.train()
         total, seen = 0.0, 0
         batches = _bucketed(self.train, self.lengths, self.profile.batch_size, self.generator)
-        for rows in tqdm(batches, desc=f"epoch {epoch}", unit="batch", leave=False, disable=not self.progress,
-                         file=sys.stderr):
+        for rows in progress_bar(batches, desc=f"epoch {epoch}", unit="batch", leave=False, enabled=self.progress):
             inputs = _slice(self.tensors, rows, self.device)
             target = self.labels.index_select(0, torch.from_numpy(rows)).to(self.device)
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):

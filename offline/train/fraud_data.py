@@ -10,13 +10,11 @@ in production.
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from tqdm import tqdm
 
 from models.features.account_state import TYPE_CODES, AccountState
 from models.features.transactions import (
@@ -25,6 +23,7 @@ from models.features.transactions import (
     TransactionFeatureConfig,
     TransactionFeaturizer,
 )
+from models.progress import progress as progress_bar
 from models.worlds import World, WorldError
 
 TRAIN, VALIDATION, TEST = 0, 1, 2
@@ -94,7 +93,7 @@ def load_fraud_dataset(
     featurizer = TransactionFeaturizer(AccountState(window=config.window, capacity=1 << 16), config)
     parts: list[TransactionBatch] = []
     labels, times, ids, sources, destinations, splits = [], [], [], [], [], []
-    bar = tqdm(total=len(times_all), unit="tx", desc="features", disable=not progress, file=sys.stderr)
+    bar = progress_bar(total=len(times_all), unit="tx", desc="features", enabled=progress)
     for batch in world.iter_events("transactions", batch_size=chunk):
         event_ids = batch.column("event_id").to_pylist()
         try:

@@ -9,7 +9,6 @@ resume from the checkpoint written after every epoch.
 from __future__ import annotations
 
 import math
-import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -17,8 +16,8 @@ import numpy as np
 import torch
 from sklearn.metrics import average_precision_score
 from torch import Tensor, nn
-from tqdm import tqdm
 
+from models.progress import progress as progress_bar
 from offline.train.common import focal_terms, run_signature
 from offline.train.epochs import run_epochs
 
@@ -80,8 +79,8 @@ class _BinaryTraining:
         self.model.train()
         order = self.rng.permutation(n)
         total = 0.0
-        bar = tqdm(range(steps), desc=f"{self.label} epoch {epoch}/{config.epochs}", unit="batch",
-                   disable=not self.progress, leave=False, file=sys.stderr)
+        bar = progress_bar(range(steps), desc=f"{self.label} epoch {epoch}/{config.epochs}", unit="batch",
+                           enabled=self.progress, leave=False)
         for step in bar:
             index = order[step * config.batch_size:(step + 1) * config.batch_size]
             inputs = to_tensors(self.train, index, self.device)
