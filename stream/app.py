@@ -15,6 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -28,6 +31,7 @@ from stream.state.commit_protocol import PartitionedState
 from stream.state.faust_store import STORE_URL, PartitionedStateStore
 from stream.worker import TributaryWorker
 
+lifecycle = logging.getLogger("tributary.lifecycle")
 log = logging.getLogger("tributary.worker")
 # How often fetch positions are compared with what reached the pipeline (stream.kafka.offset_guard),
 # and the commit lag is measured.
@@ -53,6 +57,9 @@ def create_app(worker: TributaryWorker) -> faust.App:
         web_enabled=False,
         table_standby_replicas=0,
         store="memory://",
+        # Faust makes empty table folders under its datadir ("<app id>-data" in the working
+        # directory by default); our tables keep no files, so they go out of the way.
+        datadir=str(_faust_datadir(s.app_id)),
     )
 
     async def seek(topic: str, partition: int, offset: int) -> None:
@@ -135,11 +142,41 @@ def create_app(worker: TributaryWorker) -> faust.App:
             if tp.topic in input_topics:
                 worker.metrics.assigned.labels(tp.topic, str(tp.partition)).set(1)
 
+    @app.on_rebalance_complete.connect  # type: ignore[arg-type]  # Faust's typing wants *args; it calls (sender, signal=...)
+    async def say_ready(app: faust.App, **kwargs: Any) -> None:
+        _show_lifecycle_at_any_level()  # here: the first rebalance can complete before any task runs
+        held: dict[str, list[int]] = {}
+        for tp in sorted(app.consumer.assignment()):
+            if tp.topic in input_topics:
+                held.setdefault(tp.topic, []).append(tp.partition)
+        what = "; ".join(f"{topic} {','.join(map(str, parts))}" for topic, parts in held.items()) or "none"
+        lifecycle.info("worker ready: consuming input partitions %s (group %s at %s)", what, s.app_id,
+                       s.bootstrap_servers)
+
     @app.on_before_shutdown.connect  # type: ignore[arg-type]  # Faust's typing wants *args; it calls (sender, value, signal=...)
     async def stop_clients(app: faust.App, **kwargs: Any) -> None:
         await worker.stop(timeout_s=s.shutdown_timeout_s)
 
     return app
+
+
+def _show_lifecycle_at_any_level() -> None:
+    """The few lifecycle lines ("worker ready") reach the log at the default level
+    (warning) too: an operator should see a healthy worker say it is up. Faust's own
+    handlers filter by the level, so these lines have a handler of their own."""
+    if not lifecycle.handlers:
+        handler = logging.StreamHandler(sys.__stderr__)  # the real one: Faust turns sys.stderr into a logger
+        handler.setFormatter(logging.Formatter("[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s"))
+        lifecycle.addHandler(handler)
+        lifecycle.setLevel(logging.INFO)
+        lifecycle.propagate = False
+
+
+def _faust_datadir(app_id: str) -> Path:
+    """Where Faust's (empty) table folders go; Faust makes the last level itself only."""
+    parent = Path(tempfile.gettempdir()) / "tributary-faust"
+    parent.mkdir(parents=True, exist_ok=True)
+    return parent / app_id
 
 
 def build_worker(settings: WorkerSettings) -> tuple[TributaryWorker, faust.App]:

@@ -182,13 +182,15 @@ class TributaryWorker:
 
     async def measure_commit_lag(self, assigned: list[Partition]) -> None:
         """Per assigned input partition: what is processed, what the group has committed, and
-        the offsets between (processed but not committed; a crash now would read them again)."""
+        the offsets between (processed but not committed; a crash now would read them
+        again); and the consumer lag, from the end offset to what is processed."""
         probe = await self._get_probe()
+        ends = await probe.end_offsets([TopicPartition(*partition) for partition in assigned]) if assigned else {}
         for partition in assigned:
             committed = await probe.committed(TopicPartition(*partition))
             # Nothing acked since the partition was assigned: it starts from the commit.
             processed = self.processed.get(partition, committed or 0)
-            self.metrics.record_commit(*partition, processed, committed)
+            self.metrics.record_commit(*partition, processed, committed, ends.get(TopicPartition(*partition)))
 
     async def stop(self, timeout_s: float) -> None:
         """Let the batches in flight publish (for at most `timeout_s`), then stop the clients."""

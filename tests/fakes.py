@@ -61,6 +61,9 @@ class FakeProbe:
     async def beginning_offsets(self, tps):
         return {tp: min(self.offsets[(tp.topic, tp.partition)]) for tp in tps}
 
+    async def end_offsets(self, tps):
+        return {tp: max(self.offsets[(tp.topic, tp.partition)]) + 1 for tp in tps}
+
     def assign(self, tps):
         self.assigned = set(tps)
 

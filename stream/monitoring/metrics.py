@@ -5,7 +5,16 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    start_http_server,
+)
 
 from models.contracts import DeadLetterReason, Segment
 from stream.kafka.publisher import Failure
@@ -67,6 +76,13 @@ class WorkerMetrics:
                                 "again after a crash); should stay within a few commit intervals of work",
                                 ["topic", "partition"], registry=r)
 
+        self.consumer_lag = Gauge("tributary_consumer_lag_offsets", "Records in the partition not yet processed: "
+                                  "its end offset minus the processed offset", ["topic", "partition"], registry=r)
+        # The process's CPU, memory, open files and GC, as the default registry would have them.
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        GCCollector(registry=r)
+
         if topics is not None:
             self._start_series(topics)
 
@@ -125,15 +141,20 @@ class WorkerMetrics:
             if record.timestamp_ms is not None:
                 self.end_to_end.labels(record.topic).observe(max(done_ms - record.timestamp_ms, 0) / 1000)
 
-    def record_commit(self, topic: str, partition: int, processed: int, committed: int | None) -> None:
+    def record_commit(self, topic: str, partition: int, processed: int, committed: int | None,
+                      end: int | None = None) -> None:
+        """`end`: the partition's end offset (the next offset to be written), when known."""
         labels = (topic, str(partition))
         self.processed_offset.labels(*labels).set(processed)
         self.committed_offset.labels(*labels).set(committed if committed is not None else -1)
         self.commit_lag.labels(*labels).set(max(processed - (committed or 0), 0))
+        if end is not None:
+            self.consumer_lag.labels(*labels).set(max(end - processed, 0))
 
     def forget_partition(self, topic: str, partition: int) -> None:
         """A partition moved to another worker: its series here would only go stale."""
-        for gauge in (self.assigned, self.processed_offset, self.committed_offset, self.commit_lag):
+        for gauge in (self.assigned, self.processed_offset, self.committed_offset, self.commit_lag,
+                      self.consumer_lag):
             try:
                 gauge.remove(topic, str(partition))
             except KeyError:

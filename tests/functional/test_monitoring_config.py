@@ -105,8 +105,9 @@ def _dashboard_expressions() -> list[str]:
 
 
 def _series_used(expression: str) -> set[str]:
-    """Metric and recorded-series names in a PromQL expression (ours all start `tributary`)."""
-    return set(re.findall(r"\btributary[_:][A-Za-z0-9_:]*", expression)) | {
+    """Metric and recorded-series names in a PromQL expression (ours all start `tributary`;
+    the process metrics `process_`)."""
+    return set(re.findall(r"\b(?:tributary|process)[_:][A-Za-z0-9_:]*", expression)) | {
         name for name in PROMETHEUS_BUILTINS if re.search(rf"\b{name}\b\s*[{{\[(]", expression)
     }
 
@@ -139,6 +140,23 @@ def test_dashboard_shows_throughput_latency_alerts_dead_letters_drift_batches_an
             "tributary_model_info"} <= used
     latency = [e for e in _dashboard_expressions() if "tributary_end_to_end_latency_seconds_bucket" in e]
     assert {"0.5", "0.95", "0.99"} <= {re.search(r"histogram_quantile\(([\d.]+)", e).group(1) for e in latency}
+
+
+def test_dashboard_shows_lag_labelled_performance_the_offset_guard_and_the_process():
+    used = set().union(*(_series_used(e) for e in _dashboard_expressions()))
+    assert {"tributary_consumer_lag_offsets", "tributary_commit_lag_offsets", "tributary_labelled_performance",
+            "tributary_events_held_back_total", "tributary_offset_watch_seeks_total", "process_cpu_seconds_total",
+            "process_resident_memory_bytes"} <= used
+
+
+def test_every_dashboard_query_can_be_narrowed_to_chosen_workers():
+    for path in sorted((DEPLOY / "grafana" / "dashboards").glob("*.json")):
+        dashboard = json.loads(path.read_text())
+        (variable,) = [v for v in dashboard["templating"]["list"] if v["name"] == "instance"]
+        assert variable["includeAll"] and variable["multi"]
+        for expression in _dashboard_expressions():
+            selectors = re.findall(r"\b(?:tributary|process|up)[_A-Za-z0-9]*(\{[^}]*\})?", expression)
+            assert selectors and all('instance=~"$instance"' in s for s in selectors), expression
 
 
 def test_grafana_provisioning_points_at_the_dashboards_and_the_prometheus_service(services):

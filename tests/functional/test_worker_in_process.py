@@ -54,8 +54,11 @@ class Driver:
         async def start_producer(**options):
             return Journalled()
 
+        broker = FakeProbe({("transactions", p): [0] for p in range(4)}, {})
+        self.broker = broker
+
         async def probe():
-            return FakeProbe({("transactions", p): [0] for p in range(4)}, {})
+            return broker
 
         self.settings = WorkerSettings(model_dir=str(model_dir), metrics_port=0, publish_timeout_s=1.0, **settings)
         self.worker = TributaryWorker(self.settings, start_producer=start_producer, probe=probe)
@@ -103,6 +106,19 @@ def test_each_batch_is_published_whole_before_any_of_its_events_is_acked(model_d
                for key, _ in value if marker_topic(key) is not None]
     assert markers, "the changelog carries the published-offset markers"
     assert driver.worker.processed == {("transactions", 0): 60}
+
+
+def test_commit_and_consumer_lag_per_partition_are_measured_against_the_broker(model_dir):
+    driver = Driver(model_dir)
+    driver.broker.offsets[("transactions", 0)] = list(range(100))  # the partition's end offset is 100
+    driver.broker.committed_offsets[("transactions", 0)] = 20
+    driver.run("transactions", [transactions(60)])
+    asyncio.run(driver.worker.measure_commit_lag([("transactions", 0)]))
+    sample = driver.worker.metrics.registry.get_sample_value
+    partition = {"topic": "transactions", "partition": "0"}
+    assert sample("tributary_commit_lag_offsets", partition) == 60 - 20
+    assert sample("tributary_consumer_lag_offsets", partition) == 100 - 60
+    assert sample("process_resident_memory_bytes") > 0  # the process metrics are exported too
 
 
 def test_a_batch_that_cannot_be_published_is_not_acked_and_stops_the_worker(model_dir):

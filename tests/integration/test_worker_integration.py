@@ -96,6 +96,9 @@ def test_every_event_is_scored_or_dead_lettered_and_scores_match_offline(broker,
         worker.stop()
         readback.close()
     no_traceback(worker)
+    # At the default log level (warning) too, the log says when the worker is ready.
+    ready = [line for line in worker.log().splitlines() if "worker ready: consuming input partitions" in line]
+    assert ready and f"{settings.topics.transactions} 0,1,2,3" in ready[0], worker.log()[-2000:]
 
     # Conservation: each record exactly one outcome or one dead letter, never both.
     for position in scored:
