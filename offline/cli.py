@@ -54,20 +54,56 @@ def generate_donors(donors: int, seed: int, out: Path) -> None:
 
 
 @click.command("import")
-@click.argument("source", type=click.Choice(["amlsim", "bitcoin-otc", "cdnow", "paysim", "pva97nk"]))
+@click.argument("source", type=click.Choice(["transactions", "amlsim", "bitcoin-otc", "cdnow", "paysim", "pva97nk"]))
 @click.argument("path", type=click.Path(exists=True, path_type=Path))
 @_OUT
-def import_data(source: str, path: Path, out: Path) -> None:
-    """Convert a real data set (or your own file of the same shape) into a world.
+@click.option("--map", "mapping", multiple=True, metavar="YOUR_COLUMN=FIELD",
+              help="transactions: read a column under another name (repeatable), e.g. --map amt=amount.")
+@click.option("--label-column", default="is_fraud", show_default=True,
+              help="transactions: the column with the fraud label (1/0, true/false); absent: an unlabelled world.")
+@click.option("--max-rejects", default=0, show_default=True, type=click.IntRange(min=0),
+              help="transactions: how many invalid rows may be left out (listed in the rejects file) before the "
+                   "import fails.")
+@click.option("--rejects", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="transactions: where the rejected rows are listed (default: OUT/rejects.csv).")
+@click.option("--format", "fmt", type=click.Choice(["csv", "jsonl", "parquet"]), default=None,
+              help="transactions: the file's format (default: Parquet by its first bytes, JSON Lines by a "
+                   ".jsonl/.ndjson/.json name, else CSV).")
+def import_data(source: str, path: Path, out: Path, mapping: tuple[str, ...], label_column: str, max_rejects: int,
+                rejects: Path | None, fmt: str | None) -> None:
+    """Convert your own data, or a public data set, into a world.
 
     \b
-    Expected input per SOURCE:
+    Your own transactions, in the contract's own schema:
+      transactions a CSV (plain or .gz), JSON Lines (plain or .gz) or Parquet file with
+                   the TransactionEvent fields as columns: event_time (ISO 8601, or epoch
+                   s/ms/us), source_account, destination_account, amount, type (payment,
+                   transfer, cash_out, cash_in, debit) and optionally event_id, currency,
+                   channel and the four balances; plus a label column (is_fraud). Rows
+                   that fail validation are listed with line, field and reason in the
+                   rejects file; the import fails past --max-rejects. Any size: bounded memory.
+    \b
+    Public data sets (or your own file of the same shape):
       paysim       PaySim CSV (step,type,amount,nameOrig,...,isFraud,isFlaggedFraud), plain or .gz
       amlsim       IBM AMLSim sample: a .tgz or a folder with nodes.csv and transactions.csv
       bitcoin-otc  Bitcoin OTC signed ratings: SOURCE,TARGET,RATING,TIME (no header), plain or .gz
       cdnow        CDNOW purchases: customer_id date number_of_cds dollar_value (whitespace separated)
       pva97nk      pva97nk donor table (KDD Cup 98 derived), CSV with TargetB,ID,TargetD,GiftCnt36,...
     """
+    if source == "transactions":
+        from offline.importers.contract_schema import import_transactions, parse_mapping
+
+        manifest = import_transactions(path, out, mapping=parse_mapping(mapping, "transactions", label_column),
+                                       label_column=label_column, max_rejects=max_rejects, rejects=rejects,
+                                       fmt=fmt)  # type: ignore[arg-type]
+        _report(manifest, out)
+        rejected = manifest.parameters["rows_rejected"]
+        if rejected:
+            click.echo(f"{rejected:,} rows rejected, listed in {rejects or out / 'rejects.csv'}")
+        return
+    if mapping or rejects or fmt or max_rejects or label_column != "is_fraud":
+        raise click.UsageError("--map, --label-column, --max-rejects, --rejects and --format are for "
+                               "`tributary import transactions`; the public shapes have their own columns")
     from offline.importers import run_importer
 
     _report(run_importer(source, path, out), out)
