@@ -33,7 +33,8 @@ Accounts become `aml-<nodeid>`; self-transfers and zero values are dropped and c
 A transfer is labelled fraud when both of its accounts are.
 
 **bitcoin-otc**: a CSV of `SOURCE,TARGET,RATING,TIME`, one rating per line, header
-optional (SNAP ships none); `TIME` is epoch seconds (fractions kept to the
+optional (SNAP's files have none, or `source,target,weight,timestamp`: a first line
+with words where the numbers go is taken for a header, whatever its names); `TIME` is epoch seconds (fractions kept to the
 microsecond); `RATING` a number, negative meaning distrust. Users become `btc-<id>`.
 A rating becomes a transfer of amount 1.0 XBT over channel web; the rating itself only
 goes into the labels (`rating < 0` per transaction; received ratings summing below zero

@@ -54,7 +54,8 @@ class CsvSpec:
 
     header: "required" (the named columns must be in the first line, in any order, extra
     columns ignored), "none" (exactly these columns, in this order, no header line) or
-    "optional" (as "none", but a first line that spells the column names is skipped).
+    "optional" (as "none", but a first line of column names is skipped: one that spells
+    them, or one with words where the number columns are).
     whitespace: fields are separated by runs of spaces/tabs instead of commas.
     `expected()` spells the shape for error messages; `name?` marks a column that may be absent.
     """
@@ -123,6 +124,21 @@ def decompress(data: bytes, file: str, expected: str) -> bytes:
     return data
 
 
+def _names_not_numbers(first: list[str], spec: CsvSpec) -> bool:
+    """A first line whose every number column holds a word is a header, whatever its
+    names: SNAP ships `source,target,weight,timestamp` over the same four columns."""
+    numeric = [i for i, column in enumerate(spec.columns) if column.kind != "str"]
+
+    def number(text: str) -> bool:
+        try:
+            float(text)
+        except ValueError:
+            return False
+        return True
+
+    return bool(numeric) and not any(number(first[i]) for i in numeric)
+
+
 def read_csv(data: bytes, file: str, spec: CsvSpec) -> Rows:
     """Parse `data` (already decompressed) into typed numpy columns named as in `spec`.
 
@@ -139,7 +155,8 @@ def read_csv(data: bytes, file: str, spec: CsvSpec) -> Rows:
     first = _fields(data.split(b"\n", 1)[0])
 
     wanted = {name.lower(): name for name in spec.names}
-    header_hit = len(first) == len(spec.columns) and [f.lower() for f in first] == list(wanted)
+    header_hit = len(first) == len(spec.columns) and (
+        [f.lower() for f in first] == list(wanted) or _names_not_numbers(first, spec))
     if spec.header == "required":
         found = {f.lower(): i for i, f in enumerate(first)}
         absent_ok = {c.name for c in spec.columns if c.may_be_absent}
