@@ -70,6 +70,21 @@ def bench(data, accounts, days, model_dir, fraud_model, rate, latency_seconds, b
     bench_main(data, model_dir, fraud_model, accounts, days, rate, latency_seconds, batch_max, batch_wait_ms, as_json)
 
 
+@main.command()
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write to this file (docs/topics.md in the repository) instead of printing.")
+def schema(out: Path | None) -> None:
+    """Every topic: its key, the fields of its messages and an example (from the contracts)."""
+    from tributary.topics_doc import topics_markdown
+
+    text = topics_markdown()
+    if out is None:
+        click.echo(text, nl=False)
+    else:
+        out.write_text(text)
+        click.echo(f"wrote {out}")
+
+
 def _batch_sizes(ctx, param, value: str) -> tuple[int, ...]:
     try:
         sizes = tuple(int(v) for v in value.split(",") if v.strip())

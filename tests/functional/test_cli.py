@@ -18,7 +18,7 @@ from tributary.cli import main
 COMMANDS = [
     [], ["generate"], ["generate", "fraud"], ["generate", "donors"], ["import"], ["broker"],
     ["replay"], ["topics"], ["topics", "create"], ["demo"], ["worker"], ["alerts"], ["bench"], ["bench-model"], ["train"],
-    ["train", "fraud"], ["train", "donors"], ["evaluate"], ["replay-test"], ["install-model"],
+    ["train", "fraud"], ["train", "donors"], ["evaluate"], ["replay-test"], ["install-model"], ["schema"],
 ]
 
 
