@@ -175,21 +175,29 @@ def train_donors_command(data: Path, out: Path, profile: str, models: tuple[str,
 @click.option("--split", type=click.Choice(["test", "all"]), default="test", show_default=True,
               help="test: the world's last 20% by time, as in training. all: every event.")
 @click.option("--json", "as_json", is_flag=True, help="Print report.json to stdout.")
+@click.option("--alert-policy", default=None, metavar="POLICY",
+              help="Fraud: also report what this alert policy gives (alerts_per_day=N, top_fraction=Q, threshold=X), "
+                   "as TRIBUTARY_ALERT_POLICY would serve it.")
 @_THREADS
-def evaluate(model_dir: Path, data: Path, out: Path | None, split: str, as_json: bool, threads: int | None) -> None:
-    """Score a world with saved models and report their metrics."""
+def evaluate(model_dir: Path, data: Path, out: Path | None, split: str, as_json: bool, alert_policy: str | None,
+             threads: int | None) -> None:
+    """Score a world with saved models and report their metrics, and alerts per day against
+    precision and recall (alerts_per_day.png)."""
     from models import strict_json
+    from models.alert_policy import AlertPolicy
     from offline.evaluate import evaluate as evaluate_models
 
+    policy = AlertPolicy.parse(alert_policy) if alert_policy is not None else None
     _threads(threads)
     out = out or model_dir / f"evaluation-{data.name}"
-    report = evaluate_models(model_dir, data, out, split=split, progress=not as_json)
+    report = evaluate_models(model_dir, data, out, split=split, progress=not as_json, policy=policy)
     if as_json:
         click.echo(strict_json.dumps(report))
     elif report["task"] == "donors":
         _print_donor_table(report)
     else:
         _print_fraud_table(report)
+        _print_policy(report.get("alert_budget") or {})
     if not as_json:
         click.echo(f"report: {out}")
 
@@ -224,3 +232,17 @@ def _print_donor_table(report: dict) -> None:
     for name, m in sorted(report["models"].items(), key=lambda kv: -(kv[1]["mean_f1"] or 0)):
         cells = "".join(f"{m['targets'][t]['f1']:>20.4f}" if t in m["targets"] else f"{'-':>20}" for t in targets)
         click.echo(f"{name:<28}{m['mean_f1']:>8.4f}{cells}")
+
+
+def _print_policy(budget: dict) -> None:
+    if not budget.get("at_policy"):
+        return
+    click.echo(f"\nalert policy {budget['policy']} over {budget['days']:.1f} days:")
+    for name, point in budget["at_policy"].items():
+        if "error" in point:
+            click.echo(f"  {name:<24}{point['error']}")
+            continue
+        precision = "-" if point["precision"] is None else f"{point['precision']:.4f}"
+        recall = "-" if point["recall"] is None else f"{point['recall']:.4f}"
+        click.echo(f"  {name:<24}threshold {point['threshold']:.4f}  {point['alerts_per_day']:,.1f} alerts/day  "
+                   f"precision {precision}  recall {recall}")

@@ -11,10 +11,12 @@ from pathlib import Path
 
 import numpy as np
 
+from models.alert_policy import AlertPolicy, AlertPolicyError
 from models.artifacts import MANIFEST, ArtifactError, latest_version
 from models.model_store import load_fraud_model
 from models.worlds import open_world
-from offline.evaluation.report import ScoredModel, write_fraud_report
+from offline.evaluation.alert_budget import at_budget, budget_curve, plot_budget_curves
+from offline.evaluation.report import ScoredModel, write_fraud_report, write_report_json
 from offline.train.fraud_data import TEST, load_fraud_dataset
 from offline.train.loop import predict
 
@@ -41,11 +43,12 @@ def artifact_task(model_dir: Path) -> str:
     return tasks.pop()
 
 
-def evaluate(model_dir: Path, world_dir: Path, out: Path, split: str = "test", progress: bool = True) -> dict:
+def evaluate(model_dir: Path, world_dir: Path, out: Path, split: str = "test", progress: bool = True,
+             policy: AlertPolicy | None = None) -> dict:
     """Evaluate every artifact under `model_dir` on `world_dir`; fraud or donor models alike."""
     if artifact_task(model_dir) == "donors":
         return evaluate_donors(model_dir, world_dir, out, split)
-    return evaluate_fraud(model_dir, world_dir, out, split, progress)
+    return evaluate_fraud(model_dir, world_dir, out, split, progress, policy)
 
 
 def evaluate_donors(model_dir: Path, world_dir: Path, out: Path, split: str = "test") -> dict:
@@ -82,8 +85,10 @@ def evaluate_donors(model_dir: Path, world_dir: Path, out: Path, split: str = "t
     return write_donor_report(out, world.manifest.source, description, results, notes)
 
 
-def evaluate_fraud(model_dir: Path, world_dir: Path, out: Path, split: str = "test", progress: bool = True) -> dict:
-    """Metrics of every fraud artifact under `model_dir` on `world_dir` (its test period, or all of it)."""
+def evaluate_fraud(model_dir: Path, world_dir: Path, out: Path, split: str = "test", progress: bool = True,
+                   policy: AlertPolicy | None = None) -> dict:
+    """Metrics of every fraud artifact under `model_dir` on `world_dir` (its test period, or
+    all of it); with `policy`, also what that alert policy gives each model."""
     loaded = [load_fraud_model(path) for path in artifact_dirs(model_dir)]
     configs = {m.features for m in loaded}
     if len(configs) != 1:
@@ -99,7 +104,26 @@ def evaluate_fraud(model_dir: Path, world_dir: Path, out: Path, split: str = "te
         notes.append("SYNTHETIC data: results describe the generator's planted patterns, not real fraud.")
     report = write_fraud_report(out, world.manifest.source, description, results, notes)
     _write_predictions(out, data.event_ids[data.split == TEST], labels, results)
+    report["alert_budget"] = _alert_budget(out, world.manifest.source, data.times[data.split == TEST], labels,
+                                           results, {m.manifest.name: m.manifest.metrics for m in loaded}, policy)
+    write_report_json(out / "report.json", report)
     return report
+
+
+def _alert_budget(out: Path, dataset: str, times: np.ndarray, labels: np.ndarray, results: dict[str, ScoredModel],
+                  metrics: dict[str, dict], policy: AlertPolicy | None) -> dict:
+    """Alerts per day against precision and recall (a plot), and the chosen policy's point."""
+    days = max(float(times.max() - times.min()) / 86_400.0, 1 / 24) if len(times) else 1.0
+    curves = {name: budget_curve(r.scores, labels, days, metrics[name]) for name, r in results.items()}
+    plot_budget_curves(out / "alerts_per_day.png", curves, f"Alerts per day against precision and recall, {dataset}")
+    chosen = {}
+    if policy is not None:
+        for name, r in results.items():
+            try:
+                chosen[name] = at_budget(r.scores, labels, days, metrics[name], policy)
+            except AlertPolicyError as error:
+                chosen[name] = {"policy": str(policy), "error": str(error)}
+    return {"days": days, "policy": str(policy) if policy else None, "at_policy": chosen, "curves": curves}
 
 
 def _write_predictions(out: Path, event_ids: np.ndarray, labels: np.ndarray, results: dict[str, ScoredModel]) -> None:

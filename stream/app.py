@@ -115,7 +115,7 @@ def create_app(worker: TributaryWorker) -> faust.App:
 
     @app.timer(interval=s.reload_interval_s)
     async def reload_models() -> None:
-        await asyncio.get_running_loop().run_in_executor(worker.executor, worker.models.reload_if_newer)
+        await asyncio.get_running_loop().run_in_executor(worker.executor, worker.reload)
 
     @app.task
     async def start_metrics() -> None:

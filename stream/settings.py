@@ -130,6 +130,10 @@ class WorkerSettings(KafkaSettings):
         "artifact's held-out figure",
     )
     psi_threshold: float = Field(0.2, gt=0)
+    alert_policy: str = Field(
+        "model", description="how many fraud alerts: model (its own threshold), threshold=X, top_fraction=Q, "
+        "alerts_per_day=N; or @FILE holding one, read again at every reload check",
+    )
 
     @staticmethod
     def unknown_variables(environ: dict[str, str]) -> list[str]:

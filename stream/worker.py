@@ -39,6 +39,7 @@ from stream.pipeline.donors import DonorStage
 from stream.pipeline.labels import LabelStage
 from stream.pipeline.records import RawRecord
 from stream.pipeline.transactions import TransactionStage
+from stream.scoring.alert_thresholds import AlertThresholds
 from stream.scoring.donor_scorer import DonorScorer
 from stream.scoring.fraud_scorer import FraudScorer
 from stream.scoring.reload import ModelReloader, ServedTask
@@ -97,13 +98,19 @@ class TributaryWorker:
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tributary-score")
 
         fraud = load_fraud_model(latest_version(served_root(settings.model_dir), settings.fraud_model))
-        fraud_scorer = self._fraud_scorer(fraud)
-        tasks = [ServedTask("fraud", settings.fraud_model, fraud_scorer, load_fraud_model)]
+        self.alert_thresholds = AlertThresholds(
+            settings.alert_policy, lambda model, threshold: self.metrics.alert_threshold.labels(model).set(threshold))
+        self.alert_thresholds.check(fraud)
+        self.fraud_scorer = fraud_scorer = self._fraud_scorer(fraud)
+        # A new version the alert policy cannot serve (a budget, no validation scores) is refused.
+        tasks = [ServedTask("fraud", settings.fraud_model, fraud_scorer,
+                            lambda path: self.alert_thresholds.check(load_fraud_model(path)))]
         self.accounts = PartitionedAccounts(fraud.features)
         recent = RecentScores(settings.label_memory) if settings.label_memory else None
         self.pipelines: dict[str, BatchPipeline] = {
             "transactions": self._pipeline(TransactionStage(self.accounts, fraud_scorer, settings.topics,
-                                                            settings.max_message_bytes, recent), "accounts"),
+                                                            settings.max_message_bytes, recent,
+                                                            self.alert_thresholds), "accounts"),
         }
         if recent is not None:
             performance = PerformanceMonitor(fraud.manifest.metrics.get("test", {}), settings.label_window,
@@ -179,6 +186,11 @@ class TributaryWorker:
         for partition in partitions:
             self.processed.pop(partition, None)
             self.metrics.forget_partition(*partition)
+
+    def reload(self) -> None:
+        """Newer model versions and the alert policy file, if any (on the scoring thread)."""
+        self.models.reload_if_newer()
+        self.alert_thresholds.reload(self.fraud_scorer.current.model)
 
     async def measure_commit_lag(self, assigned: list[Partition]) -> None:
         """Per assigned input partition: what is processed, what the group has committed, and

@@ -22,7 +22,8 @@ DIMS = {"event": F_EVENT, "seq": F_SEQ, "node": F_NODE, "edge": F_EDGE}
 
 
 def untrained_fraud_artifact(root: Path, threshold: float = 0.5, seed: int = 0, name: str = "fusion-gated",
-                             features: TransactionFeatureConfig = TransactionFeatureConfig(), version: str | None = None) -> Path:
+                             features: TransactionFeatureConfig = TransactionFeatureConfig(), version: str | None = None,
+                             metrics: dict | None = None) -> Path:
     """A real artifact of an untrained (randomly initialised, seeded) fusion model."""
     torch.manual_seed(seed)
     spec = FraudModelSpec(name, graph_depth=2, graph_hidden=16, sequence="gru", sequence_hidden=8,
@@ -33,7 +34,7 @@ def untrained_fraud_artifact(root: Path, threshold: float = 0.5, seed: int = 0, 
         name=name, task="fraud", hyperparameters={"model": spec.to_dict()},
         feature_schema=features.schema(), feature_schema_hash=features.schema_hash(), threshold=threshold,
         reference_distributions={"format": 2, "scores": {"fraud": {"edges": [0.5], "shares": [0.5, 0.5]}},
-                                 "features": {}}, **extra,
+                                 "features": {}}, metrics=metrics or {}, **extra,
     )
     return save_artifact(root, manifest, model.state_dict())
 

@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 import torch
 
 from models import drift_reference
+from models.alert_policy import budget_reference
 from models.artifacts import ArtifactManifest, normalisation_summary, save_artifact
 from models.drift_reference import quantile_histogram
 from models.features.transactions import (
@@ -167,7 +168,8 @@ def train_fraud(
             feature_schema=chosen.features.schema(),
             feature_schema_hash=chosen.features.schema_hash(),
             threshold=threshold,
-            metrics={"test": metrics, "val_pr_auc_best": max(h["val_pr_auc"] for h in history) if history else None},
+            metrics={"test": metrics, "val_pr_auc_best": max(h["val_pr_auc"] for h in history) if history else None,
+                     "alert_budget": budget_reference(val_scores, data.boundaries[1] - data.boundaries[0])},
             training_data=training_data,
             reference_distributions=reference_distributions(val, val_scores),
             normalisation=normalisation_summary(model),

@@ -76,6 +76,8 @@ class WorkerMetrics:
                                 "again after a crash); should stay within a few commit intervals of work",
                                 ["topic", "partition"], registry=r)
 
+        self.alert_threshold = Gauge("tributary_alert_threshold", "The score at and above which a transaction "
+                                     "raises an alert (TRIBUTARY_ALERT_POLICY)", ["model"], registry=r)
         self.consumer_lag = Gauge("tributary_consumer_lag_offsets", "Records in the partition not yet processed: "
                                   "its end offset minus the processed offset", ["topic", "partition"], registry=r)
         # The process's CPU, memory, open files and GC, as the default registry would have them.

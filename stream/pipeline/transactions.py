@@ -22,6 +22,7 @@ from models.features.account_state import RECENT_EVENT_IDS, TYPE_CODES
 from models.features.transactions import TRANSACTION_CHANNEL_CODES, TransactionBatch
 from stream.monitoring.performance import RecentScores, Said
 from stream.pipeline.records import Output, RawRecord, StageResult, dead_letter, decode_or_dead_letter
+from stream.scoring.alert_thresholds import AlertThresholds
 from stream.scoring.fraud_scorer import FraudScorer, take_rows
 from stream.settings import TopicNames
 from stream.state.commit_protocol import ChangelogWrite
@@ -30,8 +31,9 @@ from stream.state.partitioned_accounts import TRANSACTIONS_TOPIC, PartitionedAcc
 
 class TransactionStage:
     def __init__(self, accounts: PartitionedAccounts, scorer: FraudScorer, topics: TopicNames, max_message_bytes: int,
-                 recent: RecentScores | None = None):
+                 recent: RecentScores | None = None, thresholds: AlertThresholds | None = None):
         self.accounts = self.state = accounts
+        self.thresholds = thresholds  # the alert policy; None: each model's own threshold
         self.metric_topic = topics.transactions
         self.recent = recent  # what was said about each transaction, for late labels
         self.scorer = scorer
@@ -102,7 +104,8 @@ class TransactionStage:
         result.model = (model.manifest.name, model.version)
         try:
             scores = self.scorer.score(model, take_rows(batch, live))
-            flagged: np.ndarray = live[scores >= model.threshold]
+            threshold = self.thresholds.threshold(model) if self.thresholds is not None else model.threshold
+            flagged: np.ndarray = live[scores >= threshold]
             reasons = self.scorer.reasons(model, take_rows(batch, flagged)) if len(flagged) else []
         except Exception as error:  # a model failure fails the batch's events explicitly, never silently
             for position in live.tolist():
@@ -123,7 +126,7 @@ class TransactionStage:
                     alert_id=alert_id(event.event_id, model.manifest.name, model.version),
                     event_id=event.event_id, event_time=event.event_time,
                     source_account=event.source_account, destination_account=event.destination_account,
-                    amount=event.amount, score=score, threshold=model.threshold,
+                    amount=event.amount, score=score, threshold=threshold,
                     model_name=model.manifest.name, model_version=model.version,
                     reasons=reason_for[position], scored_at=now,
                 )

@@ -8,6 +8,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
+from click.testing import CliRunner
 
 from models.artifacts import ArtifactError, latest_version, load_artifact
 from models.model_store import load_fraud_model
@@ -15,6 +16,7 @@ from offline.evaluate import evaluate_fraud
 from offline.generate.fraud_world import generate_fraud_world
 from offline.train.fraud import train_fraud
 from offline.train.loop import FitConfig
+from tributary.cli import main
 
 REQUIRED = {"pr_auc", "roc_auc", "f1", "precision", "recall", "recall_at_1pct_fpr", "threshold"}
 TINY_FIT = FitConfig(epochs=2, patience=2, restart_epochs=1, batch_size=256)
@@ -72,6 +74,22 @@ def test_saved_artifacts_reproduce_held_out_scores_exactly(trained, tmp_path):
     assert evaluated["pr_auc"] == report["models"]["fusion-gated"]["pr_auc"]
 
 
+def test_evaluate_shows_alerts_per_day_against_precision_and_recall(trained, tmp_path):
+    root, _ = trained
+    manifest, _ = load_artifact(latest_version(root / "run" / "artifacts", "fusion-gated"))
+    assert len(manifest.metrics["alert_budget"]["score_quantiles"]) == len(manifest.metrics["alert_budget"]["levels"])
+    result = CliRunner().invoke(main, ["evaluate", "--model", str(root / "run"), "--data", str(root / "world"),
+                                       "--out", str(tmp_path), "--alert-policy", "alerts_per_day=20"])
+    assert result.exit_code == 0, result.output
+    assert "alert policy alerts_per_day=20" in result.output and "alerts/day" in result.output
+    budget = json.loads((tmp_path / "report.json").read_text())["alert_budget"]
+    point = budget["at_policy"]["fusion-gated"]
+    assert 0 <= point["threshold"] <= 1 and point["alerts_per_day"] >= 0
+    curve = budget["curves"]["fusion-gated"]
+    assert len(curve) > 10 and [p["alerts_per_day"] for p in curve] == sorted(p["alerts_per_day"] for p in curve)
+    assert (tmp_path / "alerts_per_day.png").stat().st_size > 1000
+
+
 def test_an_artifact_for_other_features_is_refused(trained, tmp_path):
     root, _ = trained
     path = latest_version(root / "run" / "artifacts", "graph-sage-d1")
@@ -105,9 +123,6 @@ def test_training_resumes_from_its_checkpoint(trained):
      "artifact format 99"),
 ])
 def test_evaluate_refuses_what_is_not_a_usable_artifact(tmp_path, manifest, words):
-    from click.testing import CliRunner
-
-    from tributary.cli import main
 
     if manifest is not None:
         version = tmp_path / "models" / "fusion-gated" / "v1"

@@ -1,0 +1,77 @@
+"""The alert policy the worker serves (TRIBUTARY_ALERT_POLICY), re-read while it runs.
+
+The setting is a policy (models.alert_policy: `model`, `threshold=X`, `top_fraction=Q`,
+`alerts_per_day=N`) or `@FILE`, a file holding one: the worker reads the file again at
+every model-reload check, so an analyst team changes its alert volume by editing a line,
+without a restart. Both calls run on the scoring thread, so a batch is scored against
+one threshold from start to end.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Callable
+
+from models.alert_policy import AlertPolicy, AlertPolicyError
+from models.model_store import LoadedFraudModel
+
+log = logging.getLogger("tributary.alerts")
+
+
+class AlertThresholds:
+    def __init__(self, setting: str, on_threshold: Callable[[str, float], None] | None = None):
+        self._setting = setting.strip()
+        self._file = Path(self._setting[1:]) if self._setting.startswith("@") else None
+        self._on_threshold = on_threshold or (lambda model, threshold: None)
+        self.policy = self._read()  # a bad policy stops the worker at start, in one line
+        self._cached: tuple[str, str, float] | None = None
+
+    def threshold(self, model: LoadedFraudModel) -> float:
+        """The score threshold for `model` under the current policy. A model is checked
+        before it is served (`check`), so the fallback to its own threshold is a last
+        resort: an alert policy must never fail a batch."""
+        key = (str(self.policy), model.version)
+        if self._cached is None or self._cached[:2] != key:
+            what = f"{model.manifest.name} version {model.version}"
+            try:
+                threshold = self.policy.threshold(model.threshold, model.manifest.metrics, what)
+            except AlertPolicyError as error:
+                log.error("%s; alerting at the model's own threshold", error)
+                threshold = model.threshold
+            self._cached = (*key, threshold)
+            self._on_threshold(model.manifest.name, threshold)
+            log.info("alerting %s at score >= %.6f (policy %s)", what, threshold, self.policy)
+        return self._cached[2]
+
+    def check(self, model: LoadedFraudModel) -> LoadedFraudModel:
+        """`model`, or AlertPolicyError if the policy cannot be served with it (at start,
+        and before a new version is swapped in, which is then refused)."""
+        self.policy.threshold(model.threshold, model.manifest.metrics, f"{model.manifest.name} version {model.version}")
+        return model
+
+    def reload(self, model: LoadedFraudModel) -> bool:
+        """Read the policy file again; a new policy that works with `model` replaces the old."""
+        if self._file is None:
+            return False
+        try:
+            policy = self._read()
+            if policy == self.policy:
+                return False
+            policy.threshold(model.threshold, model.manifest.metrics, f"{model.manifest.name} version {model.version}")
+        except AlertPolicyError as error:
+            log.error("alert policy not changed, still %s: %s", self.policy, error)
+            return False
+        log.warning("alert policy changed from %s to %s (%s)", self.policy, policy, self._file)
+        self.policy = policy
+        return True
+
+    def _read(self) -> AlertPolicy:
+        if self._file is None:
+            return AlertPolicy.parse(self._setting)
+        try:
+            text = self._file.read_text()
+        except OSError as error:
+            raise AlertPolicyError(f"cannot read the alert policy file {self._file} (TRIBUTARY_ALERT_POLICY="
+                                   f"{self._setting}): {error.strerror}") from None
+        return AlertPolicy.parse(text)
