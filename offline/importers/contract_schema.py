@@ -28,6 +28,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from models.contracts import InvalidEvent, from_record
+from models.errors import TributaryError
 from models.progress import progress as progress_bar
 from models.worlds import EVENT_STREAMS, LABEL_FILES, WorldKind, WorldManifest, WorldWriter
 
@@ -54,7 +55,9 @@ def parse_mapping(pairs: tuple[str, ...], stream: str, label_column: str) -> dic
     return mapping
 
 
-class RowRejected(ValueError):
+class RowRejected(TributaryError, ValueError):
+    """One row that does not become a valid event: it goes to the rejects file."""
+
     def __init__(self, field: str, reason: str):
         super().__init__(reason)
         self.field, self.reason = field, reason
