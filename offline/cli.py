@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from models.features.partitioning import DEFAULT_PARTITIONS
 from models.worlds import WorldManifest
 
 _OUT = click.option(
@@ -128,6 +129,11 @@ _PROFILE = click.option(
     help="quick: small widths, few epochs, CPU in minutes. full: design widths, GPU when present.",
 )
 _THREADS = click.option("--threads", type=int, default=None, help="CPU threads for torch (default: all cores).")
+_PARTITIONS = click.option(
+    "--partitions", type=click.IntRange(min=1), default=DEFAULT_PARTITIONS, show_default=True,
+    help="Input partitions of the worker that will serve the model (TRIBUTARY_PARTITIONS): features and metrics are "
+         "those it serves, each transaction seeing its source account's partition only.",
+)
 
 
 @train.command("fraud")
@@ -138,13 +144,15 @@ _THREADS = click.option("--threads", type=int, default=None, help="CPU threads f
 @_PROFILE
 @click.option("--model", "models", multiple=True,
               help="Train only these (repeatable), e.g. --model fusion-gated --model lightgbm.")
+@_PARTITIONS
 @_THREADS
-def train_fraud_command(data: Path, out: Path, profile: str, models: tuple[str, ...], threads: int | None) -> None:
+def train_fraud_command(data: Path, out: Path, profile: str, models: tuple[str, ...], partitions: int,
+                        threads: int | None) -> None:
     """Graph, sequence, tabular and fused fraud models, LightGBM and a river baseline."""
     from offline.train.fraud import train_fraud
 
     _threads(threads)
-    report = train_fraud(data, out, profile=profile, models=list(models) or None)
+    report = train_fraud(data, out, profile=profile, models=list(models) or None, partitions=partitions)
     _print_fraud_table(report)
 
 
@@ -178,9 +186,10 @@ def train_donors_command(data: Path, out: Path, profile: str, models: tuple[str,
 @click.option("--alert-policy", default=None, metavar="POLICY",
               help="Fraud: also report what this alert policy gives (alerts_per_day=N, top_fraction=Q, threshold=X), "
                    "as TRIBUTARY_ALERT_POLICY would serve it.")
+@_PARTITIONS
 @_THREADS
 def evaluate(model_dir: Path, data: Path, out: Path | None, split: str, as_json: bool, alert_policy: str | None,
-             threads: int | None) -> None:
+             partitions: int, threads: int | None) -> None:
     """Score a world with saved models and report their metrics, and alerts per day against
     precision and recall (alerts_per_day.png)."""
     from models import strict_json
@@ -190,7 +199,8 @@ def evaluate(model_dir: Path, data: Path, out: Path | None, split: str, as_json:
     policy = AlertPolicy.parse(alert_policy) if alert_policy is not None else None
     _threads(threads)
     out = out or model_dir / f"evaluation-{data.name}"
-    report = evaluate_models(model_dir, data, out, split=split, progress=not as_json, policy=policy)
+    report = evaluate_models(model_dir, data, out, split=split, progress=not as_json, policy=policy,
+                             partitions=partitions)
     if as_json:
         click.echo(strict_json.dumps(report))
     elif report["task"] == "donors":

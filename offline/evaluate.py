@@ -13,6 +13,7 @@ import numpy as np
 
 from models.alert_policy import AlertPolicy, AlertPolicyError
 from models.artifacts import MANIFEST, ArtifactError, latest_version
+from models.features.partitioning import DEFAULT_PARTITIONS
 from models.model_store import load_fraud_model
 from models.worlds import open_world
 from offline.evaluation.alert_budget import at_budget, budget_curve, plot_budget_curves
@@ -44,11 +45,12 @@ def artifact_task(model_dir: Path) -> str:
 
 
 def evaluate(model_dir: Path, world_dir: Path, out: Path, split: str = "test", progress: bool = True,
-             policy: AlertPolicy | None = None) -> dict:
-    """Evaluate every artifact under `model_dir` on `world_dir`; fraud or donor models alike."""
+             policy: AlertPolicy | None = None, partitions: int = DEFAULT_PARTITIONS) -> dict:
+    """Evaluate every artifact under `model_dir` on `world_dir`; fraud or donor models alike.
+    Fraud scores are those a worker with `partitions` input partitions serves."""
     if artifact_task(model_dir) == "donors":
         return evaluate_donors(model_dir, world_dir, out, split)
-    return evaluate_fraud(model_dir, world_dir, out, split, progress, policy)
+    return evaluate_fraud(model_dir, world_dir, out, split, progress, policy, partitions)
 
 
 def evaluate_donors(model_dir: Path, world_dir: Path, out: Path, split: str = "test") -> dict:
@@ -86,7 +88,7 @@ def evaluate_donors(model_dir: Path, world_dir: Path, out: Path, split: str = "t
 
 
 def evaluate_fraud(model_dir: Path, world_dir: Path, out: Path, split: str = "test", progress: bool = True,
-                   policy: AlertPolicy | None = None) -> dict:
+                   policy: AlertPolicy | None = None, partitions: int = DEFAULT_PARTITIONS) -> dict:
     """Metrics of every fraud artifact under `model_dir` on `world_dir` (its test period, or
     all of it); with `policy`, also what that alert policy gives each model."""
     loaded = [load_fraud_model(path) for path in artifact_dirs(model_dir)]
@@ -95,15 +97,18 @@ def evaluate_fraud(model_dir: Path, world_dir: Path, out: Path, split: str = "te
         raise ArtifactError("these artifacts were trained with different feature settings; evaluate them one at a time")
     shares = (0.6, 0.2) if split == "test" else (0.0, 0.0)
     world = open_world(world_dir)
-    data = load_fraud_dataset(world, configs.pop(), split_shares=shares, train_negative_share=0.0, progress=progress)
+    data = load_fraud_dataset(world, configs.pop(), split_shares=shares, train_negative_share=0.0, progress=progress,
+                              partitions=partitions)
     inputs, labels = data.part(TEST)
     results = {m.manifest.name: ScoredModel(labels, predict(m.model, inputs), m.threshold) for m in loaded}
     description = "the test period (last 20% of the stream by time)" if split == "test" else "every transaction"
     notes = [f"{name}: artifact version {m.version}" for name, m in zip(results, loaded)]
+    notes.append(f"scores are those a worker with {partitions} input partition(s) serves")
     if world.manifest.synthetic:
         notes.append("SYNTHETIC data: results describe the generator's planted patterns, not real fraud.")
     report = write_fraud_report(out, world.manifest.source, description, results, notes)
     _write_predictions(out, data.event_ids[data.split == TEST], labels, results)
+    report["partitions"] = partitions
     report["alert_budget"] = _alert_budget(out, world.manifest.source, data.times[data.split == TEST], labels,
                                            results, {m.manifest.name: m.manifest.metrics for m in loaded}, policy)
     write_report_json(out / "report.json", report)

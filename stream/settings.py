@@ -16,6 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from models.contracts import DEFAULT_MAX_MESSAGE_BYTES
 from models.errors import TributaryError
+from models.features.partitioning import DEFAULT_PARTITIONS
 
 # TRIBUTARY_* variables that are read elsewhere, not by the settings.
 NOT_SETTINGS = {"TRIBUTARY_BENCH_LOGLEVEL"}
@@ -59,7 +60,7 @@ class KafkaSettings(BaseSettings):
     ssl_certfile: str | None = Field(None, description="client certificate, for mutual TLS")
     ssl_keyfile: str | None = None
     partitions: int = Field(
-        4,
+        DEFAULT_PARTITIONS,
         ge=1,
         description="partitions per topic; the most worker processes that can share the load. "
         "Input topics and changelogs must agree, so changing it means recreating topics.",

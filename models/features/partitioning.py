@@ -8,6 +8,8 @@ do it.
 
 from __future__ import annotations
 
+import numpy as np
+
 _M = 0x5BD1E995
 _MASK = 0xFFFFFFFF
 
@@ -45,3 +47,36 @@ def murmur2(data: bytes) -> int:
 def kafka_partition(key: bytes, partitions: int) -> int:
     """The partition Kafka's default partitioner picks for a non-null key."""
     return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+# The partition count a fresh deployment gets (TRIBUTARY_PARTITIONS): what offline
+# training and evaluation simulate unless told otherwise, so that the metrics they
+# report are those of the model as a default worker serves it.
+DEFAULT_PARTITIONS = 4
+
+
+class PartitionOf:
+    """`kafka_partition` of string keys, remembered per key (murmur2 in Python is slow,
+    and a stream repeats its accounts).
+
+    >>> PartitionOf(4)(["acct0000123", "acct0000123"]).tolist()
+    [3, 3]
+    """
+
+    def __init__(self, partitions: int):
+        if partitions < 1:
+            raise ValueError(f"partitions must be 1 or more, not {partitions}")
+        self.partitions = partitions
+        self._known: dict[str, int] = {}
+
+    def __call__(self, keys: list[str]) -> np.ndarray:
+        if self.partitions == 1:
+            return np.zeros(len(keys), dtype=np.int64)
+        known = self._known
+        out = np.empty(len(keys), dtype=np.int64)
+        for i, key in enumerate(keys):
+            partition = known.get(key)
+            if partition is None:
+                partition = known[key] = kafka_partition(key.encode(), self.partitions)
+            out[i] = partition
+        return out

@@ -6,6 +6,9 @@ before it. The split is by time: the earliest `train` share of the stream trains
 next `val` share chooses epochs and thresholds, the rest is held out. Features of a
 validation or test event still use the history from the training period, as they would
 in production.
+
+Features are those a worker with `partitions` input partitions serves (see
+models.features.served_view): quality is measured where the model is served.
 """
 
 from __future__ import annotations
@@ -16,13 +19,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from models.features.account_state import TYPE_CODES, AccountState
-from models.features.transactions import (
-    TRANSACTION_CHANNEL_CODES,
-    TransactionBatch,
-    TransactionFeatureConfig,
-    TransactionFeaturizer,
-)
+from models.features.account_state import TYPE_CODES
+from models.features.partitioning import DEFAULT_PARTITIONS
+from models.features.served_view import ServedViewFeaturizer
+from models.features.transactions import TRANSACTION_CHANNEL_CODES, TransactionBatch, TransactionFeatureConfig
 from models.progress import progress as progress_bar
 from models.worlds import World, WorldError
 
@@ -45,13 +45,14 @@ class FraudDataset:
     split: np.ndarray  # int8: TRAIN | VALIDATION | TEST
     boundaries: tuple[float, float]  # unix seconds where val and test start
     total_events: int
+    partitions: int  # the worker's input partitions these features simulate
 
     def part(self, which: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
         mask = self.split == which
         return self.inputs.take(mask).arrays(), self.labels[mask]
 
     def describe(self) -> dict:
-        out = {"events": self.total_events, "boundaries_unix_s": list(self.boundaries)}
+        out = {"events": self.total_events, "partitions": self.partitions, "boundaries_unix_s": list(self.boundaries)}
         for code, name in enumerate(SPLIT_NAMES):
             mask = self.split == code
             out[name] = {"rows": int(mask.sum()), "positives": int(self.labels[mask].sum())}
@@ -72,6 +73,7 @@ def load_fraud_dataset(
     seed: int = 0,
     progress: bool = True,
     chunk: int = 8192,
+    partitions: int = DEFAULT_PARTITIONS,
 ) -> FraudDataset:
     """Featurise every transaction of `world` in order; keep all positives and a sample of
     training negatives (`train_negative_share`), and every validation and test row.
@@ -90,7 +92,7 @@ def load_fraud_dataset(
     val_start, test_start = np.quantile(times_all, [split_shares[0], split_shares[0] + split_shares[1]])
     rng = np.random.default_rng(seed)
 
-    featurizer = TransactionFeaturizer(AccountState(window=config.window, capacity=1 << 16), config)
+    featurizer = ServedViewFeaturizer(config, partitions, capacity=1 << 16 if partitions == 1 else 1 << 14)
     parts: list[TransactionBatch] = []
     labels, times, ids, sources, destinations, splits = [], [], [], [], [], []
     bar = progress_bar(total=len(times_all), unit="tx", desc="features", enabled=progress)
@@ -137,6 +139,7 @@ def load_fraud_dataset(
         split=np.concatenate(splits),
         boundaries=(float(val_start), float(test_start)),
         total_events=len(times_all),
+        partitions=partitions,
     )
 
 
