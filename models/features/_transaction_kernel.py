@@ -14,6 +14,7 @@ import math
 import numpy as np
 from numba import njit
 
+from models.features._rich_kernel import rich_into
 from models.features.keyed_rows import row_for
 
 # Indices into a META row (see account_state.META_FIELDS).
@@ -24,6 +25,7 @@ _N_TYPES = 5
 _OUTGOING = 8
 _N_CHANNELS = 7
 _TWO_PI = 2.0 * math.pi
+_N_BASE_EVENT = 24  # event features before the rich ones (_rich_kernel)
 
 
 @njit(cache=True, inline="always")
@@ -125,7 +127,7 @@ def _remember(source, event_key, offset, meta, recent_ids, recent_offsets):
 # here would stall consuming and heartbeats for the whole batch.
 @njit(cache=True, nogil=True)
 def featurize_and_record(
-    source_keys, destination_keys, times, log_amounts, type_codes, channel_codes, offsets, published_offset,
+    source_keys, destination_keys, times, amounts, log_amounts, type_codes, channel_codes, offsets, published_offset,
     event_keys, index, rows_used, keys, meta, r_amount, r_time, r_cp, r_kind, last_offset, recent_ids, recent_offsets,
     out_event, out_seq, out_seq_mask, out_node, out_hop1, out_hop1_mask, out_hop2, out_hop2_mask, out_replayed,
     out_duplicate, out_rows,
@@ -237,6 +239,8 @@ def featurize_and_record(
         e[21] = pair_count
         e[22] = (log_amount - out_node[i, 0, 4]) * out_node[i, 0, 0]
         e[23] = (log_amount - out_node[i, 1, 5]) * out_node[i, 1, 0]
+        rich_into(e[_N_BASE_EVENT:], rows[0], rows[1], t, float(amounts[i]), log_amount, meta, _COUNT,
+                  r_amount, r_time, r_cp, r_kind)
 
         source = row_for(source_keys[i], index, rows_used, keys)
         destination = row_for(destination_keys[i], index, rows_used, keys)

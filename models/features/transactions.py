@@ -31,7 +31,7 @@ from models.features.account_state import META_FIELDS, TIME_EPOCH_S, TYPE_CODES,
 
 TRANSACTION_CHANNEL_CODES = {c: i for i, c in enumerate(TransactionChannel)}
 
-EVENT_FEATURES = (
+_BASE_EVENT_FEATURES = (
     "log_amount",
     *(f"type_{t.value}" for t in TransactionType),
     *(f"channel_{c.value}" for c in TransactionChannel),
@@ -47,6 +47,28 @@ EVENT_FEATURES = (
     "amount_vs_source_mean_out",
     "amount_vs_destination_mean_in",
 )
+# What an AML engineer computes (models.features._rich_kernel), appended to the event
+# features so every model, and the gradient-boosting baseline, gets them.
+_SIDE_FEATURES = (
+    *(f"out_count_{h}" for h in ("1h", "1d", "7d", "30d")),
+    *(f"in_count_{h}" for h in ("1h", "1d", "7d", "30d")),
+    "out_log_sum_1d", "out_log_sum_7d", "in_log_sum_1d", "in_log_sum_7d",
+    "out_distinct_7d", "in_distinct_7d", "out_distinct", "in_distinct",
+    "fan_out_ratio", "fan_in_ratio",
+    "net_inflow_7d",
+    "min_log_amount",
+    "amount_echo_exact", "amount_echo_10pct",
+)
+RICH_FEATURES = (
+    "amount_round_100", "amount_round_1000", "amount_just_under_10k",
+    *(f"source_{n}" for n in _SIDE_FEATURES),
+    *(f"destination_{n}" for n in _SIDE_FEATURES),
+    "source_has_incoming", "amount_vs_source_last_incoming", "source_log_hours_since_incoming",
+    "amount_share_of_source_inflow_1d",
+    "pair_log_sum", "pair_reciprocal_count", "pair_log_hours_since_last",
+    "common_counterparties", "cycles_via_1", "cycles_via_2",
+)
+EVENT_FEATURES = (*_BASE_EVENT_FEATURES, *RICH_FEATURES)
 SEQ_FEATURES = (
     "log_amount",
     "outgoing",
@@ -86,7 +108,7 @@ class TransactionFeatureConfig:
         """Everything a trained model depends on; its hash guards artifacts against drift."""
         return {
             "name": "transactions",
-            "version": 1,
+            "version": 2,
             "config": asdict(self),
             "event": list(EVENT_FEATURES),
             "seq": list(SEQ_FEATURES),
@@ -236,6 +258,7 @@ class TransactionFeaturizer:
             np.array([account_key(a) for a in sources], dtype=np.int64),
             np.array([account_key(a) for a in destinations], dtype=np.int64),
             (np.floor(timestamps_s) - TIME_EPOCH_S).astype(np.int64),
+            np.asarray(amounts, dtype=np.float64),
             np.log1p(amounts).astype(np.float32),
             np.asarray(type_codes, dtype=np.int64),
             np.asarray(channel_codes, dtype=np.int64),
@@ -250,3 +273,4 @@ class TransactionFeaturizer:
             batch.rows,
         )
         return batch
+
