@@ -1,8 +1,10 @@
-"""Offline scores computed exactly as the worker computes them.
+"""Offline scores computed exactly as the workers compute them.
 
-The worker keeps feature state per input partition. To reproduce its scores offline
-(parity checks, the replay test), split the events by the producer's partitioner and
-run one featurizer per partition, each in its own arrival order.
+Transactions: every worker merges all partitions into one graph, by event time then
+partition (stream.state.graph_merge). To reproduce its scores offline (parity checks,
+the replay test), split the events by the producer's partitioner and merge them back
+the same way. Donors: state is kept per input partition, so one featurizer per
+partition, each in its own arrival order.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from models.contracts import DonorProfile, DonorRelationship, GiftEvent, Transac
 from models.features.account_state import AccountState
 from models.features.donors import DonorBatch, DonorFeatureConfig, DonorFeaturizer
 from models.features.partitioning import kafka_partition
+from models.features.served_view import merge_partitions, time_key_us
 from models.features.transactions import RawTransaction, TransactionBatch, TransactionFeaturizer
 from models.model_store import LoadedFraudModel
 from models.nn.donor_model import DonorModel, as_tensors
@@ -27,14 +30,12 @@ def worker_view_scores(events: list[TransactionEvent], loaded: LoadedFraudModel,
     by_partition: dict[int, list[TransactionEvent]] = defaultdict(list)
     for event in events:
         by_partition[kafka_partition(event.source_account.encode(), partitions)].append(event)
-    scores: dict[str, float] = {}
-    for partition_events in by_partition.values():
-        featurizer = TransactionFeaturizer(AccountState(window=loaded.features.window), loaded.features)
-        batch: TransactionBatch = featurizer.featurize([RawTransaction.from_event(e) for e in partition_events])
-        scored = np.flatnonzero(~batch.duplicate)  # a repeated event id is dead-lettered, not scored
-        values = predict(loaded.model, batch.take(scored).arrays())
-        scores.update(zip((partition_events[i].event_id for i in scored.tolist()), np.asarray(values).tolist()))
-    return scores
+    merged = merge_partitions(by_partition, lambda e: int(time_key_us(np.array([e.event_time.timestamp()]))[0]))
+    featurizer = TransactionFeaturizer(AccountState(window=loaded.features.window), loaded.features)
+    batch: TransactionBatch = featurizer.featurize([RawTransaction.from_event(e) for e in merged])
+    scored = np.flatnonzero(~batch.duplicate)  # a repeated event id is dead-lettered, not scored
+    values = predict(loaded.model, batch.take(scored).arrays())
+    return dict(zip((merged[i].event_id for i in scored.tolist()), np.asarray(values).tolist()))
 
 
 def donor_worker_view_scores(

@@ -128,7 +128,7 @@ def _remember(source, event_key, offset, meta, recent_ids, recent_offsets):
 @njit(cache=True, nogil=True)
 def featurize_and_record(
     source_keys, destination_keys, times, amounts, log_amounts, type_codes, channel_codes, offsets, published_offset,
-    event_keys, index, rows_used, keys, meta, r_amount, r_time, r_cp, r_kind, last_offset, recent_ids, recent_offsets,
+    event_keys, want, index, rows_used, keys, meta, r_amount, r_time, r_cp, r_kind, last_offset, recent_ids, recent_offsets,
     out_event, out_seq, out_seq_mask, out_node, out_hop1, out_hop1_mask, out_hop2, out_hop2_mask, out_replayed,
     out_duplicate, out_rows,
 ):  # fmt: skip
@@ -146,6 +146,9 @@ def featurize_and_record(
     offset (`recent_offsets`), is a repeat of an event id.
     It is recorded nowhere and featurised never: `out_duplicate` when its outputs are
     still to be published (the worker dead-letters it), `out_replayed` when they are.
+
+    `want[i]` false: the transaction is only recorded (`out_replayed`, no features), as a
+    view of the whole graph does with transactions another worker scores.
     """
     window = r_amount.shape[1]
     k1 = out_hop1.shape[2]
@@ -163,7 +166,7 @@ def featurize_and_record(
             continue
         source_done = rows[0] != 0 and last_offset[rows[0]] >= offsets[i]
         destination_done = rows[1] != 0 and last_offset[rows[1]] >= offsets[i]
-        if offsets[i] <= published_offset or source_done or destination_done:
+        if offsets[i] <= published_offset or source_done or destination_done or not want[i]:
             out_replayed[i] = True
             source = row_for(source_keys[i], index, rows_used, keys)
             destination = row_for(destination_keys[i], index, rows_used, keys)

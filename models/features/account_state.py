@@ -123,6 +123,17 @@ class AccountState(KeyedRows):
         self.recent_ids[: old_recent.shape[0]] = old_recent
         self.recent_offsets[: old_recent_offsets.shape[0]] = old_recent_offsets
 
+    def copy(self) -> "AccountState":
+        """An independent copy (for simulations that read a state as it was earlier)."""
+        other = AccountState.__new__(AccountState)
+        other.window, other.max_offset = self.window, self.max_offset
+        other.index = self.index.copy()
+        other.rows_used = self.rows_used.copy()
+        other.ring = {name: values.copy() for name, values in self.ring.items()}
+        for name in ("meta", "keys", "last_offset", "recent_ids", "recent_offsets"):
+            setattr(other, name, getattr(self, name).copy())
+        return other
+
     def nbytes_per_account(self) -> float:
         """Array bytes per account row (the index dict comes on top)."""
         arrays = (*self.ring.values(), self.meta, self.keys, self.last_offset, self.recent_ids,

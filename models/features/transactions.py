@@ -221,6 +221,7 @@ class TransactionFeaturizer:
         offsets: np.ndarray | None = None,
         published_offset: int = -1,
         event_ids: list[str | None] | None = None,
+        featurize: np.ndarray | None = None,
     ) -> TransactionBatch:
         """`featurize` for column-shaped input (what the offline pipeline reads from Parquet).
 
@@ -231,6 +232,8 @@ class TransactionFeaturizer:
         and are only recorded where missing, never featurised again.
         `event_ids`: a transaction repeating an event id among its source account's last
         ones is marked `duplicate` and left out of the state (see `TransactionBatch`).
+        `featurize`: where false, the transaction is recorded but not featurised (and
+        marked `replayed`); default: every one is featurised.
         """
         n, cfg, state = len(sources), self.config, self.state
         W, K1, K2 = cfg.window, cfg.fanout1, cfg.fanout2
@@ -265,6 +268,7 @@ class TransactionFeaturizer:
             offsets,
             np.int64(published_offset),
             np.array([event_key(e) if e else 0 for e in event_ids] if event_ids is not None else np.zeros(n), dtype=np.int64),
+            np.ones(n, dtype=np.bool_) if featurize is None else np.asarray(featurize, dtype=np.bool_),
             state.index, state.rows_used, state.keys, state.meta,
             state.ring["log_amount"], state.ring["time"], state.ring["counterparty"], state.ring["kind"],
             state.last_offset, state.recent_ids, state.recent_offsets,

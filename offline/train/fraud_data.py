@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 
 from models.features.account_state import TYPE_CODES
 from models.features.partitioning import DEFAULT_PARTITIONS
-from models.features.served_view import ServedViewFeaturizer
+from models.features.served_view import ServedViewFeaturizer, tie_aligned
 from models.features.transactions import TRANSACTION_CHANNEL_CODES, TransactionBatch, TransactionFeatureConfig
 from models.progress import progress as progress_bar
 from models.worlds import World, WorldError
@@ -74,10 +74,12 @@ def load_fraud_dataset(
     progress: bool = True,
     chunk: int = 8192,
     partitions: int = DEFAULT_PARTITIONS,
+    featurizer: ServedViewFeaturizer | None = None,
 ) -> FraudDataset:
     """Featurise every transaction of `world` in order; keep all positives and a sample of
     training negatives (`train_negative_share`), and every validation and test row.
 
+    `featurizer` replaces the served view (benchmarks that simulate other views).
     Sampling only thins the *training* negatives: the state still sees every event, and
     validation and test keep the true class balance, so their metrics are honest.
     """
@@ -92,11 +94,12 @@ def load_fraud_dataset(
     val_start, test_start = np.quantile(times_all, [split_shares[0], split_shares[0] + split_shares[1]])
     rng = np.random.default_rng(seed)
 
-    featurizer = ServedViewFeaturizer(config, partitions, capacity=1 << 16 if partitions == 1 else 1 << 14)
+    if featurizer is None:
+        featurizer = ServedViewFeaturizer(config, partitions, capacity=1 << 16 if partitions == 1 else 1 << 14)
     parts: list[TransactionBatch] = []
     labels, times, ids, sources, destinations, splits = [], [], [], [], [], []
     bar = progress_bar(total=len(times_all), unit="tx", desc="features", enabled=progress)
-    for batch in world.iter_events("transactions", batch_size=chunk):
+    for batch in tie_aligned(world.iter_events("transactions", batch_size=chunk)):
         event_ids = batch.column("event_id").to_pylist()
         try:
             y = np.array([bool(is_fraud[e]) for e in event_ids])
