@@ -118,6 +118,10 @@ def create_app(worker: TributaryWorker) -> faust.App:
         await asyncio.get_running_loop().run_in_executor(worker.executor, worker.reload)
 
     @app.task
+    async def start_graph_feed() -> None:
+        await worker.graph_feed.start()
+
+    @app.task
     async def start_metrics() -> None:
         # Here, not at construction: Faust sets up logging only when the worker starts.
         limit_repeats()
@@ -134,10 +138,12 @@ def create_app(worker: TributaryWorker) -> faust.App:
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]  # Faust's typing wants *args; it calls (sender, value, signal=...)
     async def forget_revoked(app: faust.App, revoked: set[TP], **kwargs: Any) -> None:
         worker.forget([(tp.topic, tp.partition) for tp in revoked])
+        worker.assign_transactions([], [tp.partition for tp in revoked if tp.topic == s.topics.transactions])
 
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]  # Faust's typing wants *args; it calls (sender, value, signal=...)
     async def forget_assigned(app: faust.App, assigned: set[TP], **kwargs: Any) -> None:
         worker.forget([(tp.topic, tp.partition) for tp in assigned])
+        worker.assign_transactions([tp.partition for tp in assigned if tp.topic == s.topics.transactions], [])
         for tp in assigned:
             if tp.topic in input_topics:
                 worker.metrics.assigned.labels(tp.topic, str(tp.partition)).set(1)

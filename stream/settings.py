@@ -88,6 +88,10 @@ class WorkerSettings(KafkaSettings):
     )
     batch_max: int = Field(256, ge=1, description="events per micro-batch at most: larger = more throughput")
     batch_wait_ms: int = Field(20, ge=1, description="longest wait to fill a batch: smaller = lower latency")
+    graph_idle_ms: int = Field(
+        1000, ge=0, description="how long the merge of all transaction partitions waits for a partition that "
+        "has nothing more before passing it by (stream.state.graph_merge)",
+    )
     pipeline_depth: int = Field(
         2, ge=1, le=8, description="batches in flight per agent: 1 overlaps only buffering with work; 2 also "
         "processes the next batch while one publishes",

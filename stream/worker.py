@@ -24,6 +24,7 @@ import torch
 from aiokafka import AIOKafkaProducer, TopicPartition
 
 from models.artifacts import latest_version, served_root
+from models.contracts import TransactionEvent
 from models.errors import TributaryError
 from models.model_store import LoadedDonorModel, LoadedFraudModel, load_donor_model, load_fraud_model
 from stream.kafka.clients import ProbeConsumer
@@ -37,7 +38,7 @@ from stream.monitoring.performance import PerformanceMonitor, RecentScores
 from stream.pipeline.batches import BatchPipeline, Stage
 from stream.pipeline.donors import DonorStage
 from stream.pipeline.labels import LabelStage
-from stream.pipeline.records import RawRecord
+from stream.pipeline.records import RawRecord, decode_or_dead_letter
 from stream.pipeline.transactions import TransactionStage
 from stream.scoring.alert_thresholds import AlertThresholds
 from stream.scoring.donor_scorer import DonorScorer
@@ -45,8 +46,10 @@ from stream.scoring.fraud_scorer import FraudScorer
 from stream.scoring.reload import ModelReloader, ServedTask
 from stream.settings import WorkerSettings
 from stream.state.faust_store import register_store
-from stream.state.partitioned_accounts import PartitionedAccounts
+from stream.state.graph_feed import KafkaGraphFeed
+from stream.state.graph_merge import GraphFeed, GraphMerge
 from stream.state.partitioned_donors import PartitionedDonors
+from stream.state.published_markers import TRANSACTIONS_TOPIC, PublishedMarkers
 
 log = logging.getLogger("tributary.worker")
 # The exit code of a worker that stopped because it could not publish (see `fail`).
@@ -72,7 +75,7 @@ class TributaryWorker:
 
     def __init__(self, settings: WorkerSettings, *,
                  start_producer: Callable[..., Awaitable[AIOKafkaProducer]] | None = None,
-                 probe: Callable[[], Awaitable[Any]] | None = None):
+                 probe: Callable[[], Awaitable[Any]] | None = None, graph_feed: GraphFeed | None = None):
         register_store()
         count_acked_once()
         if settings.fetch_max_wait_ms:
@@ -105,10 +108,23 @@ class TributaryWorker:
         # A new version the alert policy cannot serve (a budget, no validation scores) is refused.
         tasks = [ServedTask("fraud", settings.fraud_model, fraud_scorer,
                             lambda path: self.alert_thresholds.check(load_fraud_model(path)))]
-        self.accounts = PartitionedAccounts(fraud.features)
+        # Every partition of `transactions`, merged into the one graph all features read.
+        self.graph_feed = graph_feed or KafkaGraphFeed(settings, settings.topics.transactions)
+        # The transaction partitions this worker scores, as Kafka assigns them (stream.app);
+        # None until an assignment is known: all of them.
+        self.transaction_partitions: set[int] | None = None
+        self.graph = GraphMerge(
+            fraud.features, self.graph_feed,
+            lambda record: decode_or_dead_letter(record, TransactionEvent, settings.max_message_bytes)[0],
+            self._scored_above, idle_s=settings.graph_idle_ms / 1000, stopping=lambda: self.stopping)
+        self.accounts = PublishedMarkers(lambda: len(self.graph.state))
+        self.metrics.graph_records.set_function(lambda: self.graph.merged)
+        self.metrics.graph_rebuilds.set_function(lambda: self.graph.rebuilds)
+        self.metrics.graph_late.set_function(lambda: self.graph.late)
+        self.metrics.graph_buffered.set_function(lambda: self.graph_feed.buffered())
         recent = RecentScores(settings.label_memory) if settings.label_memory else None
         self.pipelines: dict[str, BatchPipeline] = {
-            "transactions": self._pipeline(TransactionStage(self.accounts, fraud_scorer, settings.topics,
+            "transactions": self._pipeline(TransactionStage(self.accounts, self.graph, fraud_scorer, settings.topics,
                                                             settings.max_message_bytes, recent,
                                                             self.alert_thresholds), "accounts"),
         }
@@ -150,6 +166,20 @@ class TributaryWorker:
             stage, table, self.settings.changelog_topic(table) if table else None, executor=self.executor,
             publisher=self.publisher, guard=self.offset_guard, metrics=self.metrics, topics=self.settings.topics,
             depth=self.settings.pipeline_depth, on_processed=self._processed_up_to, on_fatal=self.fail)
+
+    def _scored_above(self, partition: int) -> int | None:
+        """The published marker of a transaction partition this worker scores; None if it does not."""
+        if self.transaction_partitions is not None and partition not in self.transaction_partitions:
+            return None
+        return self.accounts.published.get(TRANSACTIONS_TOPIC, partition)
+
+    def assign_transactions(self, assigned: list[int], revoked: list[int]) -> None:
+        """Kafka moved transaction partitions to (or away from) this worker."""
+        if self.transaction_partitions is None:
+            self.transaction_partitions = set()
+        self.transaction_partitions.difference_update(revoked)
+        self.transaction_partitions.update(assigned)
+        self.graph.forget(revoked)
 
     async def _seek(self, topic: str, partition: int, offset: int) -> None:
         if self.seek is None:
@@ -208,5 +238,6 @@ class TributaryWorker:
         """Let the batches in flight publish (for at most `timeout_s`), then stop the clients."""
         self.stopping = True
         await asyncio.gather(*(pipeline.drain(timeout_s) for pipeline in self.pipelines.values()))
+        await self.graph_feed.stop()
         await self.publisher.stop()
         await self.probe.stop()

@@ -76,3 +76,50 @@ class FakeProbe:
     async def getmany(self, tp, timeout_ms, max_records):
         after = [o for o in self.offsets[(tp.topic, tp.partition)] if o >= self.position[tp]]
         return {tp: [SimpleNamespace(offset=after[0])]} if after else {}
+
+
+class LogFeed:
+    """The graph feed over an in-memory topic: `log[partition]` is every record ever
+    produced to it, in offset order (append to produce). Its end is always caught up."""
+
+    def __init__(self, partitions: int, log: dict | None = None):
+        self.partitions = partitions
+        self.log = log if log is not None else {p: [] for p in range(partitions)}
+        self.position = [0] * partitions
+        self.rewinds = 0
+
+    def produce(self, records) -> None:
+        """Add the records not in the log yet (by partition and offset), in offset order."""
+        for record in records:
+            partition = self.log.setdefault(record.partition, [])
+            if all(r.offset != record.offset for r in partition):
+                partition.append(record)
+                partition.sort(key=lambda r: r.offset)
+
+    def peek(self, partition):
+        records, at = self.log.get(partition, []), self.position[partition]
+        return records[at] if at < len(records) else None
+
+    def pop(self, partition):
+        record = self.peek(partition)
+        self.position[partition] += 1
+        return record
+
+    def caught_up(self, partition) -> bool:
+        return self.position[partition] >= len(self.log.get(partition, []))
+
+    def wait(self, timeout_s) -> None:
+        pass
+
+    def buffered(self) -> int:
+        return sum(len(self.log.get(p, [])) - self.position[p] for p in range(self.partitions))
+
+    def rewind(self) -> None:
+        self.rewinds += 1
+        self.position = [0] * self.partitions
+
+    async def start(self) -> None:
+        pass
+
+    async def stop(self) -> None:
+        pass

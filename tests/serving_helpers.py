@@ -9,14 +9,21 @@ from pathlib import Path
 import torch
 
 from models.artifacts import ArtifactManifest, save_artifact
-from models.contracts import Segment
+from models.contracts import Segment, TransactionEvent
 from models.features.donors import F_EDGE as DONOR_F_EDGE
 from models.features.donors import F_GIFT, F_TAB, DonorFeatureConfig
 from models.features.donors import F_NODE as DONOR_F_NODE
 from models.features.transactions import F_EDGE, F_EVENT, F_NODE, F_SEQ, TransactionFeatureConfig
+from models.model_store import load_fraud_model
 from models.nn.donor_model import DonorModel, DonorModelSpec
 from models.nn.fraud_model import FraudModel, FraudModelSpec
-from stream.pipeline.records import RawRecord
+from stream.pipeline.records import RawRecord, decode_or_dead_letter
+from stream.pipeline.transactions import TransactionStage
+from stream.scoring.fraud_scorer import FraudScorer
+from stream.settings import TopicNames
+from stream.state.graph_merge import GraphMerge
+from stream.state.published_markers import TRANSACTIONS_TOPIC, PublishedMarkers
+from tests.fakes import LogFeed
 
 DIMS = {"event": F_EVENT, "seq": F_SEQ, "node": F_NODE, "edge": F_EDGE}
 
@@ -107,3 +114,24 @@ def consumed_records(world, topics, partitions: int) -> list[RawRecord]:
         records.append(RawRecord(topic, partition, offsets[(topic, partition)], wire.key, wire.value))
         offsets[(topic, partition)] += 1
     return records
+
+
+def transaction_stage(artifact: Path, markers=None, topic=None, recent=None, max_bytes: int = 16 * 1024):
+    """A transaction stage over an in-memory topic: each batch is produced to it before it
+    is processed. `topic` (partition -> records) is shared by a stage restarted after a crash;
+    `stage.topic` is this stage's."""
+    loaded = load_fraud_model(artifact)
+    markers = markers or PublishedMarkers()
+    feed = LogFeed(4, topic)
+    view = GraphMerge(loaded.features, feed, lambda r: decode_or_dead_letter(r, TransactionEvent, max_bytes)[0],
+                      lambda p: markers.published.get(TRANSACTIONS_TOPIC, p), idle_s=0)
+    stage = TransactionStage(markers, view, FraudScorer(loaded), TopicNames(), max_bytes, recent)
+    process = stage.process
+
+    def produce_then_process(batch):
+        feed.produce(batch)
+        return process(batch)
+
+    stage.process = produce_then_process  # type: ignore[method-assign]
+    stage.topic = feed.log  # type: ignore[attr-defined]
+    return stage

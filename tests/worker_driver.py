@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 from stream.settings import WorkerSettings
 from stream.worker import TributaryWorker
-from tests.fakes import FakeProbe, FakeProducer
+from tests.fakes import FakeProbe, FakeProducer, LogFeed
 from tests.serving_helpers import transaction_record
 
 
@@ -46,8 +46,10 @@ class Driver:
         async def probe():
             return broker
 
+        settings.setdefault("graph_idle_ms", 0)  # the in-memory topic holds everything there is
         self.settings = WorkerSettings(model_dir=str(model_dir), metrics_port=0, publish_timeout_s=1.0, **settings)
-        self.worker = TributaryWorker(self.settings, start_producer=start_producer, probe=probe)
+        self.feed = LogFeed(self.settings.partitions)  # the transactions topic, as produced so far
+        self.worker = TributaryWorker(self.settings, start_producer=start_producer, probe=probe, graph_feed=self.feed)
         self.stops = []
         self.worker.request_stop = lambda: self.stops.append(True)
 
@@ -57,6 +59,8 @@ class Driver:
     def run(self, pipeline: str, batches) -> None:
         async def drive():
             for batch in batches:
+                if pipeline == "transactions":
+                    self.feed.produce(batch)
                 await self.worker.pipelines[pipeline].submit([Event(r) for r in batch], self.ack)
             await self.worker.pipelines[pipeline].drain(30)
 

@@ -76,6 +76,18 @@ class WorkerMetrics:
                                 "again after a crash); should stay within a few commit intervals of work",
                                 ["topic", "partition"], registry=r)
 
+        # The merged transaction graph (stream.state.graph_merge); cumulative figures as gauges,
+        # read from the merge when scraped.
+        self.graph_records = Gauge("tributary_graph_merged_records", "Transaction records merged into the graph since "
+                                   "the last rebuild (every partition, not just this worker's)", registry=r)
+        self.graph_rebuilds = Gauge("tributary_graph_rebuilds", "Times the graph was merged again from the start (a "
+                                    "partition assigned after the merge passed records of it it had not scored)",
+                                    registry=r)
+        self.graph_late = Gauge("tributary_graph_late_records", "Records merged after a later one (a partition out "
+                                "of time order, or one idle past TRIBUTARY_GRAPH_IDLE_MS): their features may "
+                                "differ from `tributary evaluate`'s", registry=r)
+        self.graph_buffered = Gauge("tributary_graph_feed_buffered", "Records fetched for the graph, not merged yet",
+                                    registry=r)
         self.alert_threshold = Gauge("tributary_alert_threshold", "The score at and above which a transaction "
                                      "raises an alert (TRIBUTARY_ALERT_POLICY)", ["model"], registry=r)
         self.consumer_lag = Gauge("tributary_consumer_lag_offsets", "Records in the partition not yet processed: "

@@ -27,7 +27,7 @@ from models.contracts import DeadLetterReason, encode
 from stream.kafka.offset_guard import OffsetGuard
 from stream.kafka.publisher import PublishAbandoned, Publisher, PublishFailed
 from stream.monitoring.metrics import WorkerMetrics
-from stream.pipeline.records import Output, RawRecord, StageResult, dead_letter
+from stream.pipeline.records import Output, RawRecord, StageInterrupted, StageResult, dead_letter
 from stream.settings import TopicNames
 from stream.state.commit_protocol import PartitionedState
 
@@ -117,7 +117,7 @@ class BatchPipeline:
             self._on_processed(records)
         except asyncio.CancelledError:  # shutting down: unacked events are redelivered
             raise
-        except PublishAbandoned as stopped:
+        except (PublishAbandoned, StageInterrupted) as stopped:
             log.info("%s; its %d events are read again after the restart", stopped, len(records))
         except PublishFailed as error:  # unacked, so never committed: a restarted worker scores them
             self._on_fatal(str(error))
@@ -128,6 +128,8 @@ class BatchPipeline:
     async def _result(self, records: list[RawRecord], processing: asyncio.Future) -> StageResult:
         try:
             return await processing
+        except StageInterrupted:
+            raise
         except Exception as error:  # a bug, not bad input: fail these events loudly, keep going
             log.exception("batch of %d failed; dead-lettering it", len(records))
             result = StageResult(consumed=len(records))

@@ -12,6 +12,7 @@ from typing import TypeVar
 import numpy as np
 
 from models.contracts import Contract, DeadLetter, DeadLetterReason, DriftReport, InvalidEvent, decode, encode
+from models.errors import TributaryError
 from stream.monitoring.model_monitors import ModelMonitors
 from stream.state.commit_protocol import ChangelogWrite
 
@@ -27,6 +28,11 @@ PREFIX_BYTES = 1024
 
 
 C = TypeVar("C", bound=Contract)
+
+
+class StageInterrupted(TributaryError):
+    """The stage could not finish a batch because the worker is stopping: the batch is
+    not acked, and its events are read again after the restart."""
 
 
 @dataclass(frozen=True)

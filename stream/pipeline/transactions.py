@@ -4,8 +4,9 @@ No Faust here: the agent hands in raw records and publishes what comes back. Ord
 work per batch (predict first, then update; see models.features.transactions):
     decode each record (bad ones become dead letters, except those redelivered after a
         restart whose dead letter is out already)
-    per partition, in offset order: features from the state before each transaction,
-        then record it (a redelivered transaction already in the state is skipped)
+    features of each transaction from the whole graph just before it (stream.state.graph_merge;
+        a redelivered transaction, at or below its partition's published marker, is not
+        scored again)
     score the batch with one model version; alerts (with reasons) above its threshold
     one outcome record per scored transaction; changelog records for changed accounts
 """
@@ -18,21 +19,22 @@ from datetime import datetime, timezone
 import numpy as np
 
 from models.contracts import DeadLetterReason, EventOutcome, FraudAlert, Outcome, TransactionEvent, alert_id, encode
-from models.features.account_state import RECENT_EVENT_IDS, TYPE_CODES
-from models.features.transactions import TRANSACTION_CHANNEL_CODES, TransactionBatch
+from models.features.account_state import RECENT_EVENT_IDS
 from stream.monitoring.performance import RecentScores, Said
 from stream.pipeline.records import Output, RawRecord, StageResult, dead_letter, decode_or_dead_letter
 from stream.scoring.alert_thresholds import AlertThresholds
 from stream.scoring.fraud_scorer import FraudScorer, take_rows
 from stream.settings import TopicNames
 from stream.state.commit_protocol import ChangelogWrite
-from stream.state.partitioned_accounts import TRANSACTIONS_TOPIC, PartitionedAccounts
+from stream.state.graph_merge import GraphMerge
+from stream.state.published_markers import TRANSACTIONS_TOPIC, PublishedMarkers
 
 
 class TransactionStage:
-    def __init__(self, accounts: PartitionedAccounts, scorer: FraudScorer, topics: TopicNames, max_message_bytes: int,
-                 recent: RecentScores | None = None, thresholds: AlertThresholds | None = None):
+    def __init__(self, accounts: PublishedMarkers, view: GraphMerge, scorer: FraudScorer, topics: TopicNames,
+                 max_message_bytes: int, recent: RecentScores | None = None, thresholds: AlertThresholds | None = None):
         self.accounts = self.state = accounts
+        self.view = view  # the whole graph, merged from every partition
         self.thresholds = thresholds  # the alert policy; None: each model's own threshold
         self.metric_topic = topics.transactions
         self.recent = recent  # what was said about each transaction, for late labels
@@ -59,28 +61,13 @@ class TransactionStage:
                 result.add_dead_letter(self.topics.dead_letters, record, letter)
         clock = result.lap("decode", clock)
 
-        by_partition: dict[int, list[int]] = {partition: [] for partition in sorted(published)}
-        for i, (record, _) in enumerate(events):
-            by_partition[record.partition].append(i)
-        batches: list[TransactionBatch] = []
-        order: list[int] = []
-        for partition, indices in by_partition.items():
-            if indices:
-                picked = [events[i] for i in indices]
-                batches.append(self.accounts.featurize(
-                    partition,
-                    [e.source_account for _, e in picked],
-                    [e.destination_account for _, e in picked],
-                    np.array([e.amount for _, e in picked], dtype=np.float64),
-                    np.array([e.event_time.timestamp() for _, e in picked], dtype=np.float64),
-                    np.array([TYPE_CODES[e.type] for _, e in picked], dtype=np.int64),
-                    np.array([TRANSACTION_CHANNEL_CODES[e.channel] if e.channel is not None else -1 for _, e in picked],
-                             dtype=np.int64),
-                    offsets=np.array([r.offset for r, _ in picked], dtype=np.int64),
-                    published_offset=published[partition],
-                    event_ids=[e.event_id for _, e in picked],
-                ))
-                order.extend(indices)
+        # Redelivered after a restart: published already, and recorded by the merge anyway.
+        ordered = [(r, e) for r, e in events if r.offset > published[r.partition]]
+        result.replayed += len(events) - len(ordered)
+        for partition in sorted(published):
+            self.view.prune(partition, published[partition])
+        batch = self.view.features_for([(r.partition, r.offset) for r, _ in ordered])
+        for partition in sorted(published):  # after the features: the merge reads the markers
             # The marker covers the partition's dead letters too: they are outputs like any other.
             marker = self.accounts.published.mark(TRANSACTIONS_TOPIC, partition, last[partition])
             result.changelog[partition] = ChangelogWrite([marker], self.accounts.take_changes(partition))
@@ -88,8 +75,6 @@ class TransactionStage:
         if not events:
             return result
 
-        batch = TransactionBatch.concat(batches)
-        ordered = [events[i] for i in order]
         for i in np.flatnonzero(batch.duplicate).tolist():
             record, event = ordered[i]
             result.add_dead_letter(self.topics.dead_letters, record, dead_letter(

@@ -7,7 +7,7 @@ lives once, in the compact form the feature kernels read. The worker writes the
 changelog itself, once per batch per changed entity (see stream.state.commit_protocol).
 
 Register it on a table with `store=STORE_URL` and `options={"state": <state>}`, where
-the state is a `PartitionedAccounts` or a `PartitionedDonors`.
+the state is a `PublishedMarkers` (markers only) or a `PartitionedDonors`.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from faust.stores import memory
 from faust.types import TP, EventT
 
 from stream.state.commit_protocol import PartitionedState
-from stream.state.partitioned_accounts import PartitionedAccounts
 from stream.state.partitioned_donors import PartitionedDonors
+from stream.state.published_markers import PublishedMarkers
 
 STORE_SCHEME = "tributary-state"
 # Needs a host part: yarl's URL("scheme://") is falsy, and Faust then silently falls back
@@ -65,8 +65,8 @@ class PartitionedStateStore(memory.Store):
         # Not __post_init__: Faust's Store sets `options` only after Service.__init__ ran it.
         super().__init__(*args, options=options, **kwargs)
         state = (options or {}).get("state")
-        if not isinstance(state, (PartitionedAccounts, PartitionedDonors)):
-            raise TypeError(f"{STORE_SCHEME} store needs options={{'state': PartitionedAccounts or PartitionedDonors}}")
+        if not isinstance(state, (PublishedMarkers, PartitionedDonors)):
+            raise TypeError(f"{STORE_SCHEME} store needs options={{'state': PublishedMarkers or PartitionedDonors}}")
         self.partitioned = state  # not `state`: a Faust Service property
         self.data = _AllPartitionsView(state)
 

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from models.features.transactions import TransactionFeatureConfig
 from stream.state.commit_protocol import PublishedOffsets, encode_offset, marker_key, marker_topic
-from stream.state.partitioned_accounts import PartitionedAccounts
+from stream.state.published_markers import PublishedMarkers
 from tests.serving_helpers import SMALL_DONOR_FEATURES
 
 
@@ -19,7 +18,7 @@ def test_a_marker_never_moves_back_and_is_forgotten_with_its_partition():
 
 
 def test_the_accounts_table_reads_the_markers_it_wrote_before_there_were_topic_indices():
-    accounts = PartitionedAccounts(TransactionFeatureConfig())
+    accounts = PublishedMarkers()
     accounts.restore(2, b"\xffpublish", encode_offset(99))  # the 9-byte key of older changelogs
     accounts.restore(2, marker_key(0), encode_offset(120))
     assert accounts.published.get(0, 2) == 120 and marker_topic(b"\xffpublish") == 0
@@ -28,7 +27,7 @@ def test_the_accounts_table_reads_the_markers_it_wrote_before_there_were_topic_i
 def test_both_tables_implement_the_protocol():
     from stream.state.partitioned_donors import PartitionedDonors
 
-    for table in (PartitionedAccounts(TransactionFeatureConfig()), PartitionedDonors(SMALL_DONOR_FEATURES)):
+    for table in (PublishedMarkers(), PartitionedDonors(SMALL_DONOR_FEATURES)):
         for member in ("published", "partitions", "take_changes", "restore", "export", "items", "entities", "drop"):
             assert hasattr(table, member), (type(table).__name__, member)
         assert table.take_changes(0) == []

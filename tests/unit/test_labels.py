@@ -7,15 +7,11 @@ import json
 import pytest
 
 from models.contracts import DeadLetter, DriftReport, EventOutcome
-from models.model_store import load_fraud_model
 from stream.monitoring.performance import PerformanceMonitor, RecentScores, Said
 from stream.pipeline.labels import LabelStage
 from stream.pipeline.records import RawRecord
-from stream.pipeline.transactions import TransactionStage
-from stream.scoring.fraud_scorer import FraudScorer
 from stream.settings import TopicNames
-from stream.state.partitioned_accounts import PartitionedAccounts
-from tests.serving_helpers import transaction_record, untrained_fraud_artifact
+from tests.serving_helpers import transaction_record, transaction_stage, untrained_fraud_artifact
 
 TOPICS = TopicNames()
 
@@ -32,8 +28,7 @@ def outputs(result, topic):
 
 def test_scored_transactions_are_remembered_and_labels_find_them(tmp_path):
     recent = RecentScores(capacity=1000)
-    loaded = load_fraud_model(untrained_fraud_artifact(tmp_path, threshold=0.5))
-    transactions = TransactionStage(PartitionedAccounts(loaded.features), FraudScorer(loaded), TOPICS, 16_384, recent)
+    transactions = transaction_stage(untrained_fraud_artifact(tmp_path, threshold=0.5), recent=recent)
     scored = transactions.process([transaction_record(i, f"a{i % 7}", f"b{i % 5}", 50.0 + i) for i in range(40)])
     outcomes = {o.event_id: o for o in map(EventOutcome.model_validate_json, (x.value for x in outputs(scored, TOPICS.outcomes)))}
 

@@ -1,44 +1,84 @@
-"""Offline features at P partitions are the worker's: each transaction sees its partition only."""
+"""Offline features at P partitions are the workers': one graph, merged in the agreed order."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
+from models.contracts import TransactionEvent
 from models.features.partitioning import PartitionOf
 from models.features.served_view import ServedViewFeaturizer
 from models.features.transactions import TransactionFeatureConfig
-from stream.state.partitioned_accounts import PartitionedAccounts
+from stream.pipeline.records import decode_or_dead_letter
+from stream.state.graph_merge import GraphMerge
+from tests.fakes import LogFeed
+from tests.serving_helpers import transaction_record
 
 CFG = TransactionFeatureConfig(window=6, fanout1=3, fanout2=2)
 
 
-def columns(n=300, accounts=30, seed=5):
+def stream(n=300, accounts=30, seed=5, ties=False):
+    """Transactions one minute apart (or two at a time, with `ties`), keyed by source."""
     rng = np.random.default_rng(seed)
-    pairs = [rng.choice(accounts, 2, replace=False) for _ in range(n)]
-    return (
-        [f"acct{a}" for a, _ in pairs], [f"acct{b}" for _, b in pairs],
-        rng.lognormal(4, 1, n), 1.736e9 + np.cumsum(rng.exponential(300, n)),
-        rng.integers(0, 5, n), rng.integers(-1, 7, n),
-    )
+    out = []
+    for i in range(n):
+        a, b = rng.choice(accounts, 2, replace=False)
+        record = transaction_record(i // 2 if ties else i, f"acct{a}", f"acct{b}", float(rng.lognormal(4, 1)))
+        out.append((record, TransactionEvent.model_validate_json(record.value).model_copy(update={"event_id": f"e{i}"})))
+    return out
 
 
-@pytest.mark.parametrize("partitions", [1, 4])
-def test_offline_view_equals_the_workers_partitioned_state(partitions):
-    sources, destinations, amounts, times, types, channels = columns()
-    offline = ServedViewFeaturizer(CFG, partitions)
-    chunks = [offline.featurize_columns(sources[i:i + 64], destinations[i:i + 64], amounts[i:i + 64],
-                                        times[i:i + 64], types[i:i + 64], channels[i:i + 64])
-              for i in range(0, len(sources), 64)]
+def offline_features(events, partitions):
+    f = ServedViewFeaturizer(CFG, partitions)
+    return f.featurize_columns([e.source_account for e in events], [e.destination_account for e in events],
+                               np.array([e.amount for e in events]), np.array([e.event_time.timestamp() for e in events]),
+                               np.full(len(events), 1), np.full(len(events), -1),
+                               event_ids=[e.event_id for e in events])
 
-    # The worker: records arrive per partition (keyed by source), each in its own order.
-    worker = PartitionedAccounts(CFG)
-    partition = PartitionOf(partitions)(sources)
-    assert len(set(partition.tolist())) == partitions
+
+@pytest.mark.parametrize("partitions,ties", [(1, False), (4, False), (4, True)])
+def test_the_workers_merge_equals_the_offline_view(partitions, ties):
+    pairs = stream(ties=ties)
+    events = [e for _, e in pairs]
+    expected = offline_features(events, partitions)
+
+    # The topic as the producer wrote it: each record to its source's partition, in order.
+    partition = PartitionOf(partitions)(events and [e.source_account for e in events])
+    feed = LogFeed(partitions)
+    keys = []
+    for (record, event), p in zip(pairs, partition.tolist()):
+        offset = len(feed.log[p])
+        feed.log[p].append(record.__class__(record.topic, p, offset, record.key, event.model_dump_json().encode()))
+        keys.append((p, offset))
+    merge = GraphMerge(CFG, feed, lambda r: decode_or_dead_letter(r, TransactionEvent, 16_384)[0], lambda p: -1,
+                       idle_s=0)
+    # The agent asks in uneven batches, partition by partition, as Kafka delivers them.
+    served = {}
     for p in range(partitions):
-        rows = np.flatnonzero(partition == p)
-        served = worker.featurize(p, [sources[i] for i in rows], [destinations[i] for i in rows], amounts[rows],
-                                  times[rows], types[rows], channels[rows])
-        for name, values in served.arrays().items():
-            expected = np.concatenate([c.arrays()[name] for c in chunks])[rows]
-            np.testing.assert_array_equal(values, expected, err_msg=name)
+        mine = [k for k in keys if k[0] == p]
+        for start in range(0, len(mine), 37):
+            wanted = mine[start:start + 37]
+            batch = merge.features_for(wanted)
+            served.update({k: batch.take(i) for i, k in enumerate(wanted)})
+    assert merge.rebuilds == 0 and merge.late == 0
+    for name, values in expected.arrays().items():
+        got = np.stack([served[k].arrays()[name] for k in keys])
+        np.testing.assert_array_equal(got, values, err_msg=name)
+
+
+def test_a_partition_assigned_after_the_merge_passed_it_is_merged_again_from_the_start():
+    pairs = stream(60)
+    feed = LogFeed(2)
+    for i, (record, _) in enumerate(pairs):
+        feed.log[i % 2].append(record.__class__(record.topic, i % 2, i // 2, record.key, record.value))
+    scored = {0}
+    merge = GraphMerge(CFG, feed, lambda r: decode_or_dead_letter(r, TransactionEvent, 16_384)[0],
+                       lambda p: -1 if p in scored else None, idle_s=0)
+    first = merge.features_for([(0, i) for i in range(20)])  # passes partition 1's first records unfeaturised
+    scored.add(1)
+    second = merge.features_for([(1, i) for i in range(10)])
+    assert merge.rebuilds == 1 and feed.rewinds == 1
+    alone = GraphMerge(CFG, LogFeed(2, feed.log), lambda r: decode_or_dead_letter(r, TransactionEvent, 16_384)[0],
+                       lambda p: -1, idle_s=0)
+    np.testing.assert_array_equal(alone.features_for([(1, i) for i in range(10)]).event, second.event)
+    assert first.event.shape[0] == 20

@@ -16,15 +16,14 @@ from stream.pipeline.transactions import TransactionStage
 from stream.scoring.fraud_scorer import FraudScorer
 from stream.scoring.served import ModelSwapError
 from stream.settings import TopicNames
-from stream.state.partitioned_accounts import PartitionedAccounts
-from tests.serving_helpers import restore_compacted, transaction_record, untrained_fraud_artifact
+from stream.state.published_markers import PublishedMarkers
+from tests.serving_helpers import restore_compacted, transaction_record, transaction_stage, untrained_fraud_artifact
 
 TOPICS = TopicNames()
 
 
-def stage_for(path, accounts=None) -> TransactionStage:
-    loaded = load_fraud_model(path)
-    return TransactionStage(accounts or PartitionedAccounts(loaded.features), FraudScorer(loaded), TOPICS, 16 * 1024)
+def stage_for(path, accounts=None, topic=None) -> TransactionStage:
+    return transaction_stage(path, accounts, topic)
 
 
 def records(n=300, accounts=20, partition=0, seed=0):
@@ -122,9 +121,9 @@ def test_state_restored_from_changelog_continues_exactly(artifact):
     expected = uninterrupted.process(stream_records[200:])
 
     crashed = stage_for(artifact)
-    restored_accounts = PartitionedAccounts(load_fraud_model(artifact).features)
+    restored_accounts = PublishedMarkers()
     restore_compacted(restored_accounts, [crashed.process(stream_records[start:start + 50]) for start in range(0, 200, 50)])
-    resumed = stage_for(artifact, restored_accounts).process(stream_records[150:])  # redelivery from 150
+    resumed = stage_for(artifact, restored_accounts, crashed.topic).process(stream_records[150:])  # redelivery from 150
     assert resumed.replayed == 50
     got = {EventOutcome.model_validate_json(o.value).event_id: EventOutcome.model_validate_json(o.value).scores
            for o in outputs_of(resumed, TOPICS.outcomes)}
@@ -133,12 +132,16 @@ def test_state_restored_from_changelog_continues_exactly(artifact):
     assert got == want
 
 
-def test_partitions_keep_separate_state(artifact):
+def test_partitions_share_one_graph(artifact):
+    """A transaction sees the other partitions' history: the same scores as one partition."""
+    one = records(120)
+    split = [RawRecord(r.topic, i % 3, i // 3, r.key, r.value) for i, r in enumerate(one)]
+    assert _scores(stage_for(artifact).process(split)) == _scores(stage_for(artifact).process(one))
     stage = stage_for(artifact)
-    stage.process(records(50, partition=0) + records(50, partition=1, seed=1))
-    assert set(stage.accounts.partitions) == {0, 1}
+    stage.process(split)
+    assert set(stage.accounts.partitions) == {0, 1, 2}
     stage.accounts.drop([1])
-    assert stage.accounts.partitions == [0]
+    assert stage.accounts.partitions == [0, 2]
 
 
 def test_swap_serves_the_new_version_and_refuses_other_features(artifact, tmp_path):
@@ -159,13 +162,13 @@ def _scores(result):
             for o in outputs_of(result, TOPICS.outcomes)}
 
 
-def _restored(artifact, *changelogs):
-    accounts = PartitionedAccounts(load_fraud_model(artifact).features)
+def _restored(artifact, topic, *changelogs):
+    accounts = PublishedMarkers()
     for changelog in changelogs:
         for partition, items in changelog.items():
             for key, blob in items:
                 accounts.restore(partition, key, blob)
-    return stage_for(artifact, accounts)
+    return stage_for(artifact, accounts, topic)
 
 
 def test_crash_after_outputs_but_midway_through_the_changelog(artifact):
@@ -174,7 +177,7 @@ def test_crash_after_outputs_but_midway_through_the_changelog(artifact):
     original = stage_for(artifact)
     a, b, c = original.process(recs[:100]), original.process(recs[100:200]), original.process(recs[200:])
     half_of_b = {p: [*w.markers, *w.records[: len(w.records) // 2]] for p, w in b.changelog.items()}
-    resumed = _restored(artifact, a.changelog, half_of_b)
+    resumed = _restored(artifact, original.topic, a.changelog, half_of_b)
     again_b = resumed.process(recs[100:200])
     assert again_b.replayed == 100 and again_b.scored == 0  # outputs exist: never scored twice
     assert _scores(resumed.process(recs[200:])) == _scores(c)
@@ -185,7 +188,7 @@ def test_crash_before_anything_of_the_batch_reached_the_changelog(artifact):
     recs = records(300)
     original = stage_for(artifact)
     a, b, c = original.process(recs[:100]), original.process(recs[100:200]), original.process(recs[200:])
-    resumed = _restored(artifact, a.changelog)
+    resumed = _restored(artifact, original.topic, a.changelog)
     assert _scores(resumed.process(recs[100:200])) == _scores(b)  # duplicates say the same
     assert _scores(resumed.process(recs[200:])) == _scores(c)
 
@@ -198,7 +201,7 @@ def test_a_key_that_is_not_the_source_account_is_dead_lettered_and_not_recorded(
     (letter,) = [DeadLetter.model_validate_json(o.value) for o in outputs_of(result, TOPICS.dead_letters)]
     assert letter.reason.value == "key_mismatch" and letter.field == "source_account"
     assert "keyed by source_account" in letter.message and "'acct1'" in letter.message
-    assert result.scored == 0 and len(stage.accounts.state(0)) == 0  # never seen by the state
+    assert result.scored == 0 and len(stage.view.state) == 0  # never seen by the state
     assert stage.process([transaction_record(0, "acct1", "acct2", 50.0, offset=1)]).scored == 1  # keyed right
 
 
@@ -233,7 +236,7 @@ def test_a_repeat_redelivered_after_a_restart_stays_out_of_the_state(artifact):
     crashed = stage_for(artifact)
     first = crashed.process(recs[:20])  # outputs, markers and state durable, repeats 11 and 12 included
     crashed.process(recs[20:60])  # of these (repeat 23 among them) nothing reached the changelog
-    resumed = _restored(artifact, first.changelog)
+    resumed = _restored(artifact, crashed.topic, first.changelog)
     again = resumed.process(recs[:60])  # redelivered from the start
     assert again.replayed == 20 and again.dead_letters == {"duplicate_event": 1}  # 23's letter, again
     assert _scores(resumed.process(recs[60:])) == expected
@@ -254,5 +257,5 @@ def test_a_redelivered_bad_record_is_not_dead_lettered_again(artifact):
     stage = stage_for(artifact)
     first = stage.process(recs)
     assert first.dead_letters == {"malformed_json": 1} and 1 in first.changelog
-    again = _restored(artifact, first.changelog).process(recs)
+    again = _restored(artifact, stage.topic, first.changelog).process(recs)
     assert again.replayed == 21 and not again.outputs

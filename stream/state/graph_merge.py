@@ -1,0 +1,267 @@
+"""The whole transaction graph on every worker: all partitions merged in one agreed order.
+
+A transaction's features need both accounts' histories and their neighbours', and those
+live in every partition (a transaction is keyed by its source account). So each worker
+reads every partition of `transactions` (stream.state.graph_feed) and records every
+transaction into one state, in one order all workers agree on: by event time, ties by
+partition number, each partition in offset order. A worker scores only the partitions
+Kafka assigned to it, but reads the state as it is just before each of them in that
+order, so its features equal those of `tributary evaluate --partitions P`
+(models.features.served_view) whichever worker scores the transaction, and a rescored
+transaction after a crash gets the same features again.
+
+The merge takes the partition whose next record comes first. It may pass a record of
+partition p while another partition q has nothing buffered only if q's next record
+cannot come before it: q's last record is later (partitions are in time order, as
+producers write them). Otherwise it waits for q, for at most `idle_s` when q is at
+its end offset (an idle partition must not stop the others); a record that then comes
+earlier than what was merged is merged late, and counted.
+
+Transactions of assigned partitions above their "published" marker are featurised when
+merged, and kept until the stage asks for them (the agent delivers them a little later
+than this merge reads them, or a little earlier). All others are only recorded. A
+partition assigned after this merge passed some of its unpublished records has no
+features for them: the merge starts again from the beginning of every partition, the
+exact and slow way (counted in `rebuilds`).
+
+The state is not written anywhere: it is a function of the topic, rebuilt by reading it
+from the start when a worker starts.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from models.contracts import TransactionEvent
+from models.features.account_state import TYPE_CODES, AccountState
+from models.features.served_view import time_key_us
+from models.features.transactions import (
+    TRANSACTION_CHANNEL_CODES,
+    TransactionBatch,
+    TransactionFeatureConfig,
+    TransactionFeaturizer,
+)
+from stream.pipeline.records import RawRecord, StageInterrupted
+
+Key = tuple[int, int]  # (partition, offset)
+RUN = 2048  # transactions per kernel call while merging
+
+
+class GraphFeed(Protocol):
+    """Every partition's records in offset order, as fetched (stream.state.graph_feed)."""
+
+    partitions: int
+
+    def peek(self, partition: int) -> RawRecord | None: ...
+
+    def pop(self, partition: int) -> RawRecord: ...
+
+    def caught_up(self, partition: int) -> bool:
+        """Nothing more in the partition right now: everything up to its end offset is buffered."""
+
+    def wait(self, timeout_s: float) -> None:
+        """Until new records arrive (or the timeout)."""
+
+    def rewind(self) -> None:
+        """Read every partition again from its first offset (blocks until it does)."""
+
+    def buffered(self) -> int:
+        """Records fetched and not merged yet."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+@dataclass
+class _Head:
+    record: RawRecord
+    event: TransactionEvent | None  # None: invalid; its owner dead-letters it, nobody records it
+    time_us: int
+
+
+@dataclass
+class _Pending:
+    batch: TransactionBatch  # features of the transactions featurised in one kernel call
+    keys: dict[Key, int]  # which row is whose
+
+
+class GraphMerge:
+    """One state for the whole graph, fed by the merge, read by the transaction stage.
+
+    `decode(record)` gives the event or None, exactly as the stage decides it.
+    `scored_above(partition)` is the partition's published marker when this worker scores
+    the partition (transactions above it get features), None when it does not.
+    """
+
+    def __init__(self, config: TransactionFeatureConfig, feed: GraphFeed,
+                 decode: Callable[[RawRecord], TransactionEvent | None],
+                 scored_above: Callable[[int], int | None], idle_s: float = 1.0, capacity: int = 1 << 14,
+                 stopping: Callable[[], bool] = lambda: False):
+        self.config = config
+        self.feed = feed
+        self.decode = decode
+        self.scored_above = scored_above
+        self.idle_s = idle_s
+        self.stopping = stopping
+        self._capacity = capacity
+        self.rebuilds = 0  # times the merge started again from the beginning
+        self.late = 0  # records merged after a later one (a partition out of time order, or idle too long)
+        self.merged = 0  # records merged since the last rebuild
+        self._reset()
+
+    def _reset(self) -> None:
+        self.state = AccountState(window=self.config.window, capacity=self._capacity)
+        self._featurizer = TransactionFeaturizer(self.state, self.config)
+        P = self.feed.partitions
+        self.next_offset = [0] * P  # per partition: the offset after the last merged record
+        self._last_time: list[int | None] = [None] * P  # per partition: time of its last merged record
+        self._last_key: tuple[int, int] = (-(1 << 62), -1)
+        self._heads: dict[int, _Head] = {}
+        self._idle_since: dict[int, float] = {}
+        self._pending: dict[Key, _Pending] = {}
+        self.merged = 0
+
+    # -- what the stage calls --------------------------------------------------------
+
+    def features_for(self, wanted: list[Key]) -> TransactionBatch:
+        """Features of these transactions (partition, offset), in this order, each from the
+        merged state just before it. Every one must be valid (decoded) and above its
+        partition's published marker, in a partition this worker scores."""
+        if any(k not in self._pending and k[1] < self.next_offset[k[0]] for k in wanted):
+            self._rebuild()  # merged before this worker scored the partition: no features were kept
+        self._merge_until({k for k in wanted if k not in self._pending})
+        return self._take(wanted)
+
+    def forget(self, partitions: list[int]) -> None:
+        """These partitions are no longer scored here: drop their kept features."""
+        gone = set(partitions)
+        for key in [k for k in self._pending if k[0] in gone]:
+            del self._pending[key]
+
+    def prune(self, partition: int, published: int) -> None:
+        """Kept features of transactions at or below the marker will never be asked for."""
+        for key in [k for k in self._pending if k[0] == partition and k[1] <= published]:
+            del self._pending[key]
+
+    # -- the merge -------------------------------------------------------------------
+
+    def _rebuild(self) -> None:
+        self.rebuilds += 1
+        self.feed.rewind()
+        self._reset()
+
+    def _merge_until(self, needed: set[Key]) -> None:
+        run: list[tuple[RawRecord, TransactionEvent, bool]] = []
+        while needed:
+            head = self._next()
+            if head is None:
+                self._flush(run)
+                run = []
+                if self.stopping():
+                    raise StageInterrupted("the worker is stopping while the batch waits for the graph feed")
+                self.feed.wait(0.02)
+                continue
+            record, event = head.record, head.event
+            partition = record.partition
+            self.next_offset[partition] = record.offset + 1
+            self._last_time[partition] = head.time_us
+            key = (head.time_us, partition)
+            if key < self._last_key:
+                self.late += 1
+            self._last_key = max(self._last_key, key)
+            self.merged += 1
+            needed.discard((partition, record.offset))
+            if event is None:
+                continue
+            marker = self.scored_above(partition)
+            run.append((record, event, marker is not None and record.offset > marker))
+            if len(run) >= RUN:
+                self._flush(run)
+                run = []
+        self._flush(run)
+
+    def _head(self, partition: int) -> _Head | None:
+        head = self._heads.get(partition)
+        if head is None:
+            record = self.feed.peek(partition)
+            if record is None:
+                return None
+            event = self.decode(record)
+            if event is not None:
+                time_us = int(time_key_us(np.array([event.event_time.timestamp()]))[0])
+            else:  # an invalid record changes nothing, so any place will do: where it stands
+                last = self._last_time[partition]
+                time_us = last if last is not None else -(1 << 62)
+            head = self._heads[partition] = _Head(record, event, time_us)
+        return head
+
+    def _next(self) -> _Head | None:
+        """Pop the record that comes next in the merge order, or None to wait for more."""
+        heads = {p: h for p in range(self.feed.partitions) if (h := self._head(p)) is not None}
+        if not heads:
+            return None
+        first = min(heads, key=lambda p: (heads[p].time_us, p))
+        time_us = heads[first].time_us
+        now = time.monotonic()
+        for q in range(self.feed.partitions):
+            if q in heads:
+                self._idle_since.pop(q, None)
+                continue
+            last = self._last_time[q]
+            if last is not None and (last > time_us or (last == time_us and q > first)):
+                continue  # q's next record comes after this one
+            if not self.feed.caught_up(q):
+                return None  # q has records on the way
+            if now - self._idle_since.setdefault(q, now) < self.idle_s:
+                return None
+        del self._heads[first]
+        self.feed.pop(first)
+        return heads[first]
+
+    def _flush(self, run: list[tuple[RawRecord, TransactionEvent, bool]]) -> None:
+        if not run:
+            return
+        events = [e for _, e, _ in run]
+        featurize = np.array([f for _, _, f in run], dtype=np.bool_)
+        self.state.ensure_capacity(2 * len(run))
+        batch = self._featurizer.featurize_columns(
+            [e.source_account for e in events], [e.destination_account for e in events],
+            np.array([e.amount for e in events], dtype=np.float64),
+            np.array([e.event_time.timestamp() for e in events], dtype=np.float64),
+            np.array([TYPE_CODES[e.type] for e in events], dtype=np.int64),
+            np.array([TRANSACTION_CHANNEL_CODES[e.channel] if e.channel is not None else -1 for e in events],
+                     dtype=np.int64),
+            event_ids=[e.event_id for e in events], featurize=featurize,
+        )
+        kept = np.flatnonzero(featurize)
+        if len(kept):
+            pending = _Pending(batch.take(kept), {})
+            for row, i in enumerate(kept.tolist()):
+                key = (run[i][0].partition, run[i][0].offset)
+                pending.keys[key] = row
+                self._pending[key] = pending
+
+    def _take(self, wanted: list[Key]) -> TransactionBatch:
+        """The kept rows of `wanted`, in order, released."""
+        parts: list[TransactionBatch] = []
+        current: _Pending | None = None
+        rows: list[int] = []
+        for key in wanted:
+            pending = self._pending.pop(key)
+            if pending is not current:
+                if current is not None:
+                    parts.append(current.batch.take(np.array(rows, dtype=np.int64)))
+                current, rows = pending, []
+            rows.append(pending.keys[key])
+        if current is not None:
+            parts.append(current.batch.take(np.array(rows, dtype=np.int64)))
+        if not parts:
+            return self._featurizer.featurize_columns([], [], np.zeros(0), np.zeros(0), np.zeros(0, np.int64),
+                                                      np.zeros(0, np.int64))
+        return TransactionBatch.concat(parts)
