@@ -1,8 +1,9 @@
 """`tributary bench`: throughput, latency, per-stage cost and memory of the worker.
 
-Everything runs here, on the embedded broker, measured in one run side by side with a
-baseline: a no-op Faust agent reading the same topic with the same batching.
-    1. no-op baseline: events/s of Faust alone;
+Everything runs here, on the embedded broker, measured in one run side by side with
+baselines: a no-op Faust agent reading the same topic with the same batching, and a
+pass-through agent that also publishes one record per event (the ceiling for a scorer).
+    1. baselines: events/s of Faust alone, and of Faust passing each event on;
     2. throughput: the whole stream replayed as fast as possible into a fresh worker;
        events/s from the first to the last outcome record (Kafka create timestamps);
     3. latency: a fresh worker at a steady `rate`; consume-to-publish latency per event
@@ -44,6 +45,7 @@ class BenchResult:
     events: int
     events_per_s: float
     noop_events_per_s: float
+    passthrough_events_per_s: float  # a Faust agent publishing one record per event, deliveries awaited
     p50_ms: float
     p95_ms: float
     p99_ms: float
@@ -66,16 +68,21 @@ def run_bench(world_dir: Path, model_dir: Path, fraud_model: str, rate: float, l
         base = WorkerSettings(bootstrap_servers=broker.bootstrap, batch_max=batch_max, batch_wait_ms=batch_wait_ms,
                               model_dir=str(model_dir), fraud_model=fraud_model)
 
-        progress(f"1/3 no-op Faust agent over {len(events):,} events")
+        progress(f"1/3 no-op Faust agent over {len(events):,} events, then one that passes each on")
         noop_topics = _topics("noop")
         asyncio.run(_setup(base, noop_topics, "bench-noop", world))
-        with tempfile.NamedTemporaryFile(suffix=".json") as out:
-            subprocess.run(
-                [sys.executable, "-m", "tributary.bench_noop", broker.bootstrap, noop_topics.transactions,
-                 str(len(events)), str(batch_max), str(batch_wait_ms), out.name],
-                capture_output=True, timeout=900, check=False,
-            )
-            noop_rate = json.loads(Path(out.name).read_text() or "{}").get("events_per_s", float("nan"))
+
+        def baseline(*to_topic: str) -> float:
+            with tempfile.NamedTemporaryFile(suffix=".json") as out:
+                subprocess.run(
+                    [sys.executable, "-m", "tributary.bench_noop", broker.bootstrap, noop_topics.transactions,
+                     str(len(events)), str(batch_max), str(batch_wait_ms), out.name, *to_topic],
+                    capture_output=True, timeout=900, check=False,
+                )
+                return float(json.loads(Path(out.name).read_text() or "{}").get("events_per_s", float("nan")))
+
+        noop_rate = baseline()
+        passthrough_rate = baseline(noop_topics.outcomes)
 
         progress("2/3 worker, as fast as possible")
         full_topics = _topics("full")
@@ -108,6 +115,7 @@ def run_bench(world_dir: Path, model_dir: Path, fraud_model: str, rate: float, l
     p50, p95, p99 = np.percentile(latencies, [50, 95, 99]).tolist()
     return BenchResult(
         events=len(events), events_per_s=round(rate_full, 1), noop_events_per_s=round(noop_rate, 1),
+        passthrough_events_per_s=round(passthrough_rate, 1),
         p50_ms=round(p50, 2), p95_ms=round(p95, 2), p99_ms=round(p99, 2), latency_rate=rate,
         latency_events=len(latencies), peak_rss_mb=round(rss, 1), batch_max=batch_max, batch_wait_ms=batch_wait_ms,
         stage_us_per_event=stages, state_bytes_per_account=round(state_bytes, 1), accounts=accounts, model=fraud_model,
@@ -248,6 +256,8 @@ def print_table(result: BenchResult) -> None:
         ("worker events/s (full speed)", f"{result.events_per_s:,.0f}"),
         ("no-op Faust agent events/s (baseline)", f"{result.noop_events_per_s:,.0f}"),
         ("worker / no-op", f"{result.events_per_s / max(result.noop_events_per_s, 1):.0%}"),
+        ("pass-through Faust agent events/s (the ceiling)", f"{result.passthrough_events_per_s:,.0f}"),
+        ("worker / pass-through", f"{result.events_per_s / max(result.passthrough_events_per_s, 1):.0%}"),
         (f"latency at {result.latency_rate:,.0f}/s p50 / p95 / p99 (ms)", f"{result.p50_ms} / {result.p95_ms} / {result.p99_ms}"),
         ("peak RSS of the worker (MB)", f"{result.peak_rss_mb:,.0f}"),
         ("feature state per account (bytes)", f"{result.state_bytes_per_account:,.0f} ({result.accounts:,} accounts)"),
