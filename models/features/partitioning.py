@@ -1,9 +1,9 @@
 """Which partition a keyed event lands in: Kafka's default partitioner, without Kafka.
 
-Feature state is kept per partition (see stream.state.partitioned_accounts), so code
-that wants to compute offline exactly what the worker computes must split the stream
-the way the producer did: murmur2 of the key bytes, as Kafka's Java client and aiokafka
-do it.
+Workers merge the transaction partitions in (event time, partition) order, and keep
+donor state per partition, so code that wants to compute offline exactly what the
+workers compute must split the stream the way the producer did: murmur2 of the key
+bytes, as Kafka's Java client and aiokafka do it.
 """
 
 from __future__ import annotations

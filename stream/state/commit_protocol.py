@@ -1,7 +1,8 @@
 """The commit protocol: how a batch's outputs, state and offsets become durable, in order.
 
-Each state table (accounts, donors) keeps its entities per input partition and writes
-its changes to its own changelog topic, partition for partition. For one batch:
+Each state table writes its changes to its own changelog topic, partition for partition:
+the donors table its donors, the accounts table only its markers (the transaction graph
+is rebuilt from the transactions topic itself: stream.state.graph_merge). For one batch:
 
 1. The stage processes the batch against the state, in offset order per partition:
    features as of each event, then the event recorded into the entities it touches.

@@ -2,8 +2,8 @@
 
 The three donor topics (gifts, profiles, relationships) are keyed by donor id and
 co-partitioned, so partition p of each feeds partition p's state, and that state's
-changelog is partition p of the donors changelog topic. Like accounts, state follows its
-partition (see partitioned_accounts): a gift's referrer or a relationship's other donor
+changelog is partition p of the donors changelog topic. State follows its partition
+(transactions, by contrast, merge every partition: stream.state.graph_merge): a gift's referrer or a relationship's other donor
 that is keyed to another partition gets a row here too, holding what *this* partition
 saw of it (the referral credit, the edge); its own profile and gifts live in its home
 partition and are not visible here. With one partition that is the whole network.

@@ -82,3 +82,47 @@ def test_a_partition_assigned_after_the_merge_passed_it_is_merged_again_from_the
                        lambda p: -1, idle_s=0)
     np.testing.assert_array_equal(alone.features_for([(1, i) for i in range(10)]).event, second.event)
     assert first.event.shape[0] == 20
+
+
+class ArrivingFeed(LogFeed):
+    """A topic whose partition 1 gets its record only when the merge waits for it."""
+
+    def __init__(self, arriving):
+        super().__init__(2)
+        self.arriving = arriving
+        self.waits = 0
+
+    def caught_up(self, partition) -> bool:
+        return super().caught_up(partition) and not (partition == 1 and self.arriving)
+
+    def wait(self, timeout_s) -> None:
+        self.waits += 1
+        if self.arriving:
+            self.log[1].append(self.arriving.pop())
+
+
+def decode(record):
+    return decode_or_dead_letter(record, TransactionEvent, 16_384)[0]
+
+
+def test_the_merge_waits_for_a_partition_whose_records_are_on_the_way():
+    early = transaction_record(0, "acct1", "acct2", 10.0)  # 00:00, partition 1, still in flight
+    later = transaction_record(1, "acct2", "acct3", 10.0)  # 00:01, partition 0, already here
+    feed = ArrivingFeed([early.__class__(early.topic, 1, 0, early.key, early.value)])
+    feed.log[0].append(later.__class__(later.topic, 0, 0, later.key, later.value))
+    merge = GraphMerge(CFG, feed, decode, lambda p: -1, idle_s=0)  # a partition on its way is waited for anyway
+    batch = merge.features_for([(0, 0)])
+    assert feed.waits == 1 and merge.late == 0
+    assert batch.seq_mask[0, 0].sum() == 1  # acct2 had received the earlier transfer first
+
+
+def test_an_idle_partition_is_passed_by_and_what_comes_later_is_counted_late():
+    later = transaction_record(1, "acct2", "acct3", 10.0)
+    feed = LogFeed(2)
+    feed.log[0].append(later.__class__(later.topic, 0, 0, later.key, later.value))
+    merge = GraphMerge(CFG, feed, decode, lambda p: -1, idle_s=0)
+    assert merge.features_for([(0, 0)]).seq_mask[0, 0].sum() == 0  # partition 1 had nothing: passed by
+    early = transaction_record(0, "acct1", "acct2", 10.0)
+    feed.log[1].append(early.__class__(early.topic, 1, 0, early.key, early.value))
+    merge.features_for([(1, 0)])
+    assert merge.late == 1 and merge.rebuilds == 0
