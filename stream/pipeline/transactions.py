@@ -52,7 +52,10 @@ class TransactionStage:
         events: list[tuple[RawRecord, TransactionEvent]] = []
         for record in records:
             last[record.partition] = max(last.get(record.partition, -1), record.offset)
-            event, letter = decode_or_dead_letter(record, TransactionEvent, self.max_message_bytes)
+            event = self.view.decoded((record.partition, record.offset))
+            letter = None
+            if event is None:
+                event, letter = decode_or_dead_letter(record, TransactionEvent, self.max_message_bytes)
             if event is not None:
                 events.append((record, event))
             elif record.offset <= published[record.partition]:
@@ -66,7 +69,8 @@ class TransactionStage:
         result.replayed += len(events) - len(ordered)
         for partition in sorted(published):
             self.view.prune(partition, published[partition])
-        batch = self.view.features_for([(r.partition, r.offset) for r, _ in ordered])
+        batch = self.view.features_for([(r.partition, r.offset) for r, _ in ordered],
+                                       {(r.partition, r.offset): e for r, e in ordered})
         for partition in sorted(published):  # after the features: the merge reads the markers
             # The marker covers the partition's dead letters too: they are outputs like any other.
             marker = self.accounts.published.mark(TRANSACTIONS_TOPIC, partition, last[partition])

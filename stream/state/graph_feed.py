@@ -44,8 +44,11 @@ class KafkaGraphFeed:
         self.closed = False
 
     async def start(self) -> None:
+        # The same long-poll as the worker's own consumer: the embedded broker answers a waiting
+        # fetch only when it times out, so the merge would wait that long for every partition.
+        wait = {"fetch_max_wait_ms": self.settings.fetch_max_wait_ms} if self.settings.fetch_max_wait_ms else {}
         consumer = AIOKafkaConsumer(**aiokafka_args(self.settings), group_id=None, enable_auto_commit=False,
-                                    auto_offset_reset="earliest")
+                                    auto_offset_reset="earliest", **wait)
         self._consumer = await started(consumer, self.settings)
         consumer.assign(self._partitions)
         await consumer.seek_to_beginning(*self._partitions)

@@ -39,7 +39,6 @@ import numpy as np
 
 from models.contracts import TransactionEvent
 from models.features.account_state import TYPE_CODES, AccountState
-from models.features.served_view import time_key_us
 from models.features.transactions import (
     TRANSACTION_CHANNEL_CODES,
     TransactionBatch,
@@ -125,14 +124,24 @@ class GraphMerge:
         self._heads: dict[int, _Head] = {}
         self._idle_since: dict[int, float] = {}
         self._pending: dict[Key, _Pending] = {}
+        # Records of scored partitions decoded by one side (the stage, the merge), kept for the
+        # other, so that a record is decoded once.
+        self._decoded: dict[Key, TransactionEvent] = {}
         self.merged = 0
 
     # -- what the stage calls --------------------------------------------------------
 
-    def features_for(self, wanted: list[Key]) -> TransactionBatch:
+    def decoded(self, key: Key) -> TransactionEvent | None:
+        """The event of a record of a scored partition that the merge has decoded already."""
+        return self._decoded.pop(key, None)
+
+    def features_for(self, wanted: list[Key], events: dict[Key, TransactionEvent] | None = None) -> TransactionBatch:
         """Features of these transactions (partition, offset), in this order, each from the
         merged state just before it. Every one must be valid (decoded) and above its
-        partition's published marker, in a partition this worker scores."""
+        partition's published marker, in a partition this worker scores. `events`: those
+        the caller has decoded, so the merge need not decode them again."""
+        if events:
+            self._decoded.update((k, e) for k, e in events.items() if k[1] >= self.next_offset[k[0]])
         if any(k not in self._pending and k[1] < self.next_offset[k[0]] for k in wanted):
             self._rebuild()  # merged before this worker scored the partition: no features were kept
         self._merge_until({k for k in wanted if k not in self._pending})
@@ -141,13 +150,15 @@ class GraphMerge:
     def forget(self, partitions: list[int]) -> None:
         """These partitions are no longer scored here: drop their kept features."""
         gone = set(partitions)
-        for key in [k for k in self._pending if k[0] in gone]:
-            del self._pending[key]
+        for kept in (self._pending, self._decoded):
+            for key in [k for k in kept if k[0] in gone]:
+                del kept[key]
 
     def prune(self, partition: int, published: int) -> None:
         """Kept features of transactions at or below the marker will never be asked for."""
-        for key in [k for k in self._pending if k[0] == partition and k[1] <= published]:
-            del self._pending[key]
+        for kept in (self._pending, self._decoded):
+            for key in [k for k in kept if k[0] == partition and k[1] <= published]:
+                del kept[key]
 
     # -- the merge -------------------------------------------------------------------
 
@@ -192,9 +203,14 @@ class GraphMerge:
             record = self.feed.peek(partition)
             if record is None:
                 return None
-            event = self.decode(record)
+            key = (partition, record.offset)
+            event = self._decoded.pop(key, None)
+            if event is None:
+                event = self.decode(record)
+                if event is not None and self.scored_above(partition) is not None:
+                    self._decoded[key] = event  # the stage will decode it too: keep it
             if event is not None:
-                time_us = int(time_key_us(np.array([event.event_time.timestamp()]))[0])
+                time_us = round(event.event_time.timestamp() * 1e6)  # = time_key_us, for one value
             else:  # an invalid record changes nothing, so any place will do: where it stands
                 last = self._last_time[partition]
                 time_us = last if last is not None else -(1 << 62)
@@ -203,26 +219,32 @@ class GraphMerge:
 
     def _next(self) -> _Head | None:
         """Pop the record that comes next in the merge order, or None to wait for more."""
-        heads = {p: h for p in range(self.feed.partitions) if (h := self._head(p)) is not None}
-        if not heads:
-            return None
-        first = min(heads, key=lambda p: (heads[p].time_us, p))
-        time_us = heads[first].time_us
-        now = time.monotonic()
-        for q in range(self.feed.partitions):
-            if q in heads:
-                self._idle_since.pop(q, None)
+        first, best = -1, None
+        empty = []
+        for p in range(self.feed.partitions):
+            head = self._heads.get(p) or self._head(p)
+            if head is None:
+                empty.append(p)
                 continue
-            last = self._last_time[q]
-            if last is not None and (last > time_us or (last == time_us and q > first)):
-                continue  # q's next record comes after this one
-            if not self.feed.caught_up(q):
-                return None  # q has records on the way
-            if now - self._idle_since.setdefault(q, now) < self.idle_s:
-                return None
+            if self._idle_since:
+                self._idle_since.pop(p, None)  # it has records again: its idle time starts anew
+            if best is None or head.time_us < best.time_us:  # ties: the lower partition, seen first
+                first, best = p, head
+        if best is None:
+            return None
+        if empty:
+            now = time.monotonic()
+            for q in empty:
+                last = self._last_time[q]
+                if last is not None and (last > best.time_us or (last == best.time_us and q > first)):
+                    continue  # q's next record comes after this one
+                if not self.feed.caught_up(q):
+                    return None  # q has records on the way
+                if now - self._idle_since.setdefault(q, now) < self.idle_s:
+                    return None
         del self._heads[first]
         self.feed.pop(first)
-        return heads[first]
+        return best
 
     def _flush(self, run: list[tuple[RawRecord, TransactionEvent, bool]]) -> None:
         if not run:
