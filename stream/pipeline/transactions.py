@@ -69,8 +69,10 @@ class TransactionStage:
         result.replayed += len(events) - len(ordered)
         for partition in sorted(published):
             self.view.prune(partition, published[partition])
+        waited = self.view.waited_s
         batch = self.view.features_for([(r.partition, r.offset) for r, _ in ordered],
                                        {(r.partition, r.offset): e for r, e in ordered})
+        result.timings["graph_wait"] = self.view.waited_s - waited  # inside "state": waiting for other partitions
         for partition in sorted(published):  # after the features: the merge reads the markers
             # The marker covers the partition's dead letters too: they are outputs like any other.
             marker = self.accounts.published.mark(TRANSACTIONS_TOPIC, partition, last[partition])

@@ -112,6 +112,8 @@ class GraphMerge:
         self.rebuilds = 0  # times the merge started again from the beginning
         self.late = 0  # records merged after a later one (a partition out of time order, or idle too long)
         self.merged = 0  # records merged since the last rebuild
+        self.waited_s = 0.0  # time spent waiting for the feed (all calls)
+        self.rebuild_s = 0.0  # time spent merging again from the start
         self._reset()
 
     def _reset(self) -> None:
@@ -164,8 +166,10 @@ class GraphMerge:
 
     def _rebuild(self) -> None:
         self.rebuilds += 1
+        started = time.perf_counter()
         self.feed.rewind()
         self._reset()
+        self.rebuild_s += time.perf_counter() - started
 
     def _merge_until(self, needed: set[Key]) -> None:
         run: list[tuple[RawRecord, TransactionEvent, bool]] = []
@@ -176,7 +180,9 @@ class GraphMerge:
                 run = []
                 if self.stopping():
                     raise StageInterrupted("the worker is stopping while the batch waits for the graph feed")
+                started = time.perf_counter()
                 self.feed.wait(0.02)
+                self.waited_s += time.perf_counter() - started
                 continue
             record, event = head.record, head.event
             partition = record.partition
