@@ -121,6 +121,7 @@ class TributaryWorker:
         self.metrics.graph_records.set_function(lambda: self.graph.merged)
         self.metrics.graph_rebuilds.set_function(lambda: self.graph.rebuilds)
         self.metrics.graph_late.set_function(lambda: self.graph.late)
+        self.metrics.graph_kept.set_function(self.graph.kept)
         self.metrics.graph_buffered.set_function(lambda: self.graph_feed.buffered())
         recent = RecentScores(settings.label_memory) if settings.label_memory else None
         self.pipelines: dict[str, BatchPipeline] = {

@@ -86,6 +86,8 @@ class WorkerMetrics:
         self.graph_late = Gauge("tributary_graph_late_records", "Records merged after a later one (a partition out "
                                 "of time order, or one idle past TRIBUTARY_GRAPH_IDLE_MS): their features may "
                                 "differ from `tributary evaluate`'s", registry=r)
+        self.graph_kept = Gauge("tributary_graph_kept", "Transactions of this worker's partitions merged ahead of "
+                                "the stage (features or decoded events kept until it asks)", registry=r)
         self.graph_buffered = Gauge("tributary_graph_feed_buffered", "Records fetched for the graph, not merged yet",
                                     registry=r)
         self.alert_threshold = Gauge("tributary_alert_threshold", "The score at and above which a transaction "

@@ -133,6 +133,10 @@ class GraphMerge:
 
     # -- what the stage calls --------------------------------------------------------
 
+    def kept(self) -> int:
+        """Transactions featurised or decoded ahead of the stage, waiting for it to ask."""
+        return len(self._pending) + len(self._decoded)
+
     def decoded(self, key: Key) -> TransactionEvent | None:
         """The event of a record of a scored partition that the merge has decoded already."""
         return self._decoded.pop(key, None)
