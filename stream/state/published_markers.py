@@ -26,19 +26,17 @@ class PublishedMarkers:
 
     def __init__(self, accounts: Callable[[], int] = lambda: 0):
         self.published = PublishedOffsets()
-        self._partitions: set[int] = set()
         self._accounts = accounts
 
     @property
     def partitions(self) -> list[int]:
-        return sorted(self._partitions)
+        """The partitions with a marker: all this table holds."""
+        return sorted({partition for _, partition in self.published.as_dict()})
 
     def take_changes(self, partition: int) -> list[Record]:
-        self._partitions.add(partition)
         return []
 
     def restore(self, partition: int, key: bytes, value: bytes) -> None:
-        self._partitions.add(partition)
         topic = marker_topic(key)
         if topic is not None:
             self.published.restore(topic, partition, value)
@@ -54,5 +52,4 @@ class PublishedMarkers:
 
     def drop(self, partitions: Iterable[int]) -> None:
         for partition in partitions:
-            self._partitions.discard(partition)
             self.published.drop(partition)
