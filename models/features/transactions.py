@@ -198,8 +198,9 @@ class TransactionFeaturizer:
         self.state = state
         self.config = config
 
-    def featurize(self, transactions: list[RawTransaction]) -> TransactionBatch:
-        """Features of each transaction from the state before it; records each one after."""
+    def featurize(self, transactions: list[RawTransaction], featurize: np.ndarray | None = None) -> TransactionBatch:
+        """Features of each transaction from the state before it; records each one after
+        (`featurize`: as in `featurize_columns`)."""
         return self.featurize_columns(
             [tx.source for tx in transactions],
             [tx.destination for tx in transactions],
@@ -207,7 +208,7 @@ class TransactionFeaturizer:
             np.array([tx.timestamp_s for tx in transactions], dtype=np.float64),
             np.array([tx.type_code for tx in transactions], dtype=np.int64),
             np.array([tx.channel_code for tx in transactions], dtype=np.int64),
-            event_ids=[tx.event_id for tx in transactions],
+            event_ids=[tx.event_id for tx in transactions], featurize=featurize,
         )
 
     def featurize_columns(

@@ -38,13 +38,9 @@ from typing import Protocol
 import numpy as np
 
 from models.contracts import TransactionEvent
-from models.features.account_state import TYPE_CODES, AccountState
-from models.features.transactions import (
-    TRANSACTION_CHANNEL_CODES,
-    TransactionBatch,
-    TransactionFeatureConfig,
-    TransactionFeaturizer,
-)
+from models.features.account_state import AccountState
+from models.features.served_view import time_key_us_of
+from models.features.transactions import RawTransaction, TransactionBatch, TransactionFeatureConfig, TransactionFeaturizer
 from stream.pipeline.records import RawRecord, StageInterrupted
 
 Key = tuple[int, int]  # (partition, offset)
@@ -113,7 +109,6 @@ class GraphMerge:
         self.late = 0  # records merged after a later one (a partition out of time order, or idle too long)
         self.merged = 0  # records merged since the last rebuild
         self.waited_s = 0.0  # time spent waiting for the feed (all calls)
-        self.rebuild_s = 0.0  # time spent merging again from the start
         self._reset()
 
     def _reset(self) -> None:
@@ -170,10 +165,8 @@ class GraphMerge:
 
     def _rebuild(self) -> None:
         self.rebuilds += 1
-        started = time.perf_counter()
         self.feed.rewind()
         self._reset()
-        self.rebuild_s += time.perf_counter() - started
 
     def _merge_until(self, needed: set[Key]) -> None:
         run: list[tuple[RawRecord, TransactionEvent, bool]] = []
@@ -220,7 +213,7 @@ class GraphMerge:
                 if event is not None and self.scored_above(partition) is not None:
                     self._decoded[key] = event  # the stage will decode it too: keep it
             if event is not None:
-                time_us = round(event.event_time.timestamp() * 1e6)  # = time_key_us, for one value
+                time_us = time_key_us_of(event.event_time.timestamp())
             else:  # an invalid record changes nothing, so any place will do: where it stands
                 last = self._last_time[partition]
                 time_us = last if last is not None else -(1 << 62)
@@ -232,7 +225,7 @@ class GraphMerge:
         first, best = -1, None
         empty = []
         for p in range(self.feed.partitions):
-            head = self._heads.get(p) or self._head(p)
+            head = self._head(p)
             if head is None:
                 empty.append(p)
                 continue
@@ -259,18 +252,8 @@ class GraphMerge:
     def _flush(self, run: list[tuple[RawRecord, TransactionEvent, bool]]) -> None:
         if not run:
             return
-        events = [e for _, e, _ in run]
         featurize = np.array([f for _, _, f in run], dtype=np.bool_)
-        self.state.ensure_capacity(2 * len(run))
-        batch = self._featurizer.featurize_columns(
-            [e.source_account for e in events], [e.destination_account for e in events],
-            np.array([e.amount for e in events], dtype=np.float64),
-            np.array([e.event_time.timestamp() for e in events], dtype=np.float64),
-            np.array([TYPE_CODES[e.type] for e in events], dtype=np.int64),
-            np.array([TRANSACTION_CHANNEL_CODES[e.channel] if e.channel is not None else -1 for e in events],
-                     dtype=np.int64),
-            event_ids=[e.event_id for e in events], featurize=featurize,
-        )
+        batch = self._featurizer.featurize([RawTransaction.from_event(e) for _, e, _ in run], featurize)
         kept = np.flatnonzero(featurize)
         if len(kept):
             pending = _Pending(batch.take(kept), {})
@@ -294,6 +277,5 @@ class GraphMerge:
         if current is not None:
             parts.append(current.batch.take(np.array(rows, dtype=np.int64)))
         if not parts:
-            return self._featurizer.featurize_columns([], [], np.zeros(0), np.zeros(0), np.zeros(0, np.int64),
-                                                      np.zeros(0, np.int64))
+            return self._featurizer.featurize([])
         return TransactionBatch.concat(parts)
