@@ -1,11 +1,10 @@
 """Offline scores computed exactly as the workers compute them.
 
 Transactions: every worker merges all partitions into one graph, by event time then
-partition (stream.state.graph_merge). Its scores offline (parity checks, the replay
-test) come from the featurizer training and `evaluate --partitions P` use
-(models.features.served_view), so a parity check compares the worker with them.
-Donors: state is kept per input partition, so one featurizer per partition, each in its
-own arrival order.
+partition (stream.state.graph_merge). To reproduce its scores offline (parity checks,
+the replay test), split the events by the producer's partitioner and merge them back
+the same way. Donors: state is kept per input partition, so one featurizer per
+partition, each in its own arrival order.
 """
 
 from __future__ import annotations
@@ -15,27 +14,30 @@ from collections import defaultdict
 import numpy as np
 
 from models.contracts import DonorProfile, DonorRelationship, GiftEvent, TransactionEvent
+from models.features.account_state import AccountState
 from models.features.donors import DonorBatch, DonorFeatureConfig, DonorFeaturizer
 from models.features.partitioning import kafka_partition
-from models.features.served_view import ServedViewFeaturizer
-from models.features.transactions import RawTransaction, TransactionBatch
+from models.features.served_view import merge_partitions, time_key_us_of
+from models.features.transactions import RawTransaction, TransactionBatch, TransactionFeaturizer
 from models.model_store import LoadedFraudModel
 from models.nn.donor_model import DonorModel, as_tensors
 from offline.train.loop import predict
 
 
 def worker_view_scores(events: list[TransactionEvent], loaded: LoadedFraudModel, partitions: int) -> dict[str, float]:
-    """event_id -> the score the worker gives it, for events keyed by source account, in
-    the order they were produced (sorted by event time, as a world is); a repeat of an
-    event id gets none: the worker dead-letters it."""
-    raw = [RawTransaction.from_event(e) for e in events]
-    batch: TransactionBatch = ServedViewFeaturizer(loaded.features, partitions).featurize_columns(
-        [t.source for t in raw], [t.destination for t in raw], np.array([t.amount for t in raw], dtype=np.float64),
-        np.array([t.timestamp_s for t in raw], dtype=np.float64), np.array([t.type_code for t in raw], dtype=np.int64),
-        np.array([t.channel_code for t in raw], dtype=np.int64), event_ids=[t.event_id for t in raw])
+    """event_id -> the score the worker gives it, for events keyed by source account
+    (a repeat of an event id gets none: the worker dead-letters it)."""
+    by_partition: dict[int, list[TransactionEvent]] = defaultdict(list)
+    for event in events:
+        by_partition[kafka_partition(event.source_account.encode(), partitions)].append(event)
+    # The workers' k-way merge itself, not ServedViewFeaturizer's sort: that one needs the
+    # whole stream in time order, and a test's stream need not be (records appended after).
+    merged = merge_partitions(by_partition, lambda e: time_key_us_of(e.event_time.timestamp()))
+    featurizer = TransactionFeaturizer(AccountState(window=loaded.features.window), loaded.features)
+    batch: TransactionBatch = featurizer.featurize([RawTransaction.from_event(e) for e in merged])
     scored = np.flatnonzero(~batch.duplicate)  # a repeated event id is dead-lettered, not scored
     values = predict(loaded.model, batch.take(scored).arrays())
-    return dict(zip((events[i].event_id for i in scored.tolist()), np.asarray(values).tolist()))
+    return dict(zip((merged[i].event_id for i in scored.tolist()), np.asarray(values).tolist()))
 
 
 def donor_worker_view_scores(

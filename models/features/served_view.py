@@ -11,7 +11,9 @@ is sorted by event time), and the partition count only decides ties of equal tim
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import heapq
+from collections.abc import Callable, Iterable, Iterator
+from typing import TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -19,6 +21,8 @@ import pyarrow as pa
 from models.features.account_state import AccountState
 from models.features.partitioning import PartitionOf
 from models.features.transactions import TransactionBatch, TransactionFeatureConfig, TransactionFeaturizer
+
+T = TypeVar("T")
 
 
 def time_key_us(timestamps_s: np.ndarray) -> np.ndarray:
@@ -42,6 +46,17 @@ def merge_order(timestamps_s: np.ndarray, partitions: np.ndarray) -> np.ndarray:
     [1, 0, 2]
     """
     return np.lexsort((np.arange(len(partitions)), partitions, time_key_us(timestamps_s)))
+
+
+def merge_partitions(sequences: dict[int, list[T]], time_us: Callable[[T], int]) -> list[T]:
+    """Each partition's items in its own order, merged by (time, partition) of their heads:
+    the workers' merge when every record is there (stream.state.graph_merge).
+
+    >>> merge_partitions({0: [3, 9], 1: [1, 2, 10]}, time_us=lambda t: t)
+    [1, 2, 3, 9, 10]
+    """
+    keyed = [[((time_us(item), p), item) for item in items] for p, items in sorted(sequences.items())]
+    return [item for _, item in heapq.merge(*keyed, key=lambda pair: pair[0])]
 
 
 def tie_aligned(batches: Iterable[pa.RecordBatch], time_column: str = "event_time") -> Iterator[pa.Table]:
