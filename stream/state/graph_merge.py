@@ -97,8 +97,9 @@ class GraphMerge:
     def __init__(self, config: TransactionFeatureConfig, feed: GraphFeed,
                  decode: Callable[[RawRecord], TransactionEvent | None],
                  scored_above: Callable[[int], int | None], idle_s: float = 1.0, capacity: int = 1 << 14,
-                 stopping: Callable[[], bool] = lambda: False):
+                 stopping: Callable[[], bool] = lambda: False, clock: Callable[[], float] = time.monotonic):
         self.config = config
+        self.clock = clock
         self.feed = feed
         self.decode = decode
         self.scored_above = scored_above
@@ -236,15 +237,19 @@ class GraphMerge:
         if best is None:
             return None
         if empty:
-            now = time.monotonic()
+            now = self.clock()
+            waiting = False
             for q in empty:
                 last = self._last_time[q]
                 if last is not None and (last > best.time_us or (last == best.time_us and q > first)):
                     continue  # q's next record comes after this one
                 if not self.feed.caught_up(q):
                     return None  # q has records on the way
-                if now - self._idle_since.setdefault(q, now) < self.idle_s:
-                    return None
+                # Every idle partition's clock starts now, not after the one before it has
+                # timed out: idle partitions cost `idle_s` together, not one after another.
+                waiting |= now - self._idle_since.setdefault(q, now) < self.idle_s
+            if waiting:
+                return None
         del self._heads[first]
         self.feed.pop(first)
         return best

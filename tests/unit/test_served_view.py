@@ -126,3 +126,24 @@ def test_an_idle_partition_is_passed_by_and_what_comes_later_is_counted_late():
     feed.log[1].append(early.__class__(early.topic, 1, 0, early.key, early.value))
     merge.features_for([(1, 0)])
     assert merge.late == 1 and merge.rebuilds == 0
+
+
+class ClockedFeed(LogFeed):
+    """Waiting moves a fake clock on; nothing ever arrives."""
+
+    def __init__(self, partitions):
+        super().__init__(partitions)
+        self.now = 0.0
+
+    def wait(self, timeout_s) -> None:
+        self.now += timeout_s
+
+
+def test_idle_partitions_are_waited_for_together_not_one_after_another():
+    record = transaction_record(0, "acct1", "acct2", 10.0)
+    feed = ClockedFeed(4)  # partitions 1-3 idle and caught up
+    feed.log[0].append(record)
+    merge = GraphMerge(CFG, feed, decode, lambda p: -1, idle_s=1.0, clock=lambda: feed.now)
+    merge.features_for([(0, 0)])
+    assert 1.0 <= feed.now < 1.1  # not 3 s: one idle period for all three
+    assert merge.waited_s > 0
