@@ -22,7 +22,16 @@ from stream.pipeline.records import RawRecord, StageResult
 from stream.settings import TopicNames
 
 # Latency buckets from 1 ms to 10 s: the target is p99 <= 50 ms at 1,000 events/s.
-LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.25, 0.35, 0.5, 0.75, 1.0, 2.5,
+                   5.0, 10.0)
+# Where an event's latency goes, in order (stream.pipeline.batches.BatchClock):
+LATENCY_PHASES = (
+    "to_pipeline",  # its record's Kafka timestamp until Faust hands its batch over: broker, fetch, batch filling
+    "queued",  # until the pipeline has a slot for the batch: the batches before it still in hand
+    "processing",  # the stage: decode, the graph merge (waiting for other partitions too), features, model
+    "publish_order",  # until the batch before it has published (batches publish in order)
+    "publishing",  # outputs and changelog delivered
+)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
 
 
@@ -46,6 +55,10 @@ class WorkerMetrics:
         self.end_to_end = Histogram("tributary_end_to_end_latency_seconds",
                                     "From the input record's timestamp to its outputs being flushed", ["topic"],
                                     buckets=LATENCY_BUCKETS, registry=r)
+        self.latency_phase = Histogram("tributary_latency_phase_seconds",
+                                       "Each event's time in each phase from its input record to its outputs "
+                                       "(phases: stream.monitoring.metrics.LATENCY_PHASES)", ["topic", "phase"],
+                                       buckets=LATENCY_BUCKETS, registry=r)
         self.stage_seconds = Histogram("tributary_stage_duration_seconds", "Time per batch in each stage",
                                        ["topic", "stage"], buckets=LATENCY_BUCKETS, registry=r)
         self.batch_size = Histogram("tributary_batch_size", "Events per micro-batch", ["topic"], buckets=BATCH_BUCKETS,
@@ -150,12 +163,29 @@ class WorkerMetrics:
         for measure, value in result.performance.items():
             self.labelled_performance.labels(measure).set(value)
 
-    def record_latency(self, records: Iterable[RawRecord]) -> None:
-        """From each record's Kafka timestamp to now, when its outputs are flushed."""
-        done_ms = time.time() * 1000
+    def record_latency(self, records: Iterable[RawRecord], phase_ends: dict[str, float] | None = None) -> None:
+        """From each record's Kafka timestamp to now, when its outputs are flushed. Given the
+        wall-clock end of each phase of the batch (LATENCY_PHASES), also each event's time in
+        each phase."""
+        done = time.time()
+        ends = phase_ends or {}
+        first = LATENCY_PHASES[0]
+        per_topic: dict[str, int] = {}
         for record in records:
-            if record.timestamp_ms is not None:
-                self.end_to_end.labels(record.topic).observe(max(done_ms - record.timestamp_ms, 0) / 1000)
+            if record.timestamp_ms is None:
+                continue
+            per_topic[record.topic] = per_topic.get(record.topic, 0) + 1
+            self.end_to_end.labels(record.topic).observe(max(done - record.timestamp_ms / 1000, 0.0))
+            if first in ends:
+                self.latency_phase.labels(record.topic, first).observe(max(ends[first] - record.timestamp_ms / 1000, 0.0))
+        # The later phases take one time per batch, the same for each of its events.
+        for before, phase in zip(LATENCY_PHASES, LATENCY_PHASES[1:]):
+            if phase in ends and before in ends:
+                seconds = max(ends[phase] - ends[before], 0.0)
+                for topic, count in per_topic.items():
+                    child = self.latency_phase.labels(topic, phase)
+                    for _ in range(count):
+                        child.observe(seconds)
 
     def record_commit(self, topic: str, partition: int, processed: int, committed: int | None,
                       end: int | None = None) -> None:

@@ -81,6 +81,7 @@ class BatchPipeline:
     async def submit(self, events: list, ack: Ack) -> None:
         """Hand a batch to the pipeline; returns once it has a slot, so Faust buffers the
         next batch meanwhile. Never raises (an exception would stop the agent)."""
+        clock = {"to_pipeline": time.time()}  # the end of each latency phase (metrics.LATENCY_PHASES)
         try:
             admitted = await self._guard.admit(events)
         except Exception:  # a bug in the guard must not stop the agent; the stages still dedupe
@@ -93,10 +94,11 @@ class BatchPipeline:
         while len(self._inflight) >= self._depth:
             await asyncio.wait({self._inflight[0]})
         records = raw_records(admitted)
+        clock["queued"] = time.time()
         # Into the one-thread executor now, so batches are processed in submission order.
         processing = asyncio.get_running_loop().run_in_executor(self._executor, self.stage.process, records)
         previous = self._inflight[-1] if self._inflight else None
-        task = asyncio.ensure_future(self._complete(admitted, records, processing, previous, ack))
+        task = asyncio.ensure_future(self._complete(admitted, records, processing, previous, ack, clock))
         self._inflight.append(task)
         task.add_done_callback(self._inflight.remove)
 
@@ -106,12 +108,14 @@ class BatchPipeline:
             await asyncio.wait(list(self._inflight), timeout=timeout_s)
 
     async def _complete(self, events: list, records: list[RawRecord], processing: asyncio.Future,
-                        previous: asyncio.Future | None, ack: Ack) -> None:
+                        previous: asyncio.Future | None, ack: Ack, clock: dict[str, float]) -> None:
         try:
             result = await self._result(records, processing)
+            clock["processing"] = time.time()
             if previous is not None:
                 await asyncio.wait({previous})  # publish in batch order
-            await self._publish(records, result)
+            clock["publish_order"] = time.time()
+            await self._publish(records, result, clock)
             for event in events:
                 await ack(event)
             self._on_processed(records)
@@ -138,7 +142,7 @@ class BatchPipeline:
                 result.add_dead_letter(self._topics.dead_letters, record, letter)
             return result
 
-    async def _publish(self, records: list[RawRecord], result: StageResult) -> None:
+    async def _publish(self, records: list[RawRecord], result: StageResult, clock: dict[str, float]) -> None:
         """Outputs, then the changelog, then the batch's metrics."""
         started = time.perf_counter()
         result.outputs += [Output(self._topics.drift_reports, r.monitor.encode(), encode(r)) for r in result.reports]
@@ -151,6 +155,7 @@ class BatchPipeline:
             await self._publisher.publish_changelog(self.changelog_topic, result.changelog)
         result.timings["publish"] = time.perf_counter() - started
         self._metrics.record_batch(self.stage.metric_topic, result, Counter(record.topic for record in records))
-        self._metrics.record_latency(records)
+        clock["publishing"] = time.time()
+        self._metrics.record_latency(records, clock)
         if self.table is not None and self.stage.state is not None:
             self._metrics.state_entities.labels(self.table).set(sum(self.stage.state.entities().values()))
