@@ -7,9 +7,15 @@ pass-through agent that also publishes one record per event (the ceiling for a s
     2. throughput: the whole stream replayed as fast as possible into a fresh worker;
        events/s from the first to the last outcome record (Kafka create timestamps);
     3. latency: a fresh worker at a steady `rate`; consume-to-publish latency per event
-       is the outcome record's timestamp minus the input record's (one machine clock);
-    4. per-stage seconds per event from the worker's own metrics, peak RSS from /proc,
-       and bytes of feature state per account.
+       is the outcome record's timestamp minus the input record's (one machine clock).
+       Beside it, the floor: the same input at the same rate through a bare aiokafka loop
+       that consumes and publishes each record (tributary.bench_floor): no scorer on this
+       broker and these cores can beat it. The stream goes on (unmeasured) for a few
+       seconds after the measured events, as a live stream would: otherwise the last ones
+       would wait for partitions that went quiet only because the bench stopped;
+    4. per-stage seconds per event and where the latency goes (the worker's per-phase
+       histograms) from its own metrics, peak RSS from /proc, and bytes of feature state
+       per account.
 A throwaway model of the served architecture is used unless `--model-dir` is given:
 cost does not depend on the weights.
 """
@@ -18,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import subprocess
 import sys
@@ -32,9 +39,10 @@ import numpy as np
 from models import strict_json
 from models.contracts import TransactionEvent, decode
 from models.worlds import open_world
-from stream.kafka.embedded_broker import EmbeddedBroker, free_port
+from stream.kafka.embedded_broker import EMBEDDED_FETCH_WAIT_MS, EmbeddedBroker, free_port
 from stream.kafka.readback import read_topics
 from stream.kafka.topics import ensure_topics
+from stream.monitoring.metrics import LATENCY_PHASES
 from stream.replay import iter_wire_events, replay_world
 from stream.settings import TopicNames, WorkerSettings
 from stream.worker_process import start_worker
@@ -50,7 +58,12 @@ class BenchResult:
     p95_ms: float
     p99_ms: float
     latency_rate: float
+    latency_rate_achieved: float  # what the producer managed (it shares the cores)
     latency_events: int
+    floor_p50_ms: float  # a bare consume-and-publish loop at the same rate (tributary.bench_floor)
+    floor_p95_ms: float
+    floor_p99_ms: float
+    latency_phases_ms: dict  # phase -> {mean, p50, p99} per event (stream.monitoring.metrics.LATENCY_PHASES)
     peak_rss_mb: float
     batch_max: int
     batch_wait_ms: int
@@ -78,6 +91,7 @@ def run_bench(world_dir: Path, model_dir: Path, fraud_model: str, rate: float, l
                     [sys.executable, "-m", "tributary.bench_noop", broker.bootstrap, noop_topics.transactions,
                      str(len(events)), str(batch_max), str(batch_wait_ms), out.name, *to_topic],
                     capture_output=True, timeout=900, check=False,
+                    env={**os.environ, "TRIBUTARY_FETCH_MAX_WAIT_MS": str(EMBEDDED_FETCH_WAIT_MS)},
                 )
                 return float(json.loads(Path(out.name).read_text() or "{}").get("events_per_s", float("nan")))
 
@@ -101,23 +115,31 @@ def run_bench(world_dir: Path, model_dir: Path, fraud_model: str, rate: float, l
             _stop(worker)
 
         count = min(len(events), int(rate * latency_seconds))
-        progress(f"3/3 worker at a steady {rate:,.0f} events/s for {count:,} events")
+        tail = events[count:count + int(rate * TAIL_S)]
+        progress(f"3/3 worker at a steady {rate:,.0f} events/s for {count:,} events; then the floor, a bare "
+                 "consume-and-publish loop, at the same rate")
         steady_topics = _topics("steady")
-        settings = base.model_copy(update={"topics": steady_topics, "app_id": "bench-steady", "metrics_port": free_port()})
+        metrics_port = free_port()
+        settings = base.model_copy(update={"topics": steady_topics, "app_id": "bench-steady", "metrics_port": metrics_port})
         asyncio.run(_setup(settings, steady_topics, settings.app_id, world=None))
         worker = start_worker(settings)
         try:
-            latencies = asyncio.run(_latencies_at_rate(settings, events[:count], rate))
+            latencies, achieved = asyncio.run(_worker_latencies(settings, events[:count], tail, rate))
+            phases = _latency_phases(metrics_port, steady_topics.transactions)
             rss = max(rss, _peak_rss_mb(worker.pid))
         finally:
             _stop(worker)
+        floor = _floor_latencies(base.model_copy(update={"topics": _topics("floor")}), events[:count], tail, rate)
     state_bytes, accounts = _state_bytes(events, model_dir, fraud_model)
     p50, p95, p99 = np.percentile(latencies, [50, 95, 99]).tolist()
+    f50, f95, f99 = np.percentile(floor, [50, 95, 99]).tolist()
     return BenchResult(
         events=len(events), events_per_s=round(rate_full, 1), noop_events_per_s=round(noop_rate, 1),
         passthrough_events_per_s=round(passthrough_rate, 1),
         p50_ms=round(p50, 2), p95_ms=round(p95, 2), p99_ms=round(p99, 2), latency_rate=rate,
-        latency_events=len(latencies), peak_rss_mb=round(rss, 1), batch_max=batch_max, batch_wait_ms=batch_wait_ms,
+        latency_rate_achieved=round(achieved, 1), latency_events=len(latencies),
+        floor_p50_ms=round(f50, 2), floor_p95_ms=round(f95, 2), floor_p99_ms=round(f99, 2), latency_phases_ms=phases,
+        peak_rss_mb=round(rss, 1), batch_max=batch_max, batch_wait_ms=batch_wait_ms,
         stage_us_per_event=stages, state_bytes_per_account=round(state_bytes, 1), accounts=accounts, model=fraud_model,
     )
 
@@ -142,7 +164,14 @@ def _stop(process: subprocess.Popen) -> None:
         process.kill()
 
 
-async def _latencies_at_rate(settings: WorkerSettings, events: list[TransactionEvent], rate: float) -> np.ndarray:
+TAIL_S = 5.0  # seconds of unmeasured input after the measured events (more than the graph's idle wait)
+
+
+async def _produce_at_rate(settings: WorkerSettings, events: list[TransactionEvent], tail: list[TransactionEvent],
+                           rate: float) -> tuple[dict[str, int], float]:
+    """Send `events` then `tail` at `rate`, without waiting for each delivery (the rate
+    would then be one round trip per event). Returns the Kafka timestamp of each of
+    `events` and the rate the measured ones went out at."""
     from aiokafka import AIOKafkaProducer
 
     from models.contracts import encode
@@ -150,25 +179,110 @@ async def _latencies_at_rate(settings: WorkerSettings, events: list[TransactionE
 
     producer = AIOKafkaProducer(**aiokafka_args(settings), linger_ms=0)
     await producer.start()
-    # Warm up: time nothing until the worker has joined its group and scored one event.
-    warm_up, events = events[0], events[1:]
-    await producer.send_and_wait(settings.topics.transactions, encode(warm_up), key=warm_up.source_account.encode())
-    await read_topics(settings, [settings.topics.outcomes], expected=1, timeout_s=120, settle_s=0)
-    sent_ms: dict[str, int] = {}
-    started = time.monotonic()
+    deliveries = {}
     try:
-        for i, event in enumerate(events):
+        started = time.monotonic()
+        for i, event in enumerate(events + tail):
+            if i == len(events):
+                achieved = len(events) / max(time.monotonic() - started, 1e-9)
             ahead = started + i / rate - time.monotonic()
             if ahead > 0:
                 await asyncio.sleep(ahead)
-            metadata = await (await producer.send(settings.topics.transactions, encode(event),
-                                                  key=event.source_account.encode()))
-            sent_ms[event.event_id] = metadata.timestamp
+            delivery = await producer.send(settings.topics.transactions, encode(event), key=event.source_account.encode())
+            if i < len(events):
+                deliveries[event.event_id] = delivery
+        if not tail:
+            achieved = len(events) / max(time.monotonic() - started, 1e-9)
+        return {event_id: (await delivery).timestamp for event_id, delivery in deliveries.items()}, achieved
     finally:
         await producer.stop()
-    outcomes = await read_topics(settings, [settings.topics.outcomes], expected=len(events) + 1, timeout_s=300, settle_s=1)
-    return np.array([r.timestamp - sent_ms[e] for r in outcomes if (e := json.loads(r.value)["event_id"]) in sent_ms],
+
+
+async def _latencies_of(settings: WorkerSettings, topic: str, sent_ms: dict[str, int], expected: int) -> np.ndarray:
+    """Each measured event's output timestamp minus its input's (outputs carry `event_id`)."""
+    outputs = await read_topics(settings, [topic], expected=expected, timeout_s=300, settle_s=1)
+    return np.array([r.timestamp - sent_ms[e] for r in outputs if (e := json.loads(r.value)["event_id"]) in sent_ms],
                     dtype=np.float64)
+
+
+async def _worker_latencies(settings: WorkerSettings, events: list[TransactionEvent], tail: list[TransactionEvent],
+                            rate: float) -> tuple[np.ndarray, float]:
+    from aiokafka import AIOKafkaProducer
+
+    from models.contracts import encode
+    from stream.kafka.client_args import aiokafka_args
+
+    # Warm up: time nothing until the worker has joined its group and scored one event.
+    warm_up, events = events[0], events[1:]
+    producer = AIOKafkaProducer(**aiokafka_args(settings), linger_ms=0)
+    await producer.start()
+    try:
+        await producer.send_and_wait(settings.topics.transactions, encode(warm_up), key=warm_up.source_account.encode())
+    finally:
+        await producer.stop()
+    await read_topics(settings, [settings.topics.outcomes], expected=1, timeout_s=120, settle_s=0)
+    sent_ms, achieved = await _produce_at_rate(settings, events, tail, rate)
+    latencies = await _latencies_of(settings, settings.topics.outcomes, sent_ms, len(events) + len(tail) + 1)
+    return latencies, achieved
+
+
+def _floor_latencies(settings: WorkerSettings, events: list[TransactionEvent], tail: list[TransactionEvent],
+                     rate: float) -> np.ndarray:
+    asyncio.run(ensure_topics(settings))
+    topics = settings.topics
+    with tempfile.TemporaryDirectory() as scratch:
+        ready = Path(scratch) / "ready"
+        env = {**os.environ, "TRIBUTARY_FETCH_MAX_WAIT_MS": str(EMBEDDED_FETCH_WAIT_MS)}
+        floor = subprocess.Popen([sys.executable, "-m", "tributary.bench_floor", settings.bootstrap_servers,
+                                  topics.transactions, topics.outcomes, str(len(events) + len(tail)), str(ready)],
+                                 env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 120
+            while not ready.exists() and floor.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.1)
+            sent_ms, _ = asyncio.run(_produce_at_rate(settings, events, tail, rate))
+            return asyncio.run(_latencies_of(settings, topics.outcomes, sent_ms, len(events) + len(tail)))
+        finally:
+            _stop(floor)
+
+
+def _latency_phases(port: int, topic: str) -> dict:
+    """Per phase: mean, and p50 / p99 interpolated in the histogram's buckets (as
+    Prometheus' histogram_quantile does), in ms."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    phases = {}
+    for phase in LATENCY_PHASES:
+        labels = rf'(?=[^}}]*phase="{phase}")(?=[^}}]*topic="{re.escape(topic)}")'
+        buckets = sorted((float(le), float(n)) for le, n in re.findall(
+            rf'^tributary_latency_phase_seconds_bucket\{{{labels}[^}}]*le="([^"]+)"[^}}]*\}} (\S+)', text, re.M))
+        total = re.search(rf'^tributary_latency_phase_seconds_sum\{{{labels}[^}}]*\}} (\S+)', text, re.M)
+        if not buckets or buckets[-1][1] == 0 or total is None:
+            continue
+        count = buckets[-1][1]
+        phases[phase] = {"mean": round(float(total.group(1)) / count * 1000, 2),
+                         "p50": round(_bucket_quantile(buckets, 0.5) * 1000, 2),
+                         "p99": round(_bucket_quantile(buckets, 0.99) * 1000, 2)}
+    return phases
+
+
+def _bucket_quantile(buckets: list[tuple[float, float]], q: float) -> float:
+    """The q-quantile of cumulative (upper bound, count) buckets, linear within a bucket.
+
+    >>> round(_bucket_quantile([(0.1, 50.0), (0.2, 100.0), (float("inf"), 100.0)], 0.75), 6)
+    0.15
+    >>> _bucket_quantile([(0.1, 0.0), (0.2, 0.0), (float("inf"), 10.0)], 0.5)  # all beyond the last bound
+    0.2
+    """
+    rank = q * buckets[-1][1]
+    lower, below = 0.0, 0.0
+    for upper, cumulative in buckets:
+        if cumulative >= rank:
+            if upper == float("inf"):
+                return lower  # beyond the last bound: its lower edge, as Prometheus does
+            inside = cumulative - below
+            return lower + (upper - lower) * ((rank - below) / inside if inside else 0.0)
+        lower, below = upper, cumulative
+    return lower
 
 
 def _stage_costs(port: int) -> dict:
@@ -259,11 +373,15 @@ def print_table(result: BenchResult) -> None:
         ("pass-through Faust agent events/s (the ceiling)", f"{result.passthrough_events_per_s:,.0f}"),
         ("worker / pass-through", f"{result.events_per_s / max(result.passthrough_events_per_s, 1):.0%}"),
         (f"latency at {result.latency_rate:,.0f}/s p50 / p95 / p99 (ms)", f"{result.p50_ms} / {result.p95_ms} / {result.p99_ms}"),
+        ("  floor: bare consume-and-publish loop (ms)", f"{result.floor_p50_ms} / {result.floor_p95_ms} / {result.floor_p99_ms}"),
+        ("  input rate the producer reached (events/s)", f"{result.latency_rate_achieved:,.0f}"),
         ("peak RSS of the worker (MB)", f"{result.peak_rss_mb:,.0f}"),
         ("feature state per account (bytes)", f"{result.state_bytes_per_account:,.0f} ({result.accounts:,} accounts)"),
         ("batch max / wait (ms)", f"{result.batch_max} / {result.batch_wait_ms}"),
     ]
     rows += [(f"  stage {stage} (us/event)", f"{us:,.1f}") for stage, us in result.stage_us_per_event.items()]
+    rows += [(f"  latency in {phase} mean / p50 / p99 (ms)", f"{v['mean']} / {v['p50']} / {v['p99']}")
+             for phase, v in result.latency_phases_ms.items()]
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         print(f"{key:<{width}}  {value}")

@@ -5,7 +5,8 @@ the honest ceiling for a scorer that must emit an outcome per event.
 Run as a subprocess: `python -m tributary.bench_noop BOOTSTRAP TOPIC EXPECTED BATCH_MAX WAIT_MS OUT [TO_TOPIC]`.
 It consumes with the same `take_events` batching as the worker, writes one JSON object
 (how many events it saw and how fast) to the file OUT, then exits. With TO_TOPIC it
-publishes each batch's records there before taking the next batch.
+publishes each batch's records there before taking the next batch. It long-polls as the
+worker does: TRIBUTARY_FETCH_MAX_WAIT_MS, when set, limits Faust's fetch wait here too.
 """
 
 from __future__ import annotations
@@ -14,15 +15,21 @@ import asyncio
 import json
 import os
 import sys
+import tempfile
 import time
 
 import faust
 
+from stream.kafka.faust_compat import limit_fetch_wait
+
 
 def main(bootstrap: str, topic: str, expected: int, batch_max: int, wait_ms: int, out: str,
          to_topic: str | None = None) -> None:
+    if os.environ.get("TRIBUTARY_FETCH_MAX_WAIT_MS"):
+        limit_fetch_wait(int(os.environ["TRIBUTARY_FETCH_MAX_WAIT_MS"]))
     app = faust.App(
-        f"tributary-bench-noop-{int(time.time())}", broker=f"kafka://{bootstrap}", value_serializer="raw",
+        f"tributary-bench-noop-{int(time.time())}", datadir=tempfile.mkdtemp(prefix="tributary-bench-noop-"),
+        broker=f"kafka://{bootstrap}", value_serializer="raw",
         key_serializer="raw", topic_disable_leader=True, web_enabled=False, broker_session_timeout=10.0,
         consumer_auto_offset_reset="earliest", producer_max_batch_size=1,
     )

@@ -20,6 +20,11 @@ from models.errors import TributaryError
 _BROKER_ENV_VARS = ("LISTENER_URL", "ADVERTISED_LISTENER_URL", "STORAGE_ENGINE", "CLUSTER_ID", "SCHEMA_REGISTRY")
 
 
+# The fetch long-poll (ms) for consumers of this broker: it answers a waiting fetch only when
+# the wait runs out, so every record would wait up to Faust's 1,500 ms otherwise.
+EMBEDDED_FETCH_WAIT_MS = 10
+
+
 class BrokerError(TributaryError):
     pass
 
