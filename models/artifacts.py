@@ -1,7 +1,8 @@
-"""Versioned model artifacts: weights (tensors only) plus a JSON manifest.
+"""Versioned model artifacts: weights (tensors only, or a model's own text format) plus a JSON manifest.
 
-Layout: ROOT/<model name>/<version>/{manifest.json, weights.pt}. Weights are a state
-dict saved with `torch.save` and loaded with `weights_only=True`, so loading an
+Layout: ROOT/<model name>/<version>/{manifest.json, weights.pt | model.txt}. Weights are
+a state dict saved with `torch.save` and loaded with `weights_only=True`; a tree model is
+LightGBM's text format, checked against the sha256 its manifest records. So loading an
 artifact never unpickles arbitrary objects. The manifest carries everything needed to
 rebuild and trust the model: hyper-parameters, the feature schema and its hash (an
 artifact built for other features is refused), threshold, metrics, what data it was
@@ -10,6 +11,7 @@ trained on, and the reference distributions the drift monitor compares against.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -23,6 +25,7 @@ from models.errors import TributaryError
 
 MANIFEST = "manifest.json"
 WEIGHTS = "weights.pt"
+MODEL_TEXT = "model.txt"
 FORMAT_VERSION = 1
 
 
@@ -49,6 +52,10 @@ class ArtifactManifest(BaseModel):
         default_factory=dict,
         description="input normalisation the model applies (also in the weights as buffers), for humans and audits",
     )
+    model_file: dict = Field(
+        default_factory=dict,
+        description="a model kept in its own text format instead of weights: {name, format, sha256}",
+    )
 
 
 def normalisation_summary(module: torch.nn.Module) -> dict:
@@ -74,6 +81,82 @@ def save_artifact(root: str | Path, manifest: ArtifactManifest, state_dict: dict
     (partial / MANIFEST).write_text(manifest.model_dump_json(indent=2) + "\n")
     os.replace(partial, final)
     return final
+
+
+def save_model_text(root: str | Path, manifest: ArtifactManifest, text: str, text_format: str) -> Path:
+    """Like `save_artifact`, for a model kept in its own text format (a LightGBM model):
+    the text, and in the manifest its format and sha256, checked when it is loaded."""
+    data = text.encode()
+    manifest = manifest.model_copy(update={"model_file": {
+        "name": MODEL_TEXT, "format": text_format, "sha256": hashlib.sha256(data).hexdigest()}})
+    final = Path(root) / manifest.name / manifest.version
+    partial = final.with_name(f".{manifest.version}.partial")
+    partial.mkdir(parents=True, exist_ok=False)
+    (partial / MODEL_TEXT).write_bytes(data)
+    (partial / MANIFEST).write_text(manifest.model_dump_json(indent=2) + "\n")
+    os.replace(partial, final)
+    return final
+
+
+SERVED = "served.json"
+
+
+def record_served(root: str | Path, task: str, validation: dict[str, float], versions: dict[str, str],
+                  trained_on: dict) -> dict:
+    """Write ROOT/served.json: which model a worker serves by default for `task`, the one
+    with the best validation PR-AUC. Models trained earlier on the same data (`trained_on`:
+    the world and the partition count) stay in the running, so retraining one model does
+    not make it the served one by default. Returns what it recorded (also `report.json`'s "served")."""
+    path = Path(root) / SERVED
+    recorded = json.loads(path.read_text()) if path.exists() else {}
+    earlier = recorded.get(task) or {}
+    same_data = earlier.get("trained_on") == trained_on
+    scores = {**(earlier.get("validation_pr_auc", {}) if same_data else {}),
+              **{name: round(value, 6) for name, value in validation.items() if value == value}}  # NaN: unrankable
+    all_versions = {**(earlier.get("versions", {}) if same_data else {}), **versions}
+    if not scores:
+        raise ArtifactError("no model could be ranked on the validation period (no fraud in it): label more "
+                            "fraud or use a longer world")
+    winner = max(scores, key=lambda name: scores[name])
+    entry = {"model": winner, "version": all_versions[winner], "chosen_by": "validation PR-AUC",
+             "trained_on": trained_on, "validation_pr_auc": scores, "versions": all_versions}
+    recorded[task] = entry
+    Path(root).mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{SERVED}.partial")
+    partial.write_text(json.dumps(recorded, indent=2) + "\n")
+    os.replace(partial, path)
+    return entry
+
+
+SERVED_CHOICE = "served"  # as a model name: the one `record_served` chose
+DEFAULT_FRAUD_MODEL = "fusion-gated"  # served when no choice was recorded
+
+
+def resolve_model_name(root: str | Path, task: str, name: str, fallback: str) -> str:
+    """`name`, or for "served" the model `record_served` chose for `task` (else `fallback`)."""
+    return served_name(root, task, fallback) if name == SERVED_CHOICE else name
+
+
+def served_name(root: str | Path, task: str, fallback: str) -> str:
+    """The model `record_served` chose for `task` under `root`, else `fallback`."""
+    entry = served_entry(root, task)
+    return str(entry["model"]) if entry else fallback
+
+
+def served_entry(root: str | Path, task: str) -> dict | None:
+    """What `record_served` wrote for `task` under `root` (None: nothing)."""
+    path = Path(root) / SERVED
+    try:
+        recorded = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except ValueError:
+        recorded = None
+    entry = recorded.get(task) if isinstance(recorded, dict) else {}
+    if entry is not None and not (isinstance(entry, dict) and isinstance(entry.get("model"), str)):
+        raise ArtifactError(f"{path} is damaged: retrain with `tributary train`, or name the model to serve "
+                            "(--fraud-model NAME)")
+    return entry
 
 
 def served_root(model_dir: str | Path) -> Path:
@@ -133,6 +216,26 @@ def load_artifact(path: str | Path, expected_schema_hash: str | None = None) -> 
     (the features this code computes), since its scores would be silently wrong.
     """
     path = Path(path)
+    manifest = _checked_manifest(path, expected_schema_hash)
+    state = torch.load(path / WEIGHTS, map_location="cpu", weights_only=True)
+    return manifest, state
+
+
+def load_model_text(path: str | Path, expected_schema_hash: str | None = None) -> tuple[ArtifactManifest, str]:
+    """Manifest and model text of a version saved by `save_model_text`; refuses a text whose
+    sha256 is not the manifest's (changed or damaged since training)."""
+    path = Path(path)
+    manifest = _checked_manifest(path, expected_schema_hash)
+    if not manifest.model_file:
+        raise ArtifactError(f"{path} keeps weights, not a model text; it is not a tree model")
+    data = (path / manifest.model_file["name"]).read_bytes()
+    if hashlib.sha256(data).hexdigest() != manifest.model_file["sha256"]:
+        raise ArtifactError(f"{path / manifest.model_file['name']} is not the file that was trained (its sha256 "
+                            "differs from the manifest's): restore the artifact or retrain it with `tributary train`")
+    return manifest, data.decode()
+
+
+def _checked_manifest(path: Path, expected_schema_hash: str | None) -> ArtifactManifest:
     manifest = read_manifest(path)
     if expected_schema_hash is not None and manifest.feature_schema_hash != expected_schema_hash:
         raise ArtifactError(
@@ -140,5 +243,4 @@ def load_artifact(path: str | Path, expected_schema_hash: str | None = None) -> 
             f"{expected_schema_hash}: its scores would be wrong. Retrain it with `tributary train` "
             "(or run the Tributary version it was trained with)."
         )
-    state = torch.load(path / WEIGHTS, map_location="cpu", weights_only=True)
-    return manifest, state
+    return manifest

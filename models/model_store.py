@@ -17,9 +17,10 @@ from typing import Any, TypeVar
 
 from torch import nn
 
-from models.artifacts import ArtifactError, ArtifactManifest, load_artifact, read_manifest
+from models.artifacts import ArtifactError, ArtifactManifest, load_artifact, load_model_text, read_manifest
 from models.features.donor_schema import DonorFeatureConfig
 from models.features.transactions import TransactionFeatureConfig
+from models.gbdt import GbdtFraudModel
 from models.nn.donor_model import DonorModel, DonorModelSpec
 from models.nn.fraud_model import FraudModel, FraudModelSpec
 
@@ -29,7 +30,7 @@ Module = TypeVar("Module", bound=nn.Module)
 @dataclass(frozen=True)
 class LoadedFraudModel:
     manifest: ArtifactManifest
-    model: FraudModel
+    model: FraudModel | GbdtFraudModel  # a neural model, or gradient-boosted trees
     features: TransactionFeatureConfig
     threshold: float
 
@@ -79,8 +80,27 @@ def _fraud_module(hyperparameters: dict) -> FraudModel:
 
 
 def load_fraud_model(path: str | Path) -> LoadedFraudModel:
+    """A neural fraud model, or a tree model (its manifest names a model text, not weights)."""
+    if read_manifest(path).model_file:
+        return _load_gbdt(Path(path))
     manifest, model, features = _rebuild(path, "fraud", lambda schema: TransactionFeatureConfig(**schema["config"]),
                                          _fraud_module)
+    return LoadedFraudModel(manifest, model, features, float(manifest.threshold))  # type: ignore[arg-type]
+
+
+def _load_gbdt(path: Path) -> LoadedFraudModel:
+    manifest = read_manifest(path)
+    if manifest.task != "fraud":
+        raise ArtifactError(f"{path} is a {manifest.task} model, not a fraud model")
+    try:
+        features = TransactionFeatureConfig(**manifest.feature_schema["config"])
+    except (KeyError, TypeError) as error:
+        raise ArtifactError(f"{path}: manifest lacks what is needed to rebuild the model ({error})") from None
+    manifest, text = load_model_text(path, expected_schema_hash=features.schema_hash())
+    try:
+        model = GbdtFraudModel.from_text(text)
+    except ValueError as error:
+        raise ArtifactError(f"{path}: not a usable LightGBM model ({error}); retrain it with `tributary train`") from None
     return LoadedFraudModel(manifest, model, features, float(manifest.threshold))  # type: ignore[arg-type]
 
 

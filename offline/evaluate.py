@@ -12,7 +12,15 @@ from pathlib import Path
 import numpy as np
 
 from models.alert_policy import AlertPolicy, AlertPolicyError
-from models.artifacts import MANIFEST, ArtifactError, latest_version
+from models.artifacts import (
+    DEFAULT_FRAUD_MODEL,
+    MANIFEST,
+    SERVED,
+    ArtifactError,
+    latest_version,
+    served_entry,
+    served_root,
+)
 from models.features.partitioning import DEFAULT_PARTITIONS
 from models.model_store import load_fraud_model
 from models.worlds import open_world
@@ -109,6 +117,8 @@ def evaluate_fraud(model_dir: Path, world_dir: Path, out: Path, split: str = "te
     report = write_fraud_report(out, world.manifest.source, description, results, notes)
     _write_predictions(out, data.event_ids[data.split == TEST], labels, results)
     report["partitions"] = partitions
+    report["served"] = served_entry(served_root(model_dir), "fraud") or {
+        "model": DEFAULT_FRAUD_MODEL, "chosen_by": f"the default: no {SERVED} under {served_root(model_dir)}"}
     report["alert_budget"] = _alert_budget(out, world.manifest.source, data.times[data.split == TEST], labels,
                                            results, {m.manifest.name: m.manifest.metrics for m in loaded}, policy)
     write_report_json(out / "report.json", report)

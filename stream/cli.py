@@ -88,7 +88,8 @@ def replay(world_dir: Path, bootstrap: str, rate: float | None, no_progress: boo
 @click.command()
 @click.option("--bootstrap", default=None, help="Kafka bootstrap servers (env TRIBUTARY_BOOTSTRAP_SERVERS).")
 @click.option("--model-dir", default=None, help="Trained models: a `tributary train` output (env TRIBUTARY_MODEL_DIR).")
-@click.option("--fraud-model", default=None, help="Fraud model to serve, e.g. fusion-gated (env TRIBUTARY_FRAUD_MODEL).")
+@click.option("--fraud-model", default=None, help="Fraud model to serve: a name (fusion-gated, lightgbm, ...) or "
+              "served, the one training chose on validation (env TRIBUTARY_FRAUD_MODEL; default served).")
 @click.option("--batch-max", type=int, default=None, help="Events per micro-batch at most (env TRIBUTARY_BATCH_MAX).")
 @click.option("--batch-wait-ms", type=int, default=None, help="Longest wait to fill a batch (env TRIBUTARY_BATCH_WAIT_MS).")
 @click.option("--metrics-port", type=int, default=None, help="Prometheus port, 0 to disable (env TRIBUTARY_METRICS_PORT).")

@@ -81,7 +81,10 @@ class WorkerSettings(KafkaSettings):
 
     app_id: str = Field("tributary-worker", description="consumer group and prefix of the changelog topics")
     model_dir: str = Field("var/models", description="a `tributary train` output (artifacts/ inside) or an artifacts root")
-    fraud_model: str = Field("fusion-gated", description="which fraud model under model_dir to serve (latest version)")
+    fraud_model: str = Field(
+        "served", description="which fraud model under model_dir to serve (latest version): a model name, or "
+        "'served' for the one `tributary train` chose on validation (artifacts/served.json; fusion-gated if none)",
+    )
     donor_model: str = Field(
         "multitarget", description="which donor model under model_dir to serve; the donor topics are consumed "
         "only when one is there ('' never)",

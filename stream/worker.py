@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 import torch
 from aiokafka import AIOKafkaProducer, TopicPartition
 
-from models.artifacts import latest_version, served_root
+from models.artifacts import DEFAULT_FRAUD_MODEL, latest_version, resolve_model_name, served_root
 from models.contracts import TransactionEvent
 from models.errors import TributaryError
 from models.model_store import LoadedDonorModel, LoadedFraudModel, load_donor_model, load_fraud_model
@@ -100,13 +100,15 @@ class TributaryWorker:
         # One thread: batches are processed strictly in order, and state is touched by it alone.
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tributary-score")
 
-        fraud = load_fraud_model(latest_version(served_root(settings.model_dir), settings.fraud_model))
+        root = served_root(settings.model_dir)
+        self.fraud_model_name = resolve_model_name(root, "fraud", settings.fraud_model, DEFAULT_FRAUD_MODEL)
+        fraud = load_fraud_model(latest_version(root, self.fraud_model_name))
         self.alert_thresholds = AlertThresholds(
             settings.alert_policy, lambda model, threshold: self.metrics.alert_threshold.labels(model).set(threshold))
         self.alert_thresholds.check(fraud)
         self.fraud_scorer = fraud_scorer = self._fraud_scorer(fraud)
         # A new version the alert policy cannot serve (a budget, no validation scores) is refused.
-        tasks = [ServedTask("fraud", settings.fraud_model, fraud_scorer,
+        tasks = [ServedTask("fraud", self.fraud_model_name, fraud_scorer,
                             lambda path: self.alert_thresholds.check(load_fraud_model(path)))]
         # Every partition of `transactions`, merged into the one graph all features read.
         self.graph_feed = graph_feed or KafkaGraphFeed(settings, settings.topics.transactions)

@@ -20,6 +20,19 @@ def choose_threshold(labels: np.ndarray, scores: np.ndarray) -> float:
     return float(thresholds[int(np.argmax(f1[:-1]))])
 
 
+def average_precision(labels: np.ndarray, scores: np.ndarray) -> float:
+    """PR-AUC (average precision), unrounded: what the served model is chosen by. NaN
+    without both classes.
+
+    >>> round(average_precision(np.array([0, 1, 0, 1]), np.array([0.1, 0.9, 0.2, 0.8])), 4)
+    1.0
+    """
+    labels = np.asarray(labels).astype(bool)
+    if labels.all() or not labels.any():
+        return float("nan")
+    return float(average_precision_score(labels, np.asarray(scores, dtype=np.float64)))
+
+
 def recall_at_fpr(labels: np.ndarray, scores: np.ndarray, max_fpr: float = 0.01) -> float:
     """Share of positives caught while flagging at most `max_fpr` of negatives."""
     fpr, tpr, _ = roc_curve(labels, scores)

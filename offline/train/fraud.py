@@ -21,8 +21,9 @@ import torch
 
 from models import drift_reference
 from models.alert_policy import budget_reference
-from models.artifacts import ArtifactManifest, normalisation_summary, save_artifact
+from models.artifacts import ArtifactManifest, normalisation_summary, record_served, save_artifact, save_model_text
 from models.drift_reference import quantile_histogram
+from models.features.flat import flat_feature_names, flat_features
 from models.features.partitioning import DEFAULT_PARTITIONS
 from models.features.transactions import (
     EVENT_FEATURES,
@@ -32,12 +33,14 @@ from models.features.transactions import (
     F_SEQ,
     TransactionFeatureConfig,
 )
+from models.gbdt import FAMILY as GBDT
+from models.gbdt import GbdtFraudModel
 from models.nn.fraud_model import FraudModel, FraudModelSpec
 from models.worlds import World, open_world
-from offline.evaluation.metrics import choose_threshold
+from offline.evaluation.metrics import average_precision, choose_threshold
 from offline.evaluation.report import ScoredModel, write_fraud_report, write_report_json
 from offline.train.common import MaskedMoments, check_model_names, check_trainable
-from offline.train.fraud_baselines import flat_feature_names, flat_features, river_prequential, train_lightgbm
+from offline.train.fraud_baselines import river_prequential, train_lightgbm
 from offline.train.fraud_data import TEST, TRAIN, VALIDATION, FraudDataset, account_scores, load_fraud_dataset
 from offline.train.loop import FitConfig, fit_binary, predict
 
@@ -130,7 +133,7 @@ def train_fraud(
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; valid: {', '.join(PROFILES)}")
     chosen = PROFILES[profile]
-    check_model_names(models, [spec.name for spec in model_specs(chosen)] + ["lightgbm", "river-logreg"], "fraud")
+    check_model_names(models, [spec.name for spec in model_specs(chosen)] + [GBDT, "river-logreg"], "fraud")
     fit = fit_override or chosen.fit
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     world = open_world(world_dir)
@@ -153,6 +156,8 @@ def train_fraud(
 
     specs = [s for s in model_specs(chosen) if models is None or s.name in models]
     results: dict[str, ScoredModel] = {}
+    validation: dict[str, float] = {}  # PR-AUC on the validation period of each servable model
+    versions: dict[str, str] = {}  # the artifact version each servable model was saved as
     predictions = {"event_id": data.event_ids[data.split != TRAIN], "split": data.split[data.split != TRAIN],
                    "label": data.labels[data.split != TRAIN]}
     for spec in specs:
@@ -164,31 +169,34 @@ def train_fraud(
         val_scores, test_scores = predict(model, val), predict(model, test)
         threshold = choose_threshold(y_val, val_scores)
         results[spec.name] = ScoredModel(y_test, test_scores, threshold, history)
+        validation[spec.name] = average_precision(y_val, val_scores)
         metrics = results[spec.name].metrics()
-        manifest = ArtifactManifest(
-            name=spec.name,
-            task="fraud",
-            hyperparameters={"model": spec.to_dict(), "fit": fit.to_dict(), "profile": profile},
-            feature_schema=chosen.features.schema(),
-            feature_schema_hash=chosen.features.schema_hash(),
-            threshold=threshold,
-            metrics={"test": metrics, "val_pr_auc_best": max(h["val_pr_auc"] for h in history) if history else None,
-                     "alert_budget": budget_reference(val_scores, data.boundaries[1] - data.boundaries[0])},
-            training_data=training_data,
-            reference_distributions=reference_distributions(val, val_scores),
-            normalisation=normalisation_summary(model),
-        )
-        path = save_artifact(out_dir / "artifacts", manifest, model.state_dict())
+        manifest = _manifest(spec.name, {"model": spec.to_dict(), "fit": fit.to_dict(), "profile": profile}, chosen,
+                             threshold, metrics, val, val_scores, data, training_data,
+                             val_pr_auc_best=max(h["val_pr_auc"] for h in history) if history else None)
+        path = save_artifact(out_dir / "artifacts", manifest.model_copy(update={"normalisation": normalisation_summary(model)}),
+                             model.state_dict())
+        versions[spec.name] = manifest.version
         predictions[spec.name] = np.concatenate([val_scores, test_scores])
         _say(progress, f"{spec.name}: test PR-AUC {metrics['pr_auc']:.4f} F1 {metrics['f1']:.4f} -> {path}")
 
     if models is None or "lightgbm" in models:
-        x_train, x_val, x_test = flat_features(train), flat_features(val), flat_features(test)
-        booster = train_lightgbm(x_train, y_train, x_val, y_val, seed=fit.seed)
-        val_scores, test_scores = booster.predict_proba(x_val)[:, 1], booster.predict_proba(x_test)[:, 1]
-        results["lightgbm"] = ScoredModel(y_test, test_scores, choose_threshold(y_val, val_scores))
-        predictions["lightgbm"] = np.concatenate([val_scores, test_scores])
-        _say(progress, f"lightgbm: test PR-AUC {results['lightgbm'].metrics()['pr_auc']:.4f}")
+        classifier = train_lightgbm(flat_features(train), y_train, flat_features(val), y_val, seed=fit.seed)
+        # Scored through the text it is saved as, so these are the scores the worker gives.
+        trees = GbdtFraudModel.from_text(classifier.booster_.model_to_string(
+            num_iteration=classifier.best_iteration_ or None), threads=2)
+        val_scores, test_scores = trees.predict(val), trees.predict(test)
+        threshold = choose_threshold(y_val, val_scores)
+        results[GBDT] = ScoredModel(y_test, test_scores, threshold)
+        validation[GBDT] = average_precision(y_val, val_scores)
+        metrics = results[GBDT].metrics()
+        params = {k: v for k, v in classifier.get_params().items() if isinstance(v, (int, float, str, bool, type(None)))}
+        manifest = _manifest(GBDT, {"family": GBDT, "params": params, "trees": trees.booster.num_trees(),
+                                    "profile": profile}, chosen, threshold, metrics, val, val_scores, data, training_data)
+        path = save_model_text(out_dir / "artifacts", manifest, trees.to_text(), "lightgbm-text")
+        versions[GBDT] = manifest.version
+        predictions[GBDT] = np.concatenate([val_scores, test_scores])
+        _say(progress, f"{GBDT}: test PR-AUC {metrics['pr_auc']:.4f} F1 {metrics['f1']:.4f} -> {path}")
     if models is None or "river-logreg" in models:
         everything = flat_features(data.inputs.arrays())
         scores = river_prequential(everything, data.labels, flat_feature_names())
@@ -203,6 +211,12 @@ def train_fraud(
     split = (f"by time: train before {_iso(data.boundaries[0])}, validation to {_iso(data.boundaries[1])}, "
              f"test after (test: {int((data.split == TEST).sum()):,} transactions, {int(y_test.sum()):,} fraud)")
     report = write_fraud_report(out_dir / "report", world.manifest.source, split, results, notes)
+    if validation:
+        report["served"] = record_served(out_dir / "artifacts", "fraud", validation, versions,
+                                         {"world": str(world.root), "partitions": data.partitions})
+        write_report_json(out_dir / "report" / "report.json", report)
+        _say(progress, f"served by default: {report['served']['model']} (best validation PR-AUC at "
+                       f"{data.partitions} partition(s))")
     if account_results:
         accounts = write_fraud_report(
             out_dir / "report" / "accounts", world.manifest.source,
@@ -214,6 +228,24 @@ def train_fraud(
         write_report_json(out_dir / "report" / "report.json", report)
     _say(progress, f"report in {out_dir / 'report'} ({time.monotonic() - started:.0f} s in all)")
     return report
+
+
+def _manifest(name: str, hyperparameters: dict, chosen: Profile, threshold: float, metrics: dict,
+              val: dict[str, np.ndarray], val_scores: np.ndarray, data: FraudDataset, training_data: dict,
+              val_pr_auc_best: float | None = None) -> ArtifactManifest:
+    return ArtifactManifest(
+        name=name,
+        task="fraud",
+        hyperparameters=hyperparameters,
+        feature_schema=chosen.features.schema(),
+        feature_schema_hash=chosen.features.schema_hash(),
+        threshold=threshold,
+        metrics={"test": metrics, "val_pr_auc": average_precision(data.labels[data.split == VALIDATION], val_scores),
+                 "val_pr_auc_best": val_pr_auc_best,
+                 "alert_budget": budget_reference(val_scores, data.boundaries[1] - data.boundaries[0])},
+        training_data=training_data,
+        reference_distributions=reference_distributions(val, val_scores),
+    )
 
 
 def _account_level(world: World, data: FraudDataset, predictions: dict, names: list[str]) -> dict[str, ScoredModel]:
@@ -249,8 +281,9 @@ def _training_data(world: World, data: FraudDataset) -> dict:
 def _notes(world: World, data: FraudDataset) -> list[str]:
     notes = [
         "Features of every event come only from events before it (the worker's feature code, run in event order).",
-        f"Features are those a worker with {data.partitions} input partition(s) serves: each transaction sees the "
-        "history of its source account's partition only.",
+        f"Features are those a worker with {data.partitions} input partition(s) serves: every worker merges all "
+        "partitions into one graph, so each transaction sees every account's history before it.",
+        "The served model (\"served\") is the one with the best validation PR-AUC; the test period chooses nothing.",
         "Training negatives are subsampled; validation and test keep every transaction and the true fraud rate.",
         "Thresholds are chosen on validation (max F1) and applied unchanged to test.",
         "river-logreg is prequential (predict, then learn) over the same rows in time order and assumes labels "

@@ -17,6 +17,7 @@ import torch
 from sklearn.metrics import average_precision_score
 from torch import Tensor, nn
 
+from models.gbdt import GbdtFraudModel
 from models.progress import progress as progress_bar
 from offline.train.common import focal_terms, run_signature
 from offline.train.epochs import run_epochs
@@ -44,9 +45,12 @@ def to_tensors(arrays: dict[str, np.ndarray], index, device: torch.device) -> di
 
 
 @torch.inference_mode()
-def predict(model: nn.Module, arrays: dict[str, np.ndarray], batch_size: int = 2048,
+def predict(model: nn.Module | GbdtFraudModel, arrays: dict[str, np.ndarray], batch_size: int = 2048,
             device: torch.device | None = None) -> np.ndarray:
-    """Probabilities for every row of `arrays`, in order (eval mode)."""
+    """Probabilities for every row of `arrays`, in order (eval mode); a tree model scores
+    them as the worker does (models.gbdt)."""
+    if isinstance(model, GbdtFraudModel):
+        return model.predict(arrays)
     device = device or next(model.parameters()).device
     model.eval()
     n = len(next(iter(arrays.values())))

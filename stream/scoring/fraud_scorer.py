@@ -8,7 +8,9 @@ import numpy as np
 import torch
 
 from models.contracts import AlertReason
+from models.features.flat import flat_features
 from models.features.transactions import EVENT_FEATURES, NODE_FEATURES, TransactionBatch
+from models.gbdt import GbdtFraudModel
 from models.model_store import LoadedFraudModel
 from models.nn.precision import differentiable_rnns
 from stream.scoring.served import ServedModel
@@ -26,6 +28,8 @@ class FraudScorer(ServedModel[LoadedFraudModel]):
     def score(self, model: LoadedFraudModel, inputs: dict[str, np.ndarray]) -> np.ndarray:
         if len(inputs["event"]) == 0:
             return np.zeros(0, dtype=np.float32)
+        if isinstance(model.model, GbdtFraudModel):
+            return model.model.predict(inputs)
         tensors = {k: torch.from_numpy(np.ascontiguousarray(v)).to(self.device) for k, v in inputs.items()}
         with torch.inference_mode():
             return torch.sigmoid(model.model(tensors)).float().cpu().numpy()
@@ -35,6 +39,8 @@ class FraudScorer(ServedModel[LoadedFraudModel]):
         transaction's own and its two accounts' features, for a few alerting rows."""
         if len(inputs["event"]) == 0:
             return []
+        if isinstance(model.model, GbdtFraudModel):
+            return _tree_reasons(model.model, inputs, top)
         net = model.model
         tensors = {k: torch.from_numpy(np.ascontiguousarray(v)).to(self.device) for k, v in inputs.items()}
         tensors["event"].requires_grad_(True)
@@ -57,6 +63,19 @@ class FraudScorer(ServedModel[LoadedFraudModel]):
                 for j in strongest
             ])
         return out
+
+
+def _tree_reasons(model: GbdtFraudModel, inputs: dict[str, np.ndarray], top: int) -> list[list[AlertReason]]:
+    """The trees' own attribution: each flat feature's TreeSHAP contribution to the
+    log-odds (LightGBM's pred_contrib), the strongest `top` of each row."""
+    contributions = model.contributions(inputs)[:, :-1]  # the last column is the expected value
+    values = flat_features(inputs)
+    out = []
+    for row_contrib, row_values in zip(contributions, values):
+        strongest = np.argsort(-np.abs(row_contrib))[:top]
+        out.append([AlertReason(kind="feature", name=model.feature_names[j], value=float(row_values[j]),
+                                weight=round(float(row_contrib[j]), 6)) for j in strongest])
+    return out
 
 
 def take_rows(batch: TransactionBatch, rows: np.ndarray) -> dict[str, np.ndarray]:

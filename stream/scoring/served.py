@@ -21,11 +21,20 @@ from models.nn.precision import exact_float32
 from stream.monitoring.model_monitors import ModelMonitors
 
 
+class Servable(Protocol):
+    """A model that can be moved to a device and put in eval mode (a torch module, or
+    models.gbdt.GbdtFraudModel, which stays on the CPU)."""
+
+    def to(self, device: torch.device) -> Servable: ...
+
+    def eval(self) -> Servable: ...
+
+
 class LoadedModel(Protocol):
     """What any loaded artifact offers to serving (LoadedFraudModel, LoadedDonorModel)."""
 
     @property
-    def model(self) -> torch.nn.Module: ...
+    def model(self) -> Servable: ...
     @property
     def features(self) -> object: ...
     @property

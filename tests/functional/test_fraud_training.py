@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import shutil
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -10,12 +12,17 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from models.artifacts import ArtifactError, latest_version, load_artifact
+from models.artifacts import ArtifactError, latest_version, load_artifact, read_manifest, record_served, served_name
+from models.features.flat import flat_feature_names
+from models.gbdt import GbdtFraudModel
 from models.model_store import load_fraud_model
+from models.worlds import open_world
 from offline.evaluate import evaluate_fraud
 from offline.generate.fraud_world import generate_fraud_world
 from offline.train.fraud import train_fraud
+from offline.train.fraud_data import load_fraud_dataset
 from offline.train.loop import FitConfig
+from stream.scoring.fraud_scorer import FraudScorer
 from tributary.cli import main
 
 REQUIRED = {"pr_auc", "roc_auc", "f1", "precision", "recall", "recall_at_1pct_fpr", "threshold"}
@@ -67,7 +74,7 @@ def test_saved_artifacts_reproduce_held_out_scores_exactly(trained, tmp_path):
     reloaded = pq.read_table(tmp_path / "predictions.parquet").to_pydict()
     assert sorted(reloaded["event_id"]) == sorted(test_rows) and len(test_rows) > 100
     rows = [test_rows[e] for e in reloaded["event_id"]]
-    for name in ("graph-sage-d1", "fusion-gated"):
+    for name in ("graph-sage-d1", "fusion-gated", "lightgbm"):
         diff = np.abs(np.array(reloaded[name]) - np.array(at_training[name])[rows])
         assert diff.max() == 0.0, f"{name} scores differ by up to {diff.max()}"
     evaluated = json.loads((tmp_path / "report.json").read_text())["models"]["fusion-gated"]
@@ -101,6 +108,68 @@ def test_an_artifact_for_other_features_is_refused(trained, tmp_path):
     (copy / "weights.pt").write_bytes((path / "weights.pt").read_bytes())
     with pytest.raises(ArtifactError, match="Retrain"):
         load_fraud_model(copy)
+
+
+def test_the_validation_winner_is_recorded_and_served_by_default(trained, tmp_path):
+    root, report = trained
+    served = report["served"]
+    assert served["chosen_by"] == "validation PR-AUC" and served["trained_on"]["partitions"] == 4
+    ranked = served["validation_pr_auc"]
+    assert set(ranked) == {"graph-sage-d1", "fusion-gated", "lightgbm"}
+    assert served["model"] == max(ranked, key=ranked.get)
+    on_disk = json.loads((root / "run" / "artifacts" / "served.json").read_text())["fraud"]
+    assert on_disk["model"] == served["model"] and on_disk["version"] == latest_version(
+        root / "run" / "artifacts", served["model"]).name
+    assert served_name(root / "run" / "artifacts", "fraud", "fusion-gated") == served["model"]
+    evaluated = CliRunner().invoke(main, ["evaluate", "--model", str(root / "run"), "--data", str(root / "world"),
+                                          "--out", str(tmp_path), "--json"])
+    assert evaluated.exit_code == 0, evaluated.output
+    assert json.loads(evaluated.output[evaluated.output.index("{"):])["served"]["model"] == served["model"]
+
+
+def test_retraining_one_model_keeps_the_others_in_the_running(tmp_path):
+    versions = {"a": "v1", "b": "v1"}
+    on = {"world": "w", "partitions": 4}
+    assert record_served(tmp_path, "fraud", {"a": 0.8, "b": 0.7}, versions, on)["model"] == "a"
+    assert record_served(tmp_path, "fraud", {"b": 0.75}, {"b": "v2"}, on)["model"] == "a"  # a is still better
+    entry = record_served(tmp_path, "fraud", {"b": 0.9}, {"b": "v3"}, on)
+    assert entry["model"] == "b" and entry["version"] == "v3"
+    other_world = record_served(tmp_path, "fraud", {"a": 0.1}, {"a": "v4"}, {"world": "x", "partitions": 4})
+    assert other_world["validation_pr_auc"] == {"a": 0.1}  # figures of other data are not compared
+
+
+def test_the_tree_model_is_kept_as_lightgbm_text_with_its_checksum(trained, tmp_path):
+    root, _ = trained
+    path = latest_version(root / "run" / "artifacts", "lightgbm")
+    manifest = read_manifest(path)
+    assert manifest.model_file["format"] == "lightgbm-text" and not (path / "weights.pt").exists()
+    assert manifest.model_file["sha256"] == hashlib.sha256((path / "model.txt").read_bytes()).hexdigest()
+    assert 0 < manifest.threshold < 1 and manifest.metrics["alert_budget"] and manifest.reference_distributions
+    loaded = load_fraud_model(path)
+    assert isinstance(loaded.model, GbdtFraudModel)
+    copy = tmp_path / "lightgbm" / "v1"
+    shutil.copytree(path, copy)
+    (copy / "model.txt").write_text((path / "model.txt").read_text().replace("Tree=0", "Tree=0 ", 1))
+    with pytest.raises(ArtifactError, match="sha256"):
+        load_fraud_model(copy)
+
+
+def test_tree_alerts_carry_the_trees_own_contributions(trained):
+    root, _ = trained
+    loaded = load_fraud_model(latest_version(root / "run" / "artifacts", "lightgbm"))
+    data = load_fraud_dataset(open_world(root / "world"), loaded.features, train_negative_share=0.0, progress=False)
+    inputs = {k: v[:3] for k, v in data.inputs.arrays().items()}
+    scorer = FraudScorer(loaded)
+    scores = scorer.score(loaded, inputs)
+    reasons = scorer.reasons(loaded, inputs)
+    contributions = loaded.model.contributions(inputs)
+    # TreeSHAP: the contributions and the expected value add up to the raw score (log-odds).
+    assert np.allclose(1 / (1 + np.exp(-contributions.sum(1))), scores, atol=1e-5)
+    for row, row_reasons in enumerate(reasons):
+        assert len(row_reasons) == 4 and all(r.name in flat_feature_names() for r in row_reasons)
+        weights = [abs(r.weight) for r in row_reasons]
+        assert weights == sorted(weights, reverse=True)
+        assert weights[0] == pytest.approx(np.abs(contributions[row, :-1]).max(), abs=1e-6)
 
 
 def test_training_resumes_from_its_checkpoint(trained):

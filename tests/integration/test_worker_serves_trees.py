@@ -1,0 +1,56 @@
+"""A tree model served end to end: `tributary train` picks it on validation, the worker
+serves it by default, and its scores and alerts are those `tributary evaluate` computes."""
+
+from __future__ import annotations
+
+import pytest
+
+from models.artifacts import latest_version
+from models.features.flat import flat_feature_names
+from models.model_store import load_fraud_model
+from models.worlds import open_world
+from offline.generate.fraud_world import generate_fraud_world
+from offline.serving_view import worker_view_scores
+from offline.train.fraud import train_fraud
+from tests.integration.test_worker_integration import transactions
+from tests.readback import Readback
+from tests.worker_harness import Worker, no_traceback, produce, worker_settings
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("trees")
+    generate_fraud_world(root / "world", accounts=1200, days=8, seed=5, progress=False)
+    report = train_fraud(root / "world", root / "run", models=["lightgbm"], progress=False)
+    return open_world(root / "world"), root / "run", report
+
+
+def test_the_worker_serves_the_recorded_winner_and_matches_evaluate(broker, trained):
+    world, run, report = trained
+    assert report["served"]["model"] == "lightgbm"
+    settings = worker_settings(broker.bootstrap, "trees", run, fraud_model="served")
+    records, good = transactions(world, settings)
+    worker = Worker(settings)
+    readback = Readback(settings)
+    try:
+        readback.wait_for(produce(settings, records), "an outcome for every transaction", [worker])
+    finally:
+        worker.stop()
+        readback.close()
+    no_traceback(worker)
+    outcomes = [o for p in readback.outcomes.values() for o in p]
+    assert {o["model_name"] for o in outcomes} == {"lightgbm"}
+
+    loaded = load_fraud_model(latest_version(run / "artifacts", "lightgbm"))
+    offline = worker_view_scores(good, loaded, settings.partitions)
+    served = {o["event_id"]: o["scores"]["fraud"] for o in outcomes}
+    assert set(served) == set(offline)
+    worst = max(abs(served[e] - offline[e]) for e in offline)
+    assert worst <= 1e-5, f"worker and offline scores differ by up to {worst}"
+
+    alerted = {a["event_id"]: a for a in readback.alerts}
+    assert set(alerted) == {e for e, s in offline.items() if s >= loaded.threshold} and alerted
+    names = set(flat_feature_names())
+    assert all(len(a["reasons"]) == 4 and {r["name"] for r in a["reasons"]} <= names for a in alerted.values())
