@@ -146,13 +146,15 @@ _PARTITIONS = click.option(
               help="Train only these (repeatable), e.g. --model fusion-gated --model lightgbm.")
 @_PARTITIONS
 @_THREADS
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0),
+              help="Seed of weight initialisation, batch order, negative subsampling and LightGBM's sampling.")
 def train_fraud_command(data: Path, out: Path, profile: str, models: tuple[str, ...], partitions: int,
-                        threads: int | None) -> None:
+                        threads: int | None, seed: int) -> None:
     """Graph, sequence, tabular and fused fraud models, LightGBM and a river baseline."""
     from offline.train.fraud import train_fraud
 
     _threads(threads)
-    report = train_fraud(data, out, profile=profile, models=list(models) or None, partitions=partitions)
+    report = train_fraud(data, out, profile=profile, models=list(models) or None, partitions=partitions, seed=seed)
     _print_fraud_table(report)
 
 

@@ -127,21 +127,26 @@ def train_fraud(
     progress: bool = True,
     fit_override: FitConfig | None = None,
     partitions: int = DEFAULT_PARTITIONS,
+    seed: int | None = None,
 ) -> dict:
     """Train and evaluate every fraud model (or those named in `models`) on the features a
-    worker with `partitions` input partitions serves; return the report."""
+    worker with `partitions` input partitions serves; return the report. `seed` (default:
+    the fit configuration's) seeds initialisation, batch order, the training negatives'
+    subsample and LightGBM."""
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; valid: {', '.join(PROFILES)}")
     chosen = PROFILES[profile]
     check_model_names(models, [spec.name for spec in model_specs(chosen)] + [GBDT, "river-logreg"], "fraud")
     fit = fit_override or chosen.fit
+    if seed is not None:
+        fit = replace(fit, seed=seed)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     world = open_world(world_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
     started = time.monotonic()
     data = load_fraud_dataset(world, chosen.features, train_negative_share=chosen.train_negative_share, progress=progress,
-                              partitions=partitions)
+                              partitions=partitions, seed=fit.seed)
     _say(progress, f"features for {data.total_events:,} transactions in {time.monotonic() - started:.0f} s; "
                    f"{data.describe()}")
     periods = {name: (int((data.split == code).sum()), int(data.labels[data.split == code].sum()))
@@ -152,7 +157,7 @@ def train_fraud(
     val, y_val = data.part(VALIDATION)
     test, y_test = data.part(TEST)
     norm = normalisation_stats(train)
-    training_data = _training_data(world, data)
+    training_data = _training_data(world, data, fit.seed)
 
     specs = [s for s in model_specs(chosen) if models is None or s.name in models]
     results: dict[str, ScoredModel] = {}
@@ -211,10 +216,12 @@ def train_fraud(
     split = (f"by time: train before {_iso(data.boundaries[0])}, validation to {_iso(data.boundaries[1])}, "
              f"test after (test: {int((data.split == TEST).sum()):,} transactions, {int(y_test.sum()):,} fraud)")
     report = write_fraud_report(out_dir / "report", world.manifest.source, split, results, notes)
+    report["training_seed"] = fit.seed
     if validation:
         report["served"] = record_served(out_dir / "artifacts", "fraud", validation, versions,
                                          {"world": str(world.root), "partitions": data.partitions})
-        write_report_json(out_dir / "report" / "report.json", report)
+    write_report_json(out_dir / "report" / "report.json", report)
+    if validation:
         _say(progress, f"served by default: {report['served']['model']} (best validation PR-AUC at "
                        f"{data.partitions} partition(s))")
     if account_results:
@@ -267,13 +274,14 @@ def _account_level(world: World, data: FraudDataset, predictions: dict, names: l
     return out
 
 
-def _training_data(world: World, data: FraudDataset) -> dict:
+def _training_data(world: World, data: FraudDataset, seed: int) -> dict:
     return {
         "world": str(world.root),
         "source": world.manifest.source,
         "synthetic": world.manifest.synthetic,
         "seed": world.manifest.seed,
         "partitions": data.partitions,
+        "training_seed": seed,
         "split": data.describe(),
     }
 

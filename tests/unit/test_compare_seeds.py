@@ -1,0 +1,22 @@
+"""The seed comparison reports each model over seeds, and what was served in each."""
+
+from __future__ import annotations
+
+from tributary.compare_seeds import mean_std, summarise
+
+
+def report(seed_scores, served, validation):
+    return {"models": {name: {"pr_auc": value} for name, value in seed_scores.items()},
+            "served": {"model": served, "validation_pr_auc": validation}}
+
+
+def test_the_served_row_follows_the_validation_winner_of_each_seed():
+    reports = [
+        report({"a": 0.80, "b": 0.90}, "a", {"a": 0.7, "b": 0.6}),  # validation chose a, test prefers b
+        report({"a": 0.82, "b": 0.86}, "b", {"a": 0.6, "b": 0.7}),
+    ]
+    rows = summarise(reports)
+    assert rows["served"]["test"] == [0.80, 0.86] and rows["served"]["models"] == ["a", "b"]
+    assert rows["b"]["test"] == [0.90, 0.86] and rows["b"]["validation"] == [0.6, 0.7]
+    assert mean_std(rows["a"]["test"]) == "0.8100 ± 0.0100"
+    assert mean_std([float("nan")]) == "-"
