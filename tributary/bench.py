@@ -345,6 +345,51 @@ def _index_bytes(entries: int, sample: int = 500_000) -> float:
     return per_entry * entries
 
 
+def memory_at_scale(accounts: int, progress=print) -> dict:
+    """Feature state per account once `accounts` accounts are in it: the state every worker
+    keeps, the whole graph (models.features.served_view), so no replicated view comes on top.
+
+    Two transfers per account (each account sends at least once, receivers drawn at random),
+    recorded as a worker records other partitions' transactions. Given three ways: the
+    arrays (exact, with their growth headroom), the account index (RSS growth of an equal
+    dict), and this process's whole RSS growth while the state filled.
+    """
+    import psutil
+
+    from models.features.account_state import AccountState
+    from models.features.transactions import RawTransaction, TransactionFeatureConfig, TransactionFeaturizer
+    from stream.state.graph_merge import RUN
+
+    process = psutil.Process()
+    config = TransactionFeatureConfig()
+    index_per_entry = _index_bytes(1)  # first, while freed memory cannot hide the dict's growth
+    warm = TransactionFeaturizer(AccountState(window=config.window), config)  # compile the kernels: not state
+    warm.featurize([RawTransaction("a", "b", 1.0, 1.7e9, 1, -1, "e")], np.zeros(1, dtype=np.bool_))
+    before = process.memory_info().rss
+    state = AccountState(window=config.window, capacity=1024)
+    featurizer = TransactionFeaturizer(state, config)
+    rng = np.random.default_rng(0)
+    total = 2 * accounts
+    sources = np.concatenate([rng.permutation(accounts), rng.integers(0, accounts, total - accounts)])
+    destinations = rng.integers(0, accounts, total)
+    amounts = rng.lognormal(5, 1.5, total).round(2)
+    chunk = RUN  # as many as the merge records per kernel call: the state's growth headroom is the worker's
+    for start in range(0, total, chunk):
+        rows = range(start, min(start + chunk, total))
+        raw = [RawTransaction(f"acct{sources[i]}", f"acct{destinations[i]}", float(amounts[i]), 1.7e9 + 60.0 * i, 1, -1,
+                              f"e{i}") for i in rows]
+        featurizer.featurize(raw, np.zeros(len(raw), dtype=np.bool_))  # recorded only, as other partitions' are
+        if start // chunk % 100 == 0:
+            progress(f"  {min(start + chunk, total):,} of {total:,} transfers recorded")
+    grown = process.memory_info().rss - before
+    held = len(state)
+    arrays = state.nbytes_per_account() * state.capacity / held
+    index = index_per_entry
+    return {"accounts": held, "transfers": total, "array_bytes_per_account": round(arrays, 1),
+            "index_bytes_per_account": round(index, 1), "state_bytes_per_account": round(arrays + index, 1),
+            "rss_growth_bytes_per_account": round(grown / held, 1), "capacity": state.capacity}
+
+
 def bench_model_dir(root: Path) -> Path:
     """A throwaway artifact of the served architecture (quick-profile fusion-gated)."""
     import torch

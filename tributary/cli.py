@@ -63,8 +63,18 @@ main.add_command(alerts)
 @click.option("--batch-max", default=256, show_default=True)
 @click.option("--batch-wait-ms", default=20, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
-def bench(data, accounts, days, model_dir, fraud_model, rate, latency_seconds, batch_max, batch_wait_ms, as_json):
+@click.option("--memory-only", is_flag=True,
+              help="Only the feature state's bytes per account with --accounts accounts in it (e.g. 1000000); no broker.")
+def bench(data, accounts, days, model_dir, fraud_model, rate, latency_seconds, batch_max, batch_wait_ms, as_json,
+          memory_only):
     """Measure the worker: events/s vs a no-op Faust agent, latency percentiles, stages, memory."""
+    if memory_only:
+        from models import strict_json
+        from tributary.bench import memory_at_scale
+
+        result = memory_at_scale(accounts, progress=lambda m: click.echo(m, err=True))
+        click.echo(strict_json.dumps(result) if as_json else "\n".join(f"{k:<32} {v:,}" for k, v in result.items()))
+        return
     from tributary.bench import bench_main
 
     bench_main(data, model_dir, fraud_model, accounts, days, rate, latency_seconds, batch_max, batch_wait_ms, as_json)
