@@ -5,6 +5,7 @@ Imports of the heavy modules happen inside the commands so that `--help` stays i
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from pathlib import Path
 
 import click
@@ -55,7 +56,7 @@ def generate_donors(donors: int, seed: int, out: Path) -> None:
 
 
 @click.command("import")
-@click.argument("source", type=click.Choice(["transactions", "amlsim", "bitcoin-otc", "cdnow", "paysim", "pva97nk"]))
+@click.argument("source", type=click.Choice(["transactions", "gifts", "amlsim", "bitcoin-otc", "cdnow", "paysim", "pva97nk"]))
 @click.argument("path", type=click.Path(exists=True, path_type=Path))
 @_OUT
 @click.option("--map", "mapping", multiple=True, metavar="YOUR_COLUMN=FIELD",
@@ -68,10 +69,24 @@ def generate_donors(donors: int, seed: int, out: Path) -> None:
 @click.option("--rejects", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="transactions: where the rejected rows are listed (default: OUT/rejects.csv).")
 @click.option("--format", "fmt", type=click.Choice(["csv", "jsonl", "parquet"]), default=None,
-              help="transactions: the file's format (default: Parquet by its first bytes, JSON Lines by a "
+              help="transactions, gifts: the files' format (default: Parquet by its first bytes, JSON Lines by a "
                    ".jsonl/.ndjson/.json name, else CSV).")
+@click.option("--profiles", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="gifts: a file of donor profiles (DonorProfile fields) to import with them.")
+@click.option("--relationships", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="gifts: a file of donor relationships (DonorRelationship fields) to import with them.")
+@click.option("--targets", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="gifts: the segment targets, one row per donor: donor_id and any of high_engagement, "
+                   "network_influence, giving_consistency, high_value, recent_engagement (true/false). "
+                   "Default: three derived from the gifts after --cutoff.")
+@click.option("--cutoff", type=click.DateTime(["%Y-%m-%d"]), default=None,
+              help="gifts: features use events before this date; derived targets describe [cutoff, horizon). "
+                   "Default: halfway through the gifts' months.")
+@click.option("--horizon", type=click.DateTime(["%Y-%m-%d"]), default=None,
+              help="gifts: end of the target window (default: the month after the last gift).")
 def import_data(source: str, path: Path, out: Path, mapping: tuple[str, ...], label_column: str, max_rejects: int,
-                rejects: Path | None, fmt: str | None) -> None:
+                rejects: Path | None, fmt: str | None, profiles: Path | None, relationships: Path | None,
+                targets: Path | None, cutoff: datetime | None, horizon: datetime | None) -> None:
     """Convert your own data, or a public data set, into a world.
 
     \b
@@ -84,6 +99,14 @@ def import_data(source: str, path: Path, out: Path, mapping: tuple[str, ...], la
                    that fail validation are listed with line, field and reason in the
                    rejects file; the import fails past --max-rejects. Any size: bounded memory.
     \b
+    Your own donors, in the contracts' own schemas:
+      gifts        the gifts file (GiftEvent fields: event_time, donor_id, amount and
+                   optionally event_id, currency, channel, campaign, is_recurring,
+                   referrer_donor_id), with --profiles and --relationships files of
+                   DonorProfile and DonorRelationship fields, and --targets (segment
+                   labels per donor) or targets derived from the gifts after --cutoff.
+                   Formats, --map, --max-rejects and rejects files as for transactions.
+    \b
     Public data sets (or your own file of the same shape):
       paysim       PaySim CSV (step,type,amount,nameOrig,...,isFraud,isFlaggedFraud), plain or .gz
       amlsim       IBM AMLSim sample: a .tgz or a folder with nodes.csv and transactions.csv
@@ -94,7 +117,10 @@ def import_data(source: str, path: Path, out: Path, mapping: tuple[str, ...], la
     if source == "transactions":
         from offline.importers.contract_schema import import_transactions, parse_mapping
 
-        manifest = import_transactions(path, out, mapping=parse_mapping(mapping, "transactions", label_column),
+        if profiles or relationships or targets or cutoff or horizon:
+            raise click.UsageError("--profiles, --relationships, --targets, --cutoff and --horizon are for "
+                                   "`tributary import gifts`")
+        manifest = import_transactions(path, out, mapping=parse_mapping(mapping, ["transactions"], label_column),
                                        label_column=label_column, max_rejects=max_rejects, rejects=rejects,
                                        fmt=fmt)  # type: ignore[arg-type]
         _report(manifest, out)
@@ -102,12 +128,37 @@ def import_data(source: str, path: Path, out: Path, mapping: tuple[str, ...], la
         if rejected:
             click.echo(f"{rejected:,} rows rejected, listed in {rejects or out / 'rejects.csv'}")
         return
+    donor_options = profiles or relationships or targets or cutoff or horizon
+    if source == "gifts":
+        if rejects or label_column != "is_fraud":
+            raise click.UsageError("--rejects and --label-column are for `tributary import transactions`; donor "
+                                   "files write rejects-<stream>.csv in --out, and labels come from --targets")
+        from offline.importers.contract_schema import parse_mapping
+        from offline.importers.donor_contract import import_donors
+
+        streams = ["gifts"] + (["donor_profiles"] if profiles else []) + (["donor_relationships"] if relationships else [])
+        manifest = import_donors(path, out, profiles=profiles, relationships=relationships, targets=targets,
+                                 cutoff=_utc(cutoff), horizon=_utc(horizon),
+                                 mapping=parse_mapping(mapping, streams, label_column), max_rejects=max_rejects,
+                                 fmt=fmt)  # type: ignore[arg-type]
+        _report(manifest, out)
+        for stream, rejected in manifest.parameters["rows_rejected"].items():
+            if rejected:
+                click.echo(f"{rejected:,} {stream} rows rejected, listed in {out / f'rejects-{stream}.csv'}")
+        return
+    if donor_options:
+        raise click.UsageError("--profiles, --relationships, --targets, --cutoff and --horizon are for "
+                               "`tributary import gifts`")
     if mapping or rejects or fmt or max_rejects or label_column != "is_fraud":
         raise click.UsageError("--map, --label-column, --max-rejects, --rejects and --format are for "
-                               "`tributary import transactions`; the public shapes have their own columns")
+                               "`tributary import transactions` and `gifts`; the public shapes have their own columns")
     from offline.importers import run_importer
 
     _report(run_importer(source, path, out), out)
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    return moment.replace(tzinfo=timezone.utc) if moment is not None else None
 
 
 def _threads(threads: int | None) -> None:
@@ -132,7 +183,7 @@ _THREADS = click.option("--threads", type=int, default=None, help="CPU threads f
 _PARTITIONS = click.option(
     "--partitions", type=click.IntRange(min=1), default=DEFAULT_PARTITIONS, show_default=True,
     help="Input partitions of the worker that will serve the model (TRIBUTARY_PARTITIONS): features and metrics are "
-         "those it serves, each transaction seeing its source account's partition only.",
+         "those it serves (every worker merges all partitions into one graph).",
 )
 
 

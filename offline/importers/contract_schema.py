@@ -18,6 +18,7 @@ import heapq
 import math
 import shutil
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from enum import Enum
 from pathlib import Path
@@ -40,9 +41,11 @@ MERGE_BATCH_ROWS = 8_192
 _ORDER, _TIME_US, _LABEL = "_order", "_time_us", "_label"
 
 
-def parse_mapping(pairs: tuple[str, ...], stream: str, label_column: str) -> dict[str, str]:
-    """`("amt=amount", ...)` as {"amt": "amount"}; the targets must be fields (or the label)."""
-    fields = set(EVENT_STREAMS[stream].schema.names) | {label_column}
+def parse_mapping(pairs: tuple[str, ...], streams: list[str], label_column: str) -> dict[str, str]:
+    """`("amt=amount", ...)` as {"amt": "amount"}; the targets must be fields of the streams
+    (or the label)."""
+    fields = {name for stream in streams for name in EVENT_STREAMS[stream].schema.names} | {label_column}
+    stream = " or ".join(streams)
     mapping: dict[str, str] = {}
     for pair in pairs:
         source, _, field = pair.partition("=")
@@ -73,47 +76,67 @@ def import_transactions(path: Path, out: Path, *, mapping: dict[str, str] | None
     out.mkdir(parents=True, exist_ok=True)
     runs_dir = out / ".import-runs"
     shutil.rmtree(runs_dir, ignore_errors=True)
-    runs_dir.mkdir()
-    coerce = _Coercer(stream, mapping or {}, label_column)
-    runs = _Runs(stream, runs_dir)
-    read = rejected = 0
-    labelled = False
     try:
-        with rejects.open("w", newline="") as rejects_file, \
-                progress_bar(desc=f"reading {path.name}", unit="rows", enabled=progress) as bar:
-            rejects_out = csv.writer(rejects_file)
-            rejects_out.writerow(["line", "field", "reason"])
-            for line, row in read_rows(path, fmt):
-                read += 1
-                bar.update(1)
-                try:
-                    record, label = coerce(row, line, path)
-                except RowRejected as why:
-                    rejected += 1
-                    rejects_out.writerow([line, why.field, why.reason])
-                    if rejected > max_rejects:
-                        raise ImportFormatError(
-                            f"{path}: line {line}: {why.field}: {why.reason}. More than --max-rejects={max_rejects} "
-                            f"rows rejected, so nothing was imported; each is listed in {rejects} (line, field, "
-                            "reason). Fix them, or allow more with --max-rejects") from None
-                    continue
-                labelled |= label is not None
-                runs.add(record, label)
-        if runs.rows == 0:
-            raise ImportFormatError(f"{path}: no valid {stream} row in {read:,} read; {HELP_HINT}")
-        manifest = _manifest(path, fmt, mapping or {}, label_column if labelled else None, read, rejected, rejects)
+        read = read_stream(stream, path, fmt, runs_dir, mapping or {}, label_column, max_rejects, rejects, progress)
+        manifest = _manifest(path, fmt, mapping or {}, label_column if read.labelled else None, read.rows,
+                             read.rejected, rejects)
         with WorldWriter(out) as writer:
-            for table in runs.merged():
+            for table in read.runs.merged():
                 labels = table.column(_LABEL)
                 writer.write_events(stream, table.select(EVENT_STREAMS[stream].schema.names))
-                if labelled:
+                if read.labelled:
                     writer.write_labels("transactions", _label_table(table.column("event_id"), labels))
             written = writer.finish(manifest)
     finally:
         shutil.rmtree(runs_dir, ignore_errors=True)
+    return written
+
+
+@dataclass
+class _Read:
+    """One file's valid rows, sorted in runs on disk, and what reading it found."""
+
+    runs: _Runs
+    rows: int  # read
+    rejected: int
+    labelled: bool  # some row had a label
+
+
+def read_stream(stream: str, path: Path, fmt: Format, runs_dir: Path, mapping: dict[str, str], label_column: str,
+                 max_rejects: int, rejects: Path, progress: bool) -> _Read:
+    """Validate every row of `path` as a `stream` event (as the worker validates the wire);
+    good rows into sorted runs under `runs_dir`, bad ones into the `rejects` file (removed
+    again when there are none). Past `max_rejects` rejected rows, ImportFormatError."""
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    coerce = _Coercer(stream, mapping, label_column)
+    runs = _Runs(stream, runs_dir / stream)
+    read = rejected = 0
+    labelled = False
+    with rejects.open("w", newline="") as rejects_file, \
+            progress_bar(desc=f"reading {path.name}", unit="rows", enabled=progress) as bar:
+        rejects_out = csv.writer(rejects_file)
+        rejects_out.writerow(["line", "field", "reason"])
+        for line, row in read_rows(path, fmt):
+            read += 1
+            bar.update(1)
+            try:
+                record, label = coerce(row, line, path)
+            except RowRejected as why:
+                rejected += 1
+                rejects_out.writerow([line, why.field, why.reason])
+                if rejected > max_rejects:
+                    raise ImportFormatError(
+                        f"{path}: line {line}: {why.field}: {why.reason}. More than --max-rejects={max_rejects} "
+                        f"rows rejected, so nothing was imported; each is listed in {rejects} (line, field, "
+                        "reason). Fix them, or allow more with --max-rejects") from None
+                continue
+            labelled |= label is not None
+            runs.add(record, label)
+    if runs.rows == 0:
+        raise ImportFormatError(f"{path}: no valid {stream} row in {read:,} read; {HELP_HINT}")
     if rejected == 0:
         rejects.unlink(missing_ok=True)
-    return written
+    return _Read(runs, read, rejected, labelled)
 
 
 class _Coercer:
@@ -134,7 +157,7 @@ class _Coercer:
             if value is None or (isinstance(value, str) and not value.strip()):
                 continue  # blank: "not given", as on the wire
             if name == self.label_column:
-                label = _boolean(value, name)
+                label = parse_boolean(value, name)
             elif name in self.types:
                 record[name] = _typed(value, self.types[name], name)
         record.setdefault("event_id", f"{path.stem}-{line:06d}")  # stable across imports of one file
@@ -157,7 +180,7 @@ def _typed(value: Any, kind: pa.DataType, name: str) -> Any:
                 raise ValueError
             return int(number)
         if pa.types.is_boolean(kind):
-            return _boolean(value, name)
+            return parse_boolean(value, name)
         return str(value).strip()
     except (ValueError, TypeError, OverflowError):
         raise RowRejected(name, f"{value!r} is not a {_kind_name(kind)}") from None
@@ -171,7 +194,7 @@ def _kind_name(kind: pa.DataType) -> str:
     return "true/false" if pa.types.is_boolean(kind) else "string"
 
 
-def _boolean(value: Any, name: str) -> bool:
+def parse_boolean(value: Any, name: str) -> bool:
     if isinstance(value, bool):
         return value
     text = str(value).strip().lower()
@@ -210,6 +233,7 @@ class _Runs:
         self.schema = schema.append(pa.field(_LABEL, pa.bool_())).append(pa.field(_ORDER, pa.int64())) \
             .append(pa.field(_TIME_US, pa.int64()))
         self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
         self.rows = 0
         self._buffer: list[dict[str, Any]] = []
         self._files: list[tuple[Path, int, int]] = []  # path, first and last time

@@ -1,0 +1,105 @@
+"""`tributary import gifts`: donor files in the contracts' own schemas become the same donor world.
+
+A generated donor world is written out as the three files a charity would export, plus
+its segment targets, and imports back to the same events and targets. Without a targets
+file, three segments are derived from the gifts; bad rows go to a rejects file per
+stream with their line, field and reason.
+"""
+
+from __future__ import annotations
+
+import csv
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+
+from models.worlds import EVENT_STREAMS, open_world
+from offline.generate.donor_world import generate_donor_world
+from tributary.cli import main
+
+STREAMS = ("gifts", "donor_profiles", "donor_relationships")
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """The generated world, and its streams and targets as a user's CSV export."""
+    root = tmp_path_factory.mktemp("donors")
+    generate_donor_world(root / "world", donors=300, seed=5, progress=False)
+    world = open_world(root / "world")
+    files = {}
+    for stream in STREAMS:
+        files[stream] = root / f"{stream}.csv"
+        table = pq.read_table(world.events_path(stream))
+        table = table.set_column(table.schema.get_field_index("event_time"), "event_time",
+                                 pa.compute.strftime(table.column("event_time"), "%Y-%m-%dT%H:%M:%S.%fZ"))
+        pacsv.write_csv(table, files[stream])
+    files["targets"] = root / "targets.csv"
+    pacsv.write_csv(pq.read_table(root / "world" / "labels" / "donor_targets.parquet"), files["targets"])
+    return world, files
+
+
+def run(*args) -> str:
+    result = CliRunner().invoke(main, ["import", *map(str, args)])
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_three_files_and_targets_import_to_the_same_world(exported, tmp_path):
+    world, files = exported
+    cutoff = world.manifest.cutoff.strftime("%Y-%m-%d")
+    run("gifts", files["gifts"], "--profiles", files["donor_profiles"], "--relationships",
+        files["donor_relationships"], "--targets", files["targets"], "--cutoff", cutoff, "--out", tmp_path / "w")
+    imported = open_world(tmp_path / "w")
+    assert imported.manifest.kind == "donors" and not imported.manifest.synthetic
+    for stream in STREAMS:
+        original = pq.read_table(world.events_path(stream)).sort_by("event_id")
+        back = pq.read_table(imported.events_path(stream)).sort_by("event_id")
+        assert back.equals(original.cast(EVENT_STREAMS[stream].schema)), stream
+        times = pq.read_table(imported.events_path(stream)).column("event_time").cast(pa.int64()).to_numpy()
+        assert (times[1:] >= times[:-1]).all()
+    targets = pq.read_table(tmp_path / "w" / "labels" / "donor_targets.parquet").sort_by("donor_id")
+    assert targets.equals(pq.read_table(world.root / "labels" / "donor_targets.parquet").sort_by("donor_id"))
+    assert imported.manifest.parameters["targets_available"] == [
+        "high_engagement", "network_influence", "giving_consistency", "high_value", "recent_engagement"]
+
+
+def test_without_a_targets_file_three_segments_come_from_the_gifts(exported, tmp_path):
+    _, files = exported
+    run("gifts", files["gifts"], "--out", tmp_path / "w")
+    imported = open_world(tmp_path / "w")
+    assert imported.manifest.parameters["targets_available"] == ["giving_consistency", "high_value",
+                                                                 "recent_engagement"]
+    assert imported.manifest.cutoff < imported.manifest.horizon
+    targets = pq.read_table(tmp_path / "w" / "labels" / "donor_targets.parquet")
+    population = targets.num_rows
+    assert population > 100
+    assert 0 < sum(targets.column("high_value").to_pylist()) <= round(0.15 * population)
+    assert not any(targets.column("network_influence").to_pylist())
+    assert any("--targets" in note for note in imported.manifest.notes)
+
+
+def test_bad_rows_go_to_a_rejects_file_per_stream(exported, tmp_path):
+    _, files = exported
+    rows = list(csv.DictReader(files["gifts"].open()))
+    rows[3]["amount"] = "-5"
+    bad = tmp_path / "gifts.csv"
+    with bad.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    refused = CliRunner().invoke(main, ["import", "gifts", str(bad), "--out", str(tmp_path / "w")])
+    assert refused.exit_code == 1 and "line 5: amount" in refused.output and "Traceback" not in refused.output
+    output = run("gifts", bad, "--out", tmp_path / "w", "--max-rejects", "1")
+    assert "1 gifts rows rejected" in output
+    (line, field, reason), = list(csv.reader((tmp_path / "w" / "rejects-gifts.csv").open()))[1:]
+    assert (line, field) == ("5", "amount") and "greater than 0" in reason
+
+
+def test_donor_options_are_refused_for_transactions(tmp_path, exported):
+    _, files = exported
+    result = CliRunner().invoke(main, ["import", "transactions", str(files["gifts"]), "--targets",
+                                       str(files["targets"]), "--out", str(tmp_path)])
+    assert result.exit_code == 2 and "tributary import gifts" in result.output
