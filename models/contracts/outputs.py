@@ -22,9 +22,11 @@ class Segment(str, Enum):
 
 
 class AlertReason(Contract):
-    """One reason an analyst can check: a feature value or a neighbouring account."""
+    """One reason an analyst can check: a feature value and its weight in the score, or a
+    pattern the transaction matches (models.features.patterns: `value` is the evidence to
+    check, e.g. the number of distinct senders; `weight` is 1, a match, not a share)."""
 
-    kind: Literal["feature", "neighbour", "modality"]
+    kind: Literal["feature", "neighbour", "modality", "pattern"]
     name: str = Field(min_length=1, max_length=128)
     value: float | None = None
     weight: float

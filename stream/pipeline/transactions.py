@@ -23,7 +23,7 @@ from models.features.account_state import RECENT_EVENT_IDS
 from stream.monitoring.performance import RecentScores, Said
 from stream.pipeline.records import Output, RawRecord, StageResult, dead_letter, decode_or_dead_letter
 from stream.scoring.alert_thresholds import AlertThresholds
-from stream.scoring.fraud_scorer import FraudScorer, take_rows
+from stream.scoring.fraud_scorer import FraudScorer, take_rows, with_patterns
 from stream.settings import TopicNames
 from stream.state.commit_protocol import ChangelogWrite
 from stream.state.graph_merge import GraphMerge
@@ -97,7 +97,8 @@ class TransactionStage:
             scores = self.scorer.score(model, take_rows(batch, live))
             threshold = self.thresholds.threshold(model) if self.thresholds is not None else model.threshold
             flagged: np.ndarray = live[scores >= threshold]
-            reasons = self.scorer.reasons(model, take_rows(batch, flagged)) if len(flagged) else []
+            alerting = take_rows(batch, flagged)
+            reasons = with_patterns(self.scorer.reasons(model, alerting), alerting) if len(flagged) else []
         except Exception as error:  # a model failure fails the batch's events explicitly, never silently
             for position in live.tolist():
                 result.add_dead_letter(self.topics.dead_letters, ordered[position][0], dead_letter(

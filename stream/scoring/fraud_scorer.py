@@ -9,6 +9,7 @@ import torch
 
 from models.contracts import AlertReason
 from models.features.flat import flat_features
+from models.features.patterns import patterns_of
 from models.features.transactions import EVENT_FEATURES, NODE_FEATURES, TransactionBatch
 from models.gbdt import GbdtFraudModel
 from models.model_store import LoadedFraudModel
@@ -76,6 +77,14 @@ def _tree_reasons(model: GbdtFraudModel, inputs: dict[str, np.ndarray], top: int
         out.append([AlertReason(kind="feature", name=model.feature_names[j], value=float(row_values[j]),
                                 weight=round(float(row_contrib[j]), 6)) for j in strongest])
     return out
+
+
+def with_patterns(reasons: list[list[AlertReason]], inputs: dict[str, np.ndarray]) -> list[list[AlertReason]]:
+    """Each alert's reasons, then the laundering patterns its transaction matches
+    (models.features.patterns), for every model family alike."""
+    return [row_reasons + [AlertReason(kind="pattern", name=name, value=evidence, weight=1.0)
+                           for name, evidence in patterns_of(event)]
+            for row_reasons, event in zip(reasons, inputs["event"])]
 
 
 def take_rows(batch: TransactionBatch, rows: np.ndarray) -> dict[str, np.ndarray]:

@@ -7,9 +7,10 @@ import json
 import numpy as np
 import pytest
 
-from models.contracts import DeadLetter, EventOutcome, FraudAlert
+from models.contracts import DeadLetter, EventOutcome, FraudAlert, TransactionEvent
 from models.features.account_state import AccountState
-from models.features.transactions import RawTransaction, TransactionFeaturizer
+from models.features.patterns import patterns_of
+from models.features.transactions import RawTransaction, TransactionFeatureConfig, TransactionFeaturizer
 from models.model_store import load_fraud_model
 from stream.pipeline.records import RawRecord
 from stream.pipeline.transactions import TransactionStage
@@ -56,7 +57,13 @@ def test_alerts_follow_the_threshold_and_carry_reasons(tmp_path):
     everything = stage_for(untrained_fraud_artifact(tmp_path / "a", threshold=0.0)).process(records(50))
     alerts = [FraudAlert.model_validate_json(o.value) for o in outputs_of(everything, TOPICS.fraud_alerts)]
     assert len(alerts) == everything.alerts == 50
-    assert all(len(a.reasons) == 4 and a.alert_id.endswith(a.event_id) for a in alerts)
+    assert all(sum(r.kind == "feature" for r in a.reasons) == 4 and a.alert_id.endswith(a.event_id) for a in alerts)
+    # Then the patterns each transaction matches (the same rule offline: models.features.patterns).
+    batch = TransactionFeaturizer(AccountState(window=50), TransactionFeatureConfig()).featurize(
+        [RawTransaction.from_event(TransactionEvent.model_validate_json(r.value)) for r in records(50)])
+    for alert, row in zip(alerts, batch.event):
+        assert [(r.name, r.value) for r in alert.reasons if r.kind == "pattern"] == patterns_of(row)
+    assert any(r.kind == "pattern" for a in alerts for r in a.reasons)
     nothing = stage_for(untrained_fraud_artifact(tmp_path / "b", threshold=1.0)).process(records(50))
     assert nothing.alerts == 0 and not outputs_of(nothing, TOPICS.fraud_alerts)
 
