@@ -77,7 +77,8 @@ def _burst(row: np.ndarray) -> bool:
 PATTERNS = (
     Pattern("cycle", _cycle, lambda r: round(_count(r, "cycles_via_1") + _count(r, "cycles_via_2")),
             "paths from the destination back to the source through 1 or 2 accounts"),
-    Pattern("fan_in", lambda r: _fan(r, "destination", "in") and _value(r, "type_payment") < 0.5, lambda r: round(_count(r, "destination_in_distinct_7d")),
+    Pattern("fan_in", lambda r: _fan(r, "destination", "in") and _value(r, "type_payment") < 0.5,
+            lambda r: round(_count(r, "destination_in_distinct_7d")),
             "distinct senders to the destination in 7 days"),
     Pattern("fan_out", lambda r: _fan(r, "source", "out"), lambda r: round(_count(r, "source_out_distinct_7d")),
             "distinct receivers from the source in 7 days"),
