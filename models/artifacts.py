@@ -25,7 +25,6 @@ from models.errors import TributaryError
 
 MANIFEST = "manifest.json"
 WEIGHTS = "weights.pt"
-MODEL_TEXT = "model.txt"
 FORMAT_VERSION = 1
 
 
@@ -54,7 +53,7 @@ class ArtifactManifest(BaseModel):
     )
     model_file: dict = Field(
         default_factory=dict,
-        description="a model kept in its own text format instead of weights: {name, format, sha256}",
+        description="a model kept in its own text format instead of weights: {format, files: {name: sha256}}",
     )
 
 
@@ -83,16 +82,18 @@ def save_artifact(root: str | Path, manifest: ArtifactManifest, state_dict: dict
     return final
 
 
-def save_model_text(root: str | Path, manifest: ArtifactManifest, text: str, text_format: str) -> Path:
-    """Like `save_artifact`, for a model kept in its own text format (a LightGBM model):
-    the text, and in the manifest its format and sha256, checked when it is loaded."""
-    data = text.encode()
+def save_model_text(root: str | Path, manifest: ArtifactManifest, texts: dict[str, str], text_format: str) -> Path:
+    """Like `save_artifact`, for a model kept in its own text format (LightGBM's): the
+    files (name -> text), and in the manifest their format and each one's sha256, checked
+    when the model is loaded."""
+    data = {name: text.encode() for name, text in texts.items()}
     manifest = manifest.model_copy(update={"model_file": {
-        "name": MODEL_TEXT, "format": text_format, "sha256": hashlib.sha256(data).hexdigest()}})
+        "format": text_format, "files": {name: hashlib.sha256(d).hexdigest() for name, d in data.items()}}})
     final = Path(root) / manifest.name / manifest.version
     partial = final.with_name(f".{manifest.version}.partial")
     partial.mkdir(parents=True, exist_ok=False)
-    (partial / MODEL_TEXT).write_bytes(data)
+    for name, d in data.items():
+        (partial / name).write_bytes(d)
     (partial / MANIFEST).write_text(manifest.model_dump_json(indent=2) + "\n")
     os.replace(partial, final)
     return final
@@ -130,6 +131,7 @@ def record_served(root: str | Path, task: str, validation: dict[str, float], ver
 
 SERVED_CHOICE = "served"  # as a model name: the one `record_served` chose
 DEFAULT_FRAUD_MODEL = "fusion-gated"  # served when no choice was recorded
+DEFAULT_DONOR_MODEL = "multitarget"
 
 
 def resolve_model_name(root: str | Path, task: str, name: str, fallback: str) -> str:
@@ -221,18 +223,22 @@ def load_artifact(path: str | Path, expected_schema_hash: str | None = None) -> 
     return manifest, state
 
 
-def load_model_text(path: str | Path, expected_schema_hash: str | None = None) -> tuple[ArtifactManifest, str]:
-    """Manifest and model text of a version saved by `save_model_text`; refuses a text whose
-    sha256 is not the manifest's (changed or damaged since training)."""
+def load_model_text(path: str | Path, expected_schema_hash: str | None = None) -> tuple[ArtifactManifest, dict[str, str]]:
+    """Manifest and model texts (file name -> text) of a version saved by `save_model_text`;
+    refuses a file whose sha256 is not the manifest's (changed or damaged since training)."""
     path = Path(path)
     manifest = _checked_manifest(path, expected_schema_hash)
-    if not manifest.model_file:
+    files = manifest.model_file.get("files")
+    if not isinstance(files, dict) or not files:
         raise ArtifactError(f"{path} keeps weights, not a model text; it is not a tree model")
-    data = (path / manifest.model_file["name"]).read_bytes()
-    if hashlib.sha256(data).hexdigest() != manifest.model_file["sha256"]:
-        raise ArtifactError(f"{path / manifest.model_file['name']} is not the file that was trained (its sha256 "
-                            "differs from the manifest's): restore the artifact or retrain it with `tributary train`")
-    return manifest, data.decode()
+    texts = {}
+    for name, sha256 in files.items():
+        data = (path / name).read_bytes()
+        if hashlib.sha256(data).hexdigest() != sha256:
+            raise ArtifactError(f"{path / name} is not the file that was trained (its sha256 differs from the "
+                                "manifest's): restore the artifact or retrain it with `tributary train`")
+        texts[name] = data.decode()
+    return manifest, texts
 
 
 def _checked_manifest(path: Path, expected_schema_hash: str | None) -> ArtifactManifest:

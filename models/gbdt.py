@@ -1,19 +1,32 @@
-"""A gradient-boosted tree model of fraud, servable like the neural ones.
+"""Gradient-boosted tree models of fraud and of donors, servable like the neural ones.
 
-LightGBM over the flat as-of features (models.features.flat). It is stored in LightGBM's
-own text format, never pickled, with the text's sha256 in the manifest
-(models.artifacts.save_model_text), and scores the same rows to the same float32 in
-training, in `tributary evaluate` and in the worker: all three score through `predict`.
-Trees score on the CPU whatever device the worker has.
+LightGBM over the flat as-of features (models.features.flat): one booster for fraud, one
+per segment target for donors. They are stored in LightGBM's own text format, never
+pickled, with each file's sha256 in the manifest (models.artifacts.save_model_text), and
+score the same rows to the same float32 in training, in `tributary evaluate` and in the
+worker: all three score through `predict`. Trees score on the CPU whatever device the
+worker has.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from models.features.flat import flat_feature_names, flat_features
+from models.features.donors import DonorBatch
+from models.features.flat import donor_flat_features, flat_feature_names, flat_features
 
 FAMILY = "lightgbm"
+FRAUD_FILE = "model.txt"
+
+
+def _booster(text: str):
+    """ValueError when the text is not a LightGBM model."""
+    import lightgbm as lgb
+
+    try:
+        return lgb.Booster(model_str=text)
+    except lgb.basic.LightGBMError as error:
+        raise ValueError(str(error)) from None
 
 
 class GbdtFraudModel:
@@ -32,13 +45,7 @@ class GbdtFraudModel:
     @classmethod
     def from_text(cls, text: str, threads: int = 1) -> GbdtFraudModel:
         """ValueError when the text is not a LightGBM model of these features."""
-        import lightgbm as lgb
-
-        try:
-            booster = lgb.Booster(model_str=text)
-        except lgb.basic.LightGBMError as error:
-            raise ValueError(str(error)) from None
-        return cls(booster, threads)
+        return cls(_booster(text), threads)
 
     def to_text(self) -> str:
         return self.booster.model_to_string()
@@ -58,4 +65,48 @@ class GbdtFraudModel:
         return self  # the CPU, always
 
     def eval(self) -> GbdtFraudModel:
+        return self
+
+
+class GbdtDonorModel:
+    """One LightGBM booster per segment target (None: a target with no positive in
+    training, scored 0), behind the interface the served donor model has."""
+
+    family = FAMILY
+
+    def __init__(self, targets: tuple[str, ...], boosters: dict[str, object | None], threads: int = 1):
+        self.targets = tuple(targets)
+        self.boosters = boosters
+        self.threads = threads
+
+    @staticmethod
+    def file_of(target: str) -> str:
+        return f"model-{target}.txt"
+
+    @classmethod
+    def from_texts(cls, targets: tuple[str, ...], texts: dict[str, str], threads: int = 1) -> GbdtDonorModel:
+        """ValueError when a text is not a LightGBM model."""
+        return cls(targets, {t: _booster(texts[cls.file_of(t)]) if cls.file_of(t) in texts else None
+                             for t in targets}, threads)
+
+    def to_texts(self) -> dict[str, str]:
+        return {self.file_of(t): b.model_to_string() for t, b in self.boosters.items()  # type: ignore[attr-defined]
+                if b is not None}
+
+    def predict(self, batch: DonorBatch) -> np.ndarray:
+        """Probabilities [N, targets] in `targets` order, float32."""
+        out = np.zeros((len(batch), len(self.targets)), dtype=np.float32)
+        if len(batch) == 0:
+            return out
+        x = donor_flat_features(batch)
+        for j, target in enumerate(self.targets):
+            booster = self.boosters.get(target)
+            if booster is not None:
+                out[:, j] = booster.predict(x, num_threads=self.threads)  # type: ignore[attr-defined]
+        return out
+
+    def to(self, device: object) -> GbdtDonorModel:
+        return self  # the CPU, always
+
+    def eval(self) -> GbdtDonorModel:
         return self

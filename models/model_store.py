@@ -15,13 +15,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+import numpy as np
+import torch
 from torch import nn
 
 from models.artifacts import ArtifactError, ArtifactManifest, load_artifact, load_model_text, read_manifest
 from models.features.donor_schema import DonorFeatureConfig
+from models.features.donors import DonorBatch
 from models.features.transactions import TransactionFeatureConfig
-from models.gbdt import GbdtFraudModel
-from models.nn.donor_model import DonorModel, DonorModelSpec
+from models.gbdt import FRAUD_FILE, GbdtDonorModel, GbdtFraudModel
+from models.nn.donor_model import DonorModel, DonorModelSpec, as_tensors
 from models.nn.fraud_model import FraudModel, FraudModelSpec
 
 Module = TypeVar("Module", bound=nn.Module)
@@ -42,7 +45,7 @@ class LoadedFraudModel:
 @dataclass(frozen=True)
 class LoadedDonorModel:
     manifest: ArtifactManifest
-    model: DonorModel
+    model: DonorModel | GbdtDonorModel  # the multi-target network, or a booster per target
     features: DonorFeatureConfig
     thresholds: dict[str, float]  # per target
 
@@ -52,7 +55,18 @@ class LoadedDonorModel:
 
     @property
     def targets(self) -> tuple[str, ...]:
+        if isinstance(self.model, GbdtDonorModel):
+            return self.model.targets
         return tuple(self.model.spec.targets)
+
+
+def donor_probabilities(model: DonorModel | GbdtDonorModel, batch: DonorBatch,
+                        device: str | torch.device = "cpu") -> np.ndarray:
+    """[N, targets] float32 probabilities of either donor family (the worker's and offline's one way)."""
+    if isinstance(model, GbdtDonorModel):
+        return model.predict(batch)
+    with torch.inference_mode():
+        return model.score(as_tensors(batch.arrays(), device)).float().cpu().numpy()
 
 
 def _rebuild(path: str | Path, task: str, features_of: Callable[[dict], Any],
@@ -96,19 +110,34 @@ def _load_gbdt(path: Path) -> LoadedFraudModel:
         features = TransactionFeatureConfig(**manifest.feature_schema["config"])
     except (KeyError, TypeError) as error:
         raise ArtifactError(f"{path}: manifest lacks what is needed to rebuild the model ({error})") from None
-    manifest, text = load_model_text(path, expected_schema_hash=features.schema_hash())
+    manifest, texts = load_model_text(path, expected_schema_hash=features.schema_hash())
     try:
-        model = GbdtFraudModel.from_text(text)
+        model = GbdtFraudModel.from_text(texts[FRAUD_FILE])
     except ValueError as error:
         raise ArtifactError(f"{path}: not a usable LightGBM model ({error}); retrain it with `tributary train`") from None
     return LoadedFraudModel(manifest, model, features, float(manifest.threshold))  # type: ignore[arg-type]
 
 
 def load_donor_model(path: str | Path) -> LoadedDonorModel:
-    manifest, model, features = _rebuild(path, "donors", DonorFeatureConfig.from_schema,
-                                         lambda h: DonorModel(DonorModelSpec.from_dict(h["model"])))
+    """The multi-target network, or a tree model (its manifest names model texts, not weights)."""
+    manifest = read_manifest(path)
+    model: DonorModel | GbdtDonorModel
+    if manifest.model_file:
+        if manifest.task != "donors":
+            raise ArtifactError(f"{path} is a {manifest.task} model, not a donors model")
+        features = DonorFeatureConfig.from_schema(manifest.feature_schema)
+        manifest, texts = load_model_text(path, expected_schema_hash=features.schema_hash())
+        try:
+            model = GbdtDonorModel.from_texts(tuple(manifest.hyperparameters["targets"]), texts)
+        except (ValueError, KeyError) as error:
+            raise ArtifactError(f"{path}: not a usable LightGBM donor model ({error}); retrain it with "
+                                "`tributary train donors`") from None
+    else:
+        manifest, model, features = _rebuild(path, "donors", DonorFeatureConfig.from_schema,
+                                             lambda h: DonorModel(DonorModelSpec.from_dict(h["model"])))
     thresholds = manifest.threshold if isinstance(manifest.threshold, dict) else {}
-    missing = [t for t in model.spec.targets if t not in thresholds]
+    loaded = LoadedDonorModel(manifest, model, features, {})
+    missing = [t for t in loaded.targets if t not in thresholds]
     if missing:
         raise ArtifactError(f"{path}: no threshold for targets {missing}; retrain it with `tributary train donors`")
-    return LoadedDonorModel(manifest, model, features, {t: float(thresholds[t]) for t in model.spec.targets})
+    return LoadedDonorModel(manifest, model, features, {t: float(thresholds[t]) for t in loaded.targets})

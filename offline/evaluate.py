@@ -67,6 +67,7 @@ def evaluate_donors(model_dir: Path, world_dir: Path, out: Path, split: str = "t
     import torch
 
     from models.features.donors import DonorFeatureConfig
+    from models.gbdt import GbdtDonorModel
     from models.model_store import load_donor_model
     from offline.evaluation.report import write_donor_report
     from offline.train.donor_data import TEST as DONOR_TEST
@@ -80,9 +81,12 @@ def evaluate_donors(model_dir: Path, world_dir: Path, out: Path, split: str = "t
         model, thresholds, manifest = loaded.model, loaded.thresholds, loaded.manifest
         data = load_donor_dataset(world, DonorFeatureConfig.from_schema(manifest.feature_schema))
         rows = data.index(DONOR_TEST) if split == "test" else np.arange(len(data.donor_ids))
-        lengths = data.batch.seq_mask.sum(axis=1).astype(np.int64)
-        scores = score_rows(model, tensors_of(data.batch), rows, lengths, torch.device("cpu"))
-        targets = list(model.spec.targets)
+        if isinstance(model, GbdtDonorModel):
+            scores = model.predict(data.batch.take(rows))
+        else:
+            lengths = data.batch.seq_mask.sum(axis=1).astype(np.int64)
+            scores = score_rows(model, tensors_of(data.batch), rows, lengths, torch.device("cpu"))
+        targets = list(loaded.targets)
         results[manifest.name] = {
             t: ScoredModel(data.labels[rows, data.targets.index(t)], scores[:, j], thresholds[t])
             for j, t in enumerate(targets) if t in data.targets

@@ -19,8 +19,9 @@ from models.features.donors import DonorBatch, DonorFeatureConfig, DonorFeaturiz
 from models.features.partitioning import kafka_partition
 from models.features.served_view import merge_partitions, time_key_us_of
 from models.features.transactions import RawTransaction, TransactionBatch, TransactionFeaturizer
-from models.model_store import LoadedFraudModel
-from models.nn.donor_model import DonorModel, as_tensors
+from models.gbdt import GbdtDonorModel
+from models.model_store import LoadedFraudModel, donor_probabilities
+from models.nn.donor_model import DonorModel
 from offline.train.loop import predict
 
 
@@ -41,7 +42,8 @@ def worker_view_scores(events: list[TransactionEvent], loaded: LoadedFraudModel,
 
 
 def donor_worker_view_scores(
-    events: list[GiftEvent | DonorProfile | DonorRelationship], model: DonorModel, config: DonorFeatureConfig,
+    events: list[GiftEvent | DonorProfile | DonorRelationship], model: DonorModel | GbdtDonorModel,
+    config: DonorFeatureConfig,
     partitions: int,
 ) -> dict[str, list[float]]:
     """gift event_id -> the probabilities the worker gives it (in `model.spec.targets` order).
@@ -62,5 +64,5 @@ def donor_worker_view_scores(
                 batches.append(featurizer.featurize([event.donor_id], event.event_time, strict=False))
     if not batches:
         return {}
-    probabilities = model.score(as_tensors(DonorBatch.concat(batches).arrays())).numpy()
+    probabilities = donor_probabilities(model, DonorBatch.concat(batches))
     return dict(zip(ids, probabilities.tolist()))

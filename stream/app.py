@@ -129,7 +129,7 @@ def create_app(worker: TributaryWorker) -> faust.App:
             worker.models.announce(task)
         if "donors" not in pipelines:
             log.warning("not consuming the donor topics: no '%s' model under %s (train one with "
-                        "`tributary train donors`)", s.donor_model, s.model_dir)
+                        "`tributary train donors`)", worker.donor_model_name or s.donor_model, s.model_dir)
         if s.metrics_port:
             worker.metrics.serve(s.metrics_port, s.metrics_address)
             log.info("metrics on http://%s:%d/metrics", s.metrics_address, s.metrics_port)

@@ -86,8 +86,9 @@ class WorkerSettings(KafkaSettings):
         "'served' for the one `tributary train` chose on validation (artifacts/served.json; fusion-gated if none)",
     )
     donor_model: str = Field(
-        "multitarget", description="which donor model under model_dir to serve; the donor topics are consumed "
-        "only when one is there ('' never)",
+        "served", description="which donor model under model_dir to serve: a name, or 'served' for the one "
+        "`tributary train donors` chose on validation (multitarget if none); the donor topics are consumed only "
+        "when it is there ('' never)",
     )
     batch_max: int = Field(256, ge=1, description="events per micro-batch at most: larger = more throughput")
     batch_wait_ms: int = Field(20, ge=1, description="longest wait to fill a batch: smaller = lower latency")

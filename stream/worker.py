@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 import torch
 from aiokafka import AIOKafkaProducer, TopicPartition
 
-from models.artifacts import DEFAULT_FRAUD_MODEL, latest_version, resolve_model_name, served_root
+from models.artifacts import DEFAULT_DONOR_MODEL, DEFAULT_FRAUD_MODEL, latest_version, resolve_model_name, served_root
 from models.contracts import TransactionEvent
 from models.errors import TributaryError
 from models.model_store import LoadedDonorModel, LoadedFraudModel, load_donor_model, load_fraud_model
@@ -136,10 +136,12 @@ class TributaryWorker:
                                              settings.performance_margin)
             self.pipelines["labels"] = self._pipeline(
                 LabelStage(recent, performance, settings.topics, settings.max_message_bytes), None)
-        donors = self._load(settings.donor_model, load_donor_model) if settings.donor_model else None
+        self.donor_model_name = (resolve_model_name(root, "donors", settings.donor_model, DEFAULT_DONOR_MODEL)
+                                 if settings.donor_model else "")
+        donors = self._load(self.donor_model_name, load_donor_model) if self.donor_model_name else None
         if donors is not None:
             scorer = self._donor_scorer(donors)
-            tasks.append(ServedTask("donors", settings.donor_model, scorer, load_donor_model))
+            tasks.append(ServedTask("donors", self.donor_model_name, scorer, load_donor_model))
             self.donors = PartitionedDonors(donors.features)
             self.pipelines["donors"] = self._pipeline(
                 DonorStage(self.donors, scorer, settings.topics, settings.max_message_bytes), "donors")

@@ -1,16 +1,19 @@
-"""The as-of features of one transaction as one flat row, for gradient boosting and river.
+"""The as-of features of one transaction (or donor) as one flat row, for gradient boosting and river.
 
 Flattened from the same model inputs the neural models see (models.features.transactions):
 the transaction's own features (the rich causal ones included), both accounts'
 aggregates, neighbourhood aggregates (means over hop-1 and hop-2) and window summaries.
 Training and the worker flatten with this one function, so a served tree model scores
-exactly what it was trained on.
+exactly what it was trained on. Donors: the tabular features with NaN for missing (LightGBM
+routes it natively), plus per-type means of the neighbours' node vectors.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from models.features.donors import NODE_FEATURES as DONOR_NODE_FEATURES
+from models.features.donors import RELATIONSHIPS, TAB_FEATURES, DonorBatch
 from models.features.transactions import EDGE_FEATURES, EVENT_FEATURES, NODE_FEATURES, SEQ_FEATURES
 
 _SEQ_AMOUNT = SEQ_FEATURES.index("log_amount")
@@ -66,3 +69,17 @@ def flat_features(inputs: dict[str, np.ndarray]) -> np.ndarray:
 
 def _masked_mean(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return (x * mask[..., None]).sum(1) / np.maximum(mask.sum(1, keepdims=True), 1)
+
+
+def donor_flat_feature_names() -> list[str]:
+    return list(TAB_FEATURES) + [f"nbr_mean_{r}_{f}" for r in RELATIONSHIPS for f in DONOR_NODE_FEATURES]
+
+
+def donor_flat_features(batch: DonorBatch) -> np.ndarray:
+    """[N, len(donor_flat_feature_names())] float32, NaN where a value is missing."""
+    tab = np.where(batch.tab_mask > 0, batch.tab, np.nan)
+    mask = batch.nbr_mask[..., None]
+    count = mask.sum(axis=2)
+    node = batch.nbr[..., : len(DONOR_NODE_FEATURES)]
+    means = np.where(count > 0, (node * mask).sum(axis=2) / np.maximum(count, 1), np.nan)  # [N, 5, F_node]
+    return np.concatenate([tab, means.reshape(len(batch), -1)], axis=1).astype(np.float32)

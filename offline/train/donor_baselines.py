@@ -17,22 +17,6 @@ import math
 
 import numpy as np
 
-from models.features.donors import NODE_FEATURES, RELATIONSHIPS, TAB_FEATURES, DonorBatch
-
-
-def flat_feature_names() -> list[str]:
-    return list(TAB_FEATURES) + [f"nbr_mean_{r}_{f}" for r in RELATIONSHIPS for f in NODE_FEATURES]
-
-
-def flat_features(batch: DonorBatch) -> np.ndarray:
-    """[N, len(flat_feature_names())] float32 with NaN where a value is missing."""
-    tab = np.where(batch.tab_mask > 0, batch.tab, np.nan)
-    mask = batch.nbr_mask[..., None]
-    count = mask.sum(axis=2)
-    node = batch.nbr[..., : len(NODE_FEATURES)]
-    means = np.where(count > 0, (node * mask).sum(axis=2) / np.maximum(count, 1), np.nan)  # [N, 5, F_node]
-    return np.concatenate([tab, means.reshape(len(batch), -1)], axis=1).astype(np.float32)
-
 
 def fit_lightgbm(
     X: np.ndarray, y: np.ndarray, train: np.ndarray, val: np.ndarray, rounds: int, learning_rate: float,

@@ -33,7 +33,7 @@ import pyarrow.parquet as pq
 import torch
 
 from models import drift_reference, strict_json
-from models.artifacts import ArtifactManifest, normalisation_summary, save_artifact
+from models.artifacts import ArtifactManifest, normalisation_summary, record_served, save_artifact, save_model_text
 from models.drift_reference import uniform_histogram
 from models.features.donors import (
     F_EDGE,
@@ -44,19 +44,15 @@ from models.features.donors import (
     TAB_FEATURES,
     DonorFeatureConfig,
 )
+from models.features.flat import donor_flat_feature_names, donor_flat_features
+from models.gbdt import GbdtDonorModel
 from models.nn.donor_model import MODALITIES, DonorModelSpec
 from models.strict_json import finite_or_none
 from models.worlds import open_world
-from offline.evaluation.metrics import binary_metrics, choose_threshold
+from offline.evaluation.metrics import average_precision, binary_metrics, choose_threshold
 from offline.evaluation.report import ScoredModel, write_donor_report
 from offline.train.common import check_model_names, check_trainable
-from offline.train.donor_baselines import (
-    fit_lightgbm,
-    flat_feature_names,
-    flat_features,
-    river_prequential,
-    stable_order,
-)
+from offline.train.donor_baselines import fit_lightgbm, river_prequential, stable_order
 from offline.train.donor_data import (
     FOCAL_ALPHA,
     FOCAL_GAMMA,
@@ -162,18 +158,25 @@ def train_donors(
 
     X = names = None
     if "lightgbm" in chosen or "river-logreg" in chosen:
-        X, names = flat_features(data.batch), flat_feature_names()
+        X, names = donor_flat_features(data.batch), donor_flat_feature_names()
+    trees: GbdtDonorModel | None = None
     if "lightgbm" in chosen:
         t0 = time.perf_counter()
-        val_s, test_s, rounds = np.zeros((len(val), len(targets))), np.zeros((len(test), len(targets))), {}
+        boosters: dict[str, object | None] = {}
+        rounds = {}
         for j, target in enumerate(targets):
             y = data.labels[:, j]
+            boosters[target] = None
             if not y[train].any():
                 continue
             booster, rounds[target] = fit_lightgbm(X, y, train, val, prof.lgbm_rounds, prof.lgbm_lr,
                                                    threads=torch.get_num_threads(), seed=seed)
-            val_s[:, j] = booster.predict(X[val], num_iteration=rounds[target])
-            test_s[:, j] = booster.predict(X[test], num_iteration=rounds[target])
+            boosters[target] = booster
+        # Scored through the texts they are saved as, so these are the scores the worker gives.
+        texts = {GbdtDonorModel.file_of(t): b.model_to_string(num_iteration=rounds[t])  # type: ignore[attr-defined]
+                 for t, b in boosters.items() if b is not None}
+        trees = GbdtDonorModel.from_texts(tuple(targets), texts, threads=torch.get_num_threads())
+        val_s, test_s = trees.predict(data.batch.take(val)), trees.predict(data.batch.take(test))
         timings["lightgbm"] = round(time.perf_counter() - t0, 2)
         scores["lightgbm"] = (val_s, test_s)
         results["lightgbm"], thresholds["lightgbm"] = _scored(data, val_s, test_s, [])
@@ -202,10 +205,28 @@ def train_donors(
         strict_json.dumps(report) + "\n")  # with timings
     _write_predictions(out_dir / "predictions.parquet", data, scores)
 
+    versions: dict[str, str] = {}
     if multitarget is not None:
-        report["artifact"] = str(_save(out_dir, data, multitarget, thresholds["multitarget"], report, prof, config, seed))
-        (out_dir / "report" / "report.json").write_text(strict_json.dumps(report) + "\n")
+        saved = _save(out_dir, data, multitarget, thresholds["multitarget"], report, prof, config, seed)
+        report["artifact"], versions["multitarget"] = str(saved), saved.name
+    if trees is not None:
+        saved = _save_trees(out_dir, data, trees, thresholds["lightgbm"], report, scores["lightgbm"][0], config, seed)
+        report["artifacts"] = {"lightgbm": str(saved)}
+        versions["lightgbm"] = saved.name
+    if versions:
+        validation = {name: _mean_pr_auc(data, scores[name][0]) for name in versions}
+        report["served"] = record_served(out_dir / "artifacts", "donors", validation, versions,
+                                         {"world": str(world.root)})
+    (out_dir / "report" / "report.json").write_text(strict_json.dumps(report) + "\n")
     return report
+
+
+def _mean_pr_auc(data: DonorDataset, val_scores: np.ndarray) -> float:
+    """Mean over targets of the validation PR-AUC: what the served donor model is chosen by."""
+    val = data.index(VALIDATION)
+    values = [average_precision(data.labels[val, j], val_scores[:, j]) for j in range(len(data.targets))]
+    values = [v for v in values if v == v]
+    return float(np.mean(values)) if values else float("nan")
 
 
 def _scored(data: DonorDataset, val_scores: np.ndarray, test_scores: np.ndarray, history: list[dict]
@@ -258,6 +279,26 @@ def _save(out_dir: Path, data: DonorDataset, result: NeuralResult, thresholds: d
         normalisation=normalisation_summary(result.model),
     )
     return save_artifact(out_dir / "artifacts", manifest, result.model.state_dict())
+
+
+def _save_trees(out_dir: Path, data: DonorDataset, trees: GbdtDonorModel, thresholds: dict[str, float], report: dict,
+                val_scores: np.ndarray, config: DonorFeatureConfig, seed: int) -> Path:
+    val = data.index(VALIDATION)
+    validation = {t: binary_metrics(data.labels[val, j], val_scores[:, j], thresholds[t])
+                  for j, t in enumerate(data.targets)}
+    manifest = ArtifactManifest(
+        name="lightgbm",
+        task="donors",
+        hyperparameters={"family": "lightgbm", "targets": list(data.targets), "seed": seed,
+                         "trees": {t: b.num_trees() for t, b in trees.boosters.items() if b is not None}},  # type: ignore[attr-defined]
+        feature_schema=config.schema(),
+        feature_schema_hash=config.schema_hash(),
+        threshold=thresholds,
+        metrics=finite_or_none({"test": report["models"]["lightgbm"], "validation": validation}),
+        training_data=data.description,
+        reference_distributions=reference_distributions(data, val_scores),
+    )
+    return save_model_text(out_dir / "artifacts", manifest, trees.to_texts(), "lightgbm-text")
 
 
 def _write_predictions(path: Path, data: DonorDataset, scores: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:

@@ -34,7 +34,7 @@ from models.features.transactions import (
     TransactionFeatureConfig,
 )
 from models.gbdt import FAMILY as GBDT
-from models.gbdt import GbdtFraudModel
+from models.gbdt import FRAUD_FILE, GbdtFraudModel
 from models.nn.fraud_model import FraudModel, FraudModelSpec
 from models.worlds import World, open_world
 from offline.evaluation.metrics import average_precision, choose_threshold
@@ -198,7 +198,7 @@ def train_fraud(
         params = {k: v for k, v in classifier.get_params().items() if isinstance(v, (int, float, str, bool, type(None)))}
         manifest = _manifest(GBDT, {"family": GBDT, "params": params, "trees": trees.booster.num_trees(),
                                     "profile": profile}, chosen, threshold, metrics, val, val_scores, data, training_data)
-        path = save_model_text(out_dir / "artifacts", manifest, trees.to_text(), "lightgbm-text")
+        path = save_model_text(out_dir / "artifacts", manifest, {FRAUD_FILE: trees.to_text()}, "lightgbm-text")
         versions[GBDT] = manifest.version
         predictions[GBDT] = np.concatenate([val_scores, test_scores])
         _say(progress, f"{GBDT}: test PR-AUC {metrics['pr_auc']:.4f} F1 {metrics['f1']:.4f} -> {path}")

@@ -6,8 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from models.features.donors import DonorBatch
-from models.model_store import LoadedDonorModel
-from models.nn.donor_model import as_tensors
+from models.model_store import LoadedDonorModel, donor_probabilities
 from stream.scoring.served import ServedModel
 
 
@@ -17,4 +16,4 @@ class DonorScorer(ServedModel[LoadedDonorModel]):
         """Probabilities [N, targets] in `model.targets` order."""
         if len(batch) == 0:
             return np.zeros((0, len(model.targets)), dtype=np.float32)
-        return model.model.score(as_tensors(batch.arrays(), self.device)).float().cpu().numpy()
+        return donor_probabilities(model.model, batch, self.device)

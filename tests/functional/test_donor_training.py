@@ -221,3 +221,33 @@ def test_tributary_evaluate_reproduces_the_training_report(trained, tmp_path):
     for target, metrics in report["models"]["multitarget"]["targets"].items():
         again = evaluated["models"]["multitarget"]["targets"][target]
         assert again["f1"] == metrics["f1"] and again["pr_auc"] == metrics["pr_auc"], target
+
+
+def test_the_tree_model_is_saved_served_by_choice_and_reproduced_by_evaluate(trained, tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from models.artifacts import latest_version, read_manifest
+    from models.gbdt import GbdtDonorModel
+    from tributary.cli import main
+
+    world, out, report = trained
+    path = latest_version(out / "artifacts", "lightgbm")
+    manifest = read_manifest(path)
+    assert manifest.model_file["format"] == "lightgbm-text"
+    assert set(manifest.model_file["files"]) == {f"model-{t}.txt" for t in SEGMENTS}
+    loaded = load_donor_model(path)
+    assert isinstance(loaded.model, GbdtDonorModel) and loaded.targets == tuple(SEGMENTS)
+    assert set(loaded.thresholds) == set(SEGMENTS) and manifest.reference_distributions["scores"]
+
+    served = report["served"]
+    assert set(served["validation_pr_auc"]) == {"multitarget", "lightgbm"}
+    assert served["model"] == max(served["validation_pr_auc"], key=served["validation_pr_auc"].get)
+
+    result = CliRunner().invoke(main, ["evaluate", "--model", str(out), "--data", str(world),
+                                       "--out", str(tmp_path / "eval"), "--json", "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    evaluated = json.loads(result.output)["models"]["lightgbm"]["targets"]
+    for target, metrics in report["models"]["lightgbm"]["targets"].items():
+        assert evaluated[target]["pr_auc"] == metrics["pr_auc"] and evaluated[target]["f1"] == metrics["f1"], target

@@ -143,7 +143,7 @@ def test_the_tree_model_is_kept_as_lightgbm_text_with_its_checksum(trained, tmp_
     path = latest_version(root / "run" / "artifacts", "lightgbm")
     manifest = read_manifest(path)
     assert manifest.model_file["format"] == "lightgbm-text" and not (path / "weights.pt").exists()
-    assert manifest.model_file["sha256"] == hashlib.sha256((path / "model.txt").read_bytes()).hexdigest()
+    assert manifest.model_file["files"]["model.txt"] == hashlib.sha256((path / "model.txt").read_bytes()).hexdigest()
     assert 0 < manifest.threshold < 1 and manifest.metrics["alert_budget"] and manifest.reference_distributions
     loaded = load_fraud_model(path)
     assert isinstance(loaded.model, GbdtFraudModel)

@@ -101,6 +101,30 @@ def test_scores_match_the_offline_computation(artifact, stream_records):
     assert diff <= 1e-5
 
 
+@pytest.fixture(scope="module")
+def tree_artifact(tmp_path_factory):
+    """LightGBM donor boosters, trained on a world of their own."""
+    from models.artifacts import latest_version
+    from offline.train.donors import train_donors
+
+    root = tmp_path_factory.mktemp("trees")
+    generate_donor_world(root / "world", donors=400, seed=8, progress=False)
+    train_donors(root / "world", root / "run", models=["lightgbm"], progress=False)
+    return latest_version(root / "run" / "artifacts", "lightgbm")
+
+
+def test_a_tree_model_scores_like_the_offline_computation(tree_artifact, stream_records):
+    result = stage_for(tree_artifact).process(stream_records)
+    loaded = load_donor_model(tree_artifact)
+    offline = donor_worker_view_scores([event_of(r) for r in stream_records], loaded.model, loaded.features,
+                                       PARTITIONS)
+    online = outcome_scores(result)
+    assert set(online) == set(offline) and len(online) > 500
+    diff = max(abs(online[e][t] - offline[e][j]) for e in online for j, t in enumerate(loaded.targets))
+    assert diff <= 1e-5
+    assert len({round(online[e]["high_value"], 6) for e in online}) > 10  # trees that score, not a constant
+
+
 def test_segment_updates_are_published_only_when_membership_changes(tmp_path, stream_records):
     everything = stage_for(untrained_donor_artifact(tmp_path / "a", threshold=0.0)).process(stream_records)
     updates = [DonorSegmentUpdate.model_validate_json(o.value) for o in outputs_of(everything, TOPICS.donor_segments)]
