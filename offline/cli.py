@@ -216,14 +216,18 @@ def train_fraud_command(data: Path, out: Path, profile: str, models: tuple[str, 
               help="Output directory: artifacts/, checkpoints/, report/.")
 @_PROFILE
 @click.option("--model", "models", multiple=True,
-              help="Train only these (repeatable), e.g. --model multitarget (the served model; the rest are baselines).")
+              help="Train only these (repeatable), e.g. --model multitarget --model lightgbm (both servable; the best "
+                   "on validation is served by default).")
 @_THREADS
-def train_donors_command(data: Path, out: Path, profile: str, models: tuple[str, ...], threads: int | None) -> None:
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0),
+              help="Seed of weight initialisation, batch order and LightGBM's sampling.")
+def train_donors_command(data: Path, out: Path, profile: str, models: tuple[str, ...], threads: int | None,
+                         seed: int) -> None:
     """The multi-target donor-segment model and its baselines."""
     from offline.train.donors import train_donors
 
     _threads(threads)
-    report = train_donors(data, out, profile=profile, models=list(models) or None)
+    report = train_donors(data, out, profile=profile, models=list(models) or None, seed=seed)
     _print_donor_table(report)
 
 

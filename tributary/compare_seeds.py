@@ -1,13 +1,14 @@
-"""Fraud models over several training seeds: test PR-AUC as mean ± std, and what is served.
+"""Models over several training seeds: test figures as mean ± std, and what is served.
 
-    python -m tributary.compare_seeds --data WORLD --out DIR [--seeds 0,1,2] [--partitions 4]
-        [--model NAME ...] [--profile quick]
+    python -m tributary.compare_seeds --data WORLD --out DIR [--task fraud|donors] [--seeds 0,1,2]
+        [--partitions 4] [--model NAME ...] [--profile quick]
 
-Trains every chosen model once per seed (`tributary train fraud --seed S` into DIR/seed-S;
-a finished seed is read back, not trained again), then prints one table: each model's
-validation and test PR-AUC over the seeds, and the row that matters to a user, "served":
-for each seed, the test PR-AUC of the model that training chose on validation, the one a
-worker serves by default. The test period chooses nothing. Also written to DIR/summary.json.
+Trains every chosen model once per seed (`tributary train fraud|donors --seed S` into
+DIR/seed-S; a finished seed is read back, not trained again), then prints one table: each
+model's test figure over the seeds (fraud: PR-AUC; donors: mean PR-AUC over the targets,
+and mean F1), and the row that matters to a user, "served": for each seed, the figure of
+the model training chose on validation, the one a worker serves by default. The test
+period chooses nothing. Also written to DIR/summary.json.
 """
 
 from __future__ import annotations
@@ -24,36 +25,50 @@ from models.features.partitioning import DEFAULT_PARTITIONS
 
 
 def run_seeds(data: Path, out: Path, seeds: list[int], partitions: int, models: list[str] | None,
-              profile: str) -> list[dict]:
+              profile: str, task: str = "fraud") -> list[dict]:
+    from offline.train.donors import train_donors
     from offline.train.fraud import train_fraud
 
     reports = []
     for seed in seeds:
         run = out / f"seed-{seed}"
         done = run / "report" / "report.json"
-        if done.exists() and json.loads(done.read_text()).get("training_seed") == seed:
+        if done.exists() and json.loads(done.read_text()).get("training_seed", seed) == seed:
             print(f"seed {seed}: read back from {done}", file=sys.stderr)
             reports.append(json.loads(done.read_text()))
             continue
         print(f"seed {seed}: training into {run}", file=sys.stderr)
-        reports.append(train_fraud(data, run, profile=profile, models=models, partitions=partitions, seed=seed))
+        if task == "donors":
+            reports.append(train_donors(data, run, profile=profile, models=models, seed=seed))
+        else:
+            reports.append(train_fraud(data, run, profile=profile, models=models, partitions=partitions, seed=seed))
     return reports
 
 
+def test_figure(metrics: dict) -> float:
+    """Fraud: the test PR-AUC; donors: the mean of the targets' test PR-AUC."""
+    if "targets" in metrics:
+        values = [m["pr_auc"] for m in metrics["targets"].values() if m["pr_auc"] == m["pr_auc"]]
+        return float(np.mean(values)) if values else float("nan")
+    return metrics["pr_auc"]
+
+
 def summarise(reports: list[dict]) -> dict:
-    """model -> {test: [per seed], validation: [per seed]}; "served" -> the chosen model's."""
+    """model -> {test: [per seed], validation: [per seed], mean_f1 (donors)}; "served" -> the chosen model's."""
     rows: dict[str, dict[str, list]] = {}
     for report in reports:
         validation = report.get("served", {}).get("validation_pr_auc", {})
         for name, metrics in report["models"].items():
-            row = rows.setdefault(name, {"test": [], "validation": []})
-            row["test"].append(metrics["pr_auc"])
+            row = rows.setdefault(name, {"test": [], "validation": [], "mean_f1": []})
+            row["test"].append(test_figure(metrics))
             row["validation"].append(validation.get(name, float("nan")))
+            row["mean_f1"].append(metrics.get("mean_f1", float("nan")))
         if "served" in report:
-            served = rows.setdefault("served", {"test": [], "validation": [], "models": []})
+            served = rows.setdefault("served", {"test": [], "validation": [], "mean_f1": [], "models": []})
             name = report["served"]["model"]
-            served["test"].append(report["models"][name]["pr_auc"])
+            served["test"].append(test_figure(report["models"][name]))
             served["validation"].append(validation[name])
+            served["mean_f1"].append(report["models"][name].get("mean_f1", float("nan")))
             served["models"].append(name)
     return rows
 
@@ -66,14 +81,17 @@ def mean_std(values: list[float]) -> str:
 
 
 def print_table(rows: dict, seeds: list[int]) -> None:
-    print(f"| model | test PR-AUC (mean ± std over seeds {', '.join(map(str, seeds))}) | validation PR-AUC | per seed (test) |")
-    print("|---|---|---|---|")
+    donors = any(v == v for row in rows.values() for v in row["mean_f1"])
+    figure = "mean PR-AUC over targets" if donors else "PR-AUC"
+    print(f"| model | test {figure} (mean ± std over seeds {', '.join(map(str, seeds))}) | validation {figure} | "
+          f"per seed (test) |" + (" test mean F1 |" if donors else ""))
+    print("|---|---|---|---|" + ("---|" if donors else ""))
     ordered = sorted((n for n in rows if n != "served"), key=lambda n: -np.nanmean(rows[n]["test"]))
     for name in ordered + (["served"] if "served" in rows else []):
         row = rows[name]
         label = f"**served** ({', '.join(row['models'])})" if name == "served" else name
         print(f"| {label} | {mean_std(row['test'])} | {mean_std(row['validation'])} | "
-              f"{' / '.join(f'{v:.4f}' for v in row['test'])} |")
+              f"{' / '.join(f'{v:.4f}' for v in row['test'])} |" + (f" {mean_std(row['mean_f1'])} |" if donors else ""))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -84,6 +102,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--partitions", type=int, default=DEFAULT_PARTITIONS)
     parser.add_argument("--model", action="append", dest="models")
     parser.add_argument("--profile", default="quick")
+    parser.add_argument("--task", choices=["fraud", "donors"], default="fraud")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     args = parser.parse_args(argv)
     if args.threads:
@@ -91,7 +110,7 @@ def main(argv: list[str] | None = None) -> None:
 
         torch.set_num_threads(args.threads)
     seeds = [int(s) for s in args.seeds.split(",")]
-    reports = run_seeds(args.data, args.out, seeds, args.partitions, args.models, args.profile)
+    reports = run_seeds(args.data, args.out, seeds, args.partitions, args.models, args.profile, args.task)
     rows = summarise(reports)
     (args.out / "summary.json").write_text(strict_json.dumps({"seeds": seeds, "partitions": args.partitions,
                                                               "rows": rows}) + "\n")

@@ -201,6 +201,7 @@ def train_donors(
     dataset_name = f"{world.manifest.source} ({'synthetic' if world.manifest.synthetic else 'real'}, {world_dir.name})"
     report = write_donor_report(out_dir / "report", dataset_name, data.split_desc, results, notes)
     report["timings_s"] = timings
+    report["training_seed"] = seed
     (out_dir / "report" / "report.json").write_text(
         strict_json.dumps(report) + "\n")  # with timings
     _write_predictions(out_dir / "predictions.parquet", data, scores)

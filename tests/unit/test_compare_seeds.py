@@ -20,3 +20,10 @@ def test_the_served_row_follows_the_validation_winner_of_each_seed():
     assert rows["b"]["test"] == [0.90, 0.86] and rows["b"]["validation"] == [0.6, 0.7]
     assert mean_std(rows["a"]["test"]) == "0.8100 ± 0.0100"
     assert mean_std([float("nan")]) == "-"
+
+
+def test_donor_reports_are_compared_on_the_mean_over_targets():
+    donor = {"models": {"m": {"mean_f1": 0.7, "targets": {"a": {"pr_auc": 0.6}, "b": {"pr_auc": 0.8}}}},
+             "served": {"model": "m", "validation_pr_auc": {"m": 0.65}}}
+    rows = summarise([donor])
+    assert rows["m"]["test"] == [0.7] and rows["served"]["mean_f1"] == [0.7]
