@@ -109,15 +109,19 @@ def record_served(root: str | Path, task: str, validation: dict[str, float], ver
     the world and the partition count) stay in the running, so retraining one model does
     not make it the served one by default. Returns what it recorded (also `report.json`'s "served")."""
     path = Path(root) / SERVED
-    recorded = json.loads(path.read_text()) if path.exists() else {}
-    earlier = recorded.get(task) or {}
+    try:
+        recorded = json.loads(path.read_text())
+    except (FileNotFoundError, ValueError):  # none yet, or damaged: this run's choice is the record
+        recorded = {}
+    recorded = recorded if isinstance(recorded, dict) else {}
+    earlier: dict = recorded[task] if isinstance(recorded.get(task), dict) else {}
     same_data = earlier.get("trained_on") == trained_on
     scores = {**(earlier.get("validation_pr_auc", {}) if same_data else {}),
               **{name: round(value, 6) for name, value in validation.items() if value == value}}  # NaN: unrankable
     all_versions = {**(earlier.get("versions", {}) if same_data else {}), **versions}
     if not scores:
-        raise ArtifactError("no model could be ranked on the validation period (no fraud in it): label more "
-                            "fraud or use a longer world")
+        raise ArtifactError("no model could be ranked on the validation period (it has no positive): label more "
+                            "of the data, or use a longer world")
     winner = max(scores, key=lambda name: scores[name])
     entry = {"model": winner, "version": all_versions[winner], "chosen_by": "validation PR-AUC",
              "trained_on": trained_on, "validation_pr_auc": scores, "versions": all_versions}

@@ -202,3 +202,11 @@ def test_evaluate_refuses_what_is_not_a_usable_artifact(tmp_path, manifest, word
     result = CliRunner().invoke(main, ["evaluate", "--model", str(tmp_path / "models"), "--data", str(tmp_path / "world")])
     assert result.exit_code == 1
     assert words in result.output and "Traceback" not in result.output
+
+
+def test_a_damaged_served_record_is_replaced_by_the_next_choice(tmp_path):
+    (tmp_path / "served.json").write_text("{not json")
+    with pytest.raises(ArtifactError, match="damaged"):
+        served_name(tmp_path, "fraud", "fusion-gated")
+    entry = record_served(tmp_path, "fraud", {"a": 0.5}, {"a": "v1"}, {"world": "w", "partitions": 4})
+    assert entry["model"] == "a" and served_name(tmp_path, "fraud", "fusion-gated") == "a"
