@@ -8,24 +8,19 @@ donor land on one partition (the worker's per-entity state follows that partitio
 from __future__ import annotations
 
 import asyncio
-import heapq
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any, Iterator
 
 from aiokafka import AIOKafkaProducer
 
-from models.contracts import InvalidEvent, encode, from_record
+from models.contracts import encode
 from models.progress import progress as progress_bar
-from models.worlds import EVENT_STREAMS, World, WorldError
+from models.world_events import iter_world_events
+from models.worlds import EVENT_STREAMS, World
 from stream.kafka.client_args import aiokafka_args
 from stream.kafka.connect import started
 from stream.settings import KafkaSettings
-
-# At equal event times, a donor's profile and relationships go before the gift that
-# may refer to them.
-REPLAY_ORDER = ("donor_profiles", "donor_relationships", "gifts", "transactions")
 
 # Unacknowledged sends we allow before waiting: bounds memory, keeps the pipe full.
 _IN_FLIGHT = 20_000
@@ -53,32 +48,10 @@ class ReplayReport:
 
 
 def iter_wire_events(world: World) -> Iterator[WireEvent]:
-    """Every event of the world, merged across streams in (event_time, REPLAY_ORDER) order."""
-    streams = [s for s in REPLAY_ORDER if s in world.streams]
-    if not streams:
-        raise WorldError(f"world {world.root} has no event streams to replay")
-    merged = heapq.merge(*(_stream_events(world, s, rank) for rank, s in enumerate(streams)))
-    for _time, _rank, _row, event in merged:
-        yield event
-
-
-def _stream_events(world: World, stream: str, rank: int):
-    spec = EVENT_STREAMS[stream]
-    row = 0
-    for batch in world.iter_events(stream):
-        for record in batch.to_pylist():
-            try:
-                event = from_record(record, spec.contract)
-            except InvalidEvent as error:
-                raise WorldError(
-                    f"{world.events_path(stream)} row {row} ({record.get('event_id')}) does not fit the "
-                    f"{spec.contract.__name__} contract: {error}. Regenerate or re-import the world."
-                ) from None
-            key = record[spec.key_field].encode()
-            # The sort key is the validated time in microseconds, then stream rank and row.
-            when: datetime = getattr(event, "event_time")  # every input contract has one  # noqa: B009
-            yield (int(when.timestamp() * 1_000_000), rank, row, WireEvent(stream, key, encode(event)))
-            row += 1
+    """Every event of the world in its canonical wire form, merged across streams in
+    (event_time, REPLAY_ORDER) order (models.world_events)."""
+    for stream, record, event in iter_world_events(world):
+        yield WireEvent(stream, record[EVENT_STREAMS[stream].key_field].encode(), encode(event))
 
 
 async def replay_world(
