@@ -54,6 +54,11 @@ class LoadedDonorModel:
         return self.manifest.version
 
     @property
+    def margins(self) -> dict[str, float]:
+        """Per target, the margin around its threshold that memberships keep (0: none)."""
+        return {t: float(m) for t, m in (self.manifest.hyperparameters.get("hysteresis") or {}).items()}
+
+    @property
     def targets(self) -> tuple[str, ...]:
         if isinstance(self.model, GbdtDonorModel):
             return self.model.targets

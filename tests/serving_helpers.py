@@ -73,11 +73,12 @@ SMALL_DONOR_FEATURES = DonorFeatureConfig(window=8, fanout=8, neighbours=4)
 
 def untrained_donor_artifact(root: Path, threshold: float = 0.5, seed: int = 0,
                              features: DonorFeatureConfig = SMALL_DONOR_FEATURES, version: str | None = None,
-                             feature_references: dict | None = None) -> Path:
+                             feature_references: dict | None = None, margin: float = 0.0) -> Path:
     """A real artifact of an untrained (randomly initialised, seeded) donor multi-target model.
 
     `feature_references`: the drift references of its features (models.drift_reference);
-    by default none, and uniform ones of every target's score.
+    by default none, and uniform ones of every target's score. `margin`: every target's
+    membership margin (models.segment_membership).
     """
     torch.manual_seed(seed)
     dims = {"tab": F_TAB, "gift": F_GIFT, "node": DONOR_F_NODE, "edge": DONOR_F_EDGE, "window": features.window,
@@ -89,7 +90,8 @@ def untrained_donor_artifact(root: Path, threshold: float = 0.5, seed: int = 0,
     histogram = {"edges": [i / 10 for i in range(1, 10)], "shares": [0.1] * 10}
     extra = {"version": version} if version else {}
     manifest = ArtifactManifest(
-        name="multitarget", task="donors", hyperparameters={"model": spec.to_dict(), "targets": targets},
+        name="multitarget", task="donors",
+        hyperparameters={"model": spec.to_dict(), "targets": targets, "hysteresis": dict.fromkeys(targets, margin)},
         feature_schema=features.schema(), feature_schema_hash=features.schema_hash(),
         threshold={t: threshold for t in targets},
         reference_distributions={"format": 2, "scores": {t: histogram for t in targets},

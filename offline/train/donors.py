@@ -63,6 +63,7 @@ from offline.train.donor_data import (
     DonorDataset,
     load_donor_dataset,
 )
+from offline.train.donor_hysteresis import F1_TOLERANCE, GRID, choose_margins, validation_gifts
 from offline.train.donor_neural import PROFILES, NeuralResult, TrainProfile, fit_neural
 
 NEURAL = {
@@ -206,12 +207,17 @@ def train_donors(
         strict_json.dumps(report) + "\n")  # with timings
     _write_predictions(out_dir / "predictions.parquet", data, scores)
 
+    servable = {name: model for name, model in (("multitarget", multitarget.model if multitarget else None),
+                                                 ("lightgbm", trees)) if model is not None}
+    margins = _hysteresis(world, data, config, servable, thresholds, report, notes)
     versions: dict[str, str] = {}
     if multitarget is not None:
-        saved = _save(out_dir, data, multitarget, thresholds["multitarget"], report, prof, config, seed)
+        saved = _save(out_dir, data, multitarget, thresholds["multitarget"], report, prof, config, seed,
+                      margins.get("multitarget", {}))
         report["artifact"], versions["multitarget"] = str(saved), saved.name
     if trees is not None:
-        saved = _save_trees(out_dir, data, trees, thresholds["lightgbm"], report, scores["lightgbm"][0], config, seed)
+        saved = _save_trees(out_dir, data, trees, thresholds["lightgbm"], report, scores["lightgbm"][0], config, seed,
+                            margins.get("lightgbm", {}))
         report["artifacts"] = {"lightgbm": str(saved)}
         versions["lightgbm"] = saved.name
     if versions:
@@ -220,6 +226,27 @@ def train_donors(
                                          {"world": str(world.root)})
     (out_dir / "report" / "report.json").write_text(strict_json.dumps(report) + "\n")
     return report
+
+
+def _hysteresis(world, data: DonorDataset, config: DonorFeatureConfig, servable: dict, thresholds: dict,
+                report: dict, notes: list[str]) -> dict[str, dict[str, float]]:
+    """Per servable model, the margins its memberships keep (offline.train.donor_hysteresis),
+    with the churn and F1 of every margin tried in report["hysteresis"]."""
+    if not servable or world.manifest.cutoff is None:
+        return {}
+    val = data.index(VALIDATION)
+    gifts = validation_gifts(world, config, data.donor_ids[val])
+    if not gifts.owners:
+        return {}  # no validation donor gives before the cut-off: nothing to rescore, nothing to flip
+    chosen, report["hysteresis"] = {}, {}
+    for name, model in servable.items():
+        chosen[name], table = choose_margins(gifts, model, tuple(data.targets), thresholds[name], data.labels[val])
+        report["hysteresis"][name] = {"margins": chosen[name], "per_margin": table}
+    notes.append(f"Segment memberships keep a margin around each threshold, chosen on the validation donors: the "
+                 f"largest of {list(GRID)} whose F1 at the cut-off is within {F1_TOLERANCE} of no margin's, with "
+                 "memberships stepped at every gift before the cut-off as a worker does; report.json 'hysteresis' "
+                 "gives churn (changes per donor per month) and F1 for each.")
+    return chosen
 
 
 def _mean_pr_auc(data: DonorDataset, val_scores: np.ndarray) -> float:
@@ -255,7 +282,7 @@ def reference_distributions(data: DonorDataset, val_scores: np.ndarray) -> dict:
 
 
 def _save(out_dir: Path, data: DonorDataset, result: NeuralResult, thresholds: dict[str, float], report: dict,
-          profile: TrainProfile, config: DonorFeatureConfig, seed: int) -> Path:
+          profile: TrainProfile, config: DonorFeatureConfig, seed: int, margins: dict[str, float]) -> Path:
     val = data.index(VALIDATION)
     validation = {t: binary_metrics(data.labels[val, j], result.val_scores[:, j], thresholds[t])
                   for j, t in enumerate(data.targets)}
@@ -269,6 +296,7 @@ def _save(out_dir: Path, data: DonorDataset, result: NeuralResult, thresholds: d
             "loss": {"kind": "focal", "alpha": FOCAL_ALPHA, "gamma": FOCAL_GAMMA,
                      "target_weights": {t: TARGET_WEIGHTS.get(t, 1.0) for t in data.targets}},
             "targets": list(data.targets),
+            "hysteresis": margins,
         },
         feature_schema=config.schema(),
         feature_schema_hash=config.schema_hash(),
@@ -283,14 +311,14 @@ def _save(out_dir: Path, data: DonorDataset, result: NeuralResult, thresholds: d
 
 
 def _save_trees(out_dir: Path, data: DonorDataset, trees: GbdtDonorModel, thresholds: dict[str, float], report: dict,
-                val_scores: np.ndarray, config: DonorFeatureConfig, seed: int) -> Path:
+                val_scores: np.ndarray, config: DonorFeatureConfig, seed: int, margins: dict[str, float]) -> Path:
     val = data.index(VALIDATION)
     validation = {t: binary_metrics(data.labels[val, j], val_scores[:, j], thresholds[t])
                   for j, t in enumerate(data.targets)}
     manifest = ArtifactManifest(
         name="lightgbm",
         task="donors",
-        hyperparameters={"family": "lightgbm", "targets": list(data.targets), "seed": seed,
+        hyperparameters={"family": "lightgbm", "targets": list(data.targets), "seed": seed, "hysteresis": margins,
                          "trees": {t: b.num_trees() for t, b in trees.boosters.items() if b is not None}},  # type: ignore[attr-defined]
         feature_schema=config.schema(),
         feature_schema_hash=config.schema_hash(),

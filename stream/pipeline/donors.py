@@ -28,9 +28,10 @@ from models.features.donor_layout import (
     DONOR_END,
 )
 from models.features.donors import DonorBatch
+from models.segment_membership import next_mask
 from stream.pipeline.records import Output, RawRecord, StageResult, dead_letter, decode_or_dead_letter
 from stream.scoring.donor_scorer import DonorScorer
-from stream.scoring.segments import changed_segments, membership_mask, segment_update
+from stream.scoring.segments import changed_segments, segment_update
 from stream.settings import TopicNames
 from stream.state.commit_protocol import ChangelogWrite, Record
 from stream.state.partitioned_donors import TOPIC_INDEX, PartitionedDonors
@@ -118,10 +119,9 @@ class DonorStage:
                 return self._close(result, last)
             clock = result.lap("model", clock)
             result.model = (model.manifest.name, model.version)
-            masks = membership_mask(model.targets, model.thresholds, probabilities)
-            for (record, event), p, mask in zip(gifts, probabilities, masks.tolist()):
+            for (record, event), p in zip(gifts, probabilities):
                 scores = {t: float(v) for t, v in zip(model.targets, p.tolist())}
-                self._membership(result, record.partition, event, scores, mask, model, now)
+                self._membership(result, record.partition, event, scores, model, now)
                 self._outcome(result, record, event, Outcome.SCORED, now, scores, model)
             result.scored = len(gifts)
             # Missing tabular values are NaN to the monitors: they count in no bin.
@@ -145,17 +145,18 @@ class DonorStage:
     def _catch_up_segments(self, model, gifts: list[tuple[int, GiftEvent]], features: list[DonorBatch]) -> None:
         """Set the segments an uninterrupted worker published for these replayed gifts,
         publishing nothing: their updates, if any, went out before the crash."""
-        masks = membership_mask(model.targets, model.thresholds,
-                                self.scorer.score(model, DonorBatch.concat(features))).tolist()
-        for (partition, event), mask in zip(gifts, masks):
+        probabilities = self.scorer.score(model, DonorBatch.concat(features)).tolist()
+        for (partition, event), p in zip(gifts, probabilities):  # in order: each steps from the one before
             part = self.donors.partition(partition)
-            part.set_segments(part.row_of(event.donor_id), mask)
+            row = part.row_of(event.donor_id)
+            part.set_segments(row, next_mask(int(part.segments[row]), model.targets, model.thresholds, model.margins, p))
 
     def _membership(self, result: StageResult, partition: int, event: GiftEvent, scores: dict[str, float],
-                    mask: int, model, now: datetime) -> None:
+                    model, now: datetime) -> None:
         part = self.donors.partition(partition)
         row = part.row_of(event.donor_id)
         previous = int(part.segments[row])
+        mask = next_mask(previous, model.targets, model.thresholds, model.margins, list(scores.values()))
         if mask == previous:
             return
         part.set_segments(row, mask)

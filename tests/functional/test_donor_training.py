@@ -240,6 +240,13 @@ def test_the_tree_model_is_saved_served_by_choice_and_reproduced_by_evaluate(tra
     loaded = load_donor_model(path)
     assert isinstance(loaded.model, GbdtDonorModel) and loaded.targets == tuple(SEGMENTS)
     assert set(loaded.thresholds) == set(SEGMENTS) and manifest.reference_distributions["scores"]
+    # The membership margins chosen on validation, kept in the artifact the worker reads them from.
+    assert set(loaded.margins) == set(SEGMENTS) and all(0 <= m <= 0.15 for m in loaded.margins.values())
+    chosen = report["hysteresis"]["lightgbm"]
+    assert chosen["margins"] == loaded.margins
+    for target, rows in chosen["per_margin"].items():
+        assert rows[0]["margin"] == 0.0 and all(r["churn_per_donor_month"] >= 0 for r in rows)
+        assert next(r for r in rows if r["margin"] == loaded.margins[target])["f1"] >= rows[0]["f1"] - 0.01
 
     served = report["served"]
     assert set(served["validation_pr_auc"]) == {"multitarget", "lightgbm"}

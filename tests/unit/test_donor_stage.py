@@ -101,6 +101,21 @@ def test_scores_match_the_offline_computation(artifact, stream_records):
     assert diff <= 1e-5
 
 
+def test_a_membership_margin_publishes_fewer_changes_and_only_firm_ones(tmp_path, stream_records):
+    def updates(margin):
+        path = untrained_donor_artifact(tmp_path / f"m{margin}", threshold=0.5, margin=margin)
+        result = stage_for(path).process(stream_records)
+        return [DonorSegmentUpdate.model_validate_json(o.value) for o in outputs_of(result, TOPICS.donor_segments)]
+
+    plain, steady = updates(0.0), updates(0.05)
+    assert len(steady) < len(plain)
+    for update in steady:  # a donor joins only above 0.55 and leaves only below 0.45
+        for segment, p in update.probabilities.items():
+            joined = segment in update.segments and segment not in update.previous_segments
+            left = segment in update.previous_segments and segment not in update.segments
+            assert (not joined or p >= 0.55) and (not left or p < 0.45)
+
+
 @pytest.fixture(scope="module")
 def tree_artifact(tmp_path_factory):
     """LightGBM donor boosters, trained on a world of their own."""
