@@ -80,18 +80,27 @@ def mean_std(values: list[float]) -> str:
     return f"{np.nanmean(array):.4f} ± {np.nanstd(array):.4f}"
 
 
-def print_table(rows: dict, seeds: list[int]) -> None:
+def table_lines(rows: dict, seeds: list[int]) -> list[str]:
+    """The comparison as a Markdown table: models best first, then the served row."""
     donors = any(v == v for row in rows.values() for v in row["mean_f1"])
     figure = "mean PR-AUC over targets" if donors else "PR-AUC"
-    print(f"| model | test {figure} (mean ± std over seeds {', '.join(map(str, seeds))}) | validation {figure} | "
-          f"per seed (test) |" + (" test mean F1 |" if donors else ""))
-    print("|---|---|---|---|" + ("---|" if donors else ""))
+    lines = [f"| model | test {figure} (mean ± std over seeds {', '.join(map(str, seeds))}) | validation {figure} | "
+             f"per seed (test) |" + (" test mean F1 |" if donors else ""),
+             "|---|---|---|---|" + ("---|" if donors else "")]
     ordered = sorted((n for n in rows if n != "served"), key=lambda n: -np.nanmean(rows[n]["test"]))
     for name in ordered + (["served"] if "served" in rows else []):
         row = rows[name]
         label = f"**served** ({', '.join(row['models'])})" if name == "served" else name
-        print(f"| {label} | {mean_std(row['test'])} | {mean_std(row['validation'])} | "
-              f"{' / '.join(f'{v:.4f}' for v in row['test'])} |" + (f" {mean_std(row['mean_f1'])} |" if donors else ""))
+        lines.append(f"| {label} | {mean_std(row['test'])} | {mean_std(row['validation'])} | "
+                     f"{' / '.join(f'{v:.4f}' for v in row['test'])} |"
+                     + (f" {mean_std(row['mean_f1'])} |" if donors else ""))
+    return lines
+
+
+def read_runs(out: Path) -> tuple[list[int], list[dict]]:
+    """The seeds and reports of a finished comparison under `out` (DIR/seed-S/report/report.json)."""
+    found = sorted((int(p.parent.parent.name.removeprefix("seed-")), p) for p in out.glob("seed-*/report/report.json"))
+    return [seed for seed, _ in found], [json.loads(path.read_text()) for _, path in found]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -114,7 +123,7 @@ def main(argv: list[str] | None = None) -> None:
     rows = summarise(reports)
     (args.out / "summary.json").write_text(strict_json.dumps({"seeds": seeds, "partitions": args.partitions,
                                                               "rows": rows}) + "\n")
-    print_table(rows, seeds)
+    print("\n".join(table_lines(rows, seeds)))
 
 
 if __name__ == "__main__":
