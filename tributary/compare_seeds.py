@@ -64,13 +64,29 @@ def summarise(reports: list[dict]) -> dict:
             row["validation"].append(validation.get(name, float("nan")))
             row["mean_f1"].append(metrics.get("mean_f1", float("nan")))
         if "served" in report:
-            served = rows.setdefault("served", {"test": [], "validation": [], "mean_f1": [], "models": []})
+            served = rows.setdefault("served", {"test": [], "validation": [], "mean_f1": [], "models": [],
+                                                "churn_plain": [], "churn_kept": []})
             name = report["served"]["model"]
             served["test"].append(test_figure(report["models"][name]))
             served["validation"].append(validation[name])
             served["mean_f1"].append(report["models"][name].get("mean_f1", float("nan")))
             served["models"].append(name)
+            plain, kept = churn(report.get("hysteresis", {}).get(name))
+            served["churn_plain"].append(plain)
+            served["churn_kept"].append(kept)
     return rows
+
+
+def churn(hysteresis: dict | None) -> tuple[float, float]:
+    """Donor segment changes per donor per month, summed over the targets, on validation:
+    without a margin, and with the chosen ones (NaN: not measured)."""
+    if not hysteresis:
+        return float("nan"), float("nan")
+    plain = kept = 0.0
+    for target, rows in hysteresis["per_margin"].items():
+        plain += rows[0]["churn_per_donor_month"]
+        kept += next(r for r in rows if r["margin"] == hysteresis["margins"][target])["churn_per_donor_month"]
+    return plain, kept
 
 
 def mean_std(values: list[float]) -> str:
@@ -88,12 +104,19 @@ def table_lines(rows: dict, seeds: list[int]) -> list[str]:
              f"per seed (test) |" + (" test mean F1 |" if donors else ""),
              "|---|---|---|---|" + ("---|" if donors else "")]
     ordered = sorted((n for n in rows if n != "served"), key=lambda n: -np.nanmean(rows[n]["test"]))
+    served = rows.get("served", {})
+    measured = [v for v in served.get("churn_plain", []) if v == v]
+    if measured:  # donors: how often segment memberships change, without and with the chosen margins
+        lines[0] += " validation churn per donor-month: no margin → chosen |"
+        lines[1] += "---|"
     for name in ordered + (["served"] if "served" in rows else []):
         row = rows[name]
         label = f"**served** ({', '.join(row['models'])})" if name == "served" else name
-        lines.append(f"| {label} | {mean_std(row['test'])} | {mean_std(row['validation'])} | "
-                     f"{' / '.join(f'{v:.4f}' for v in row['test'])} |"
-                     + (f" {mean_std(row['mean_f1'])} |" if donors else ""))
+        line = (f"| {label} | {mean_std(row['test'])} | {mean_std(row['validation'])} | "
+                f"{' / '.join(f'{v:.4f}' for v in row['test'])} |" + (f" {mean_std(row['mean_f1'])} |" if donors else ""))
+        if measured:
+            line += (f" {mean_std(row['churn_plain'])} → {mean_std(row['churn_kept'])} |" if name == "served" else " |")
+        lines.append(line)
     return lines
 
 

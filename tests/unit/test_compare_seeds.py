@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tributary.compare_seeds import mean_std, summarise
+from tributary.compare_seeds import mean_std, summarise, table_lines
 
 
 def report(seed_scores, served, validation):
@@ -27,3 +27,14 @@ def test_donor_reports_are_compared_on_the_mean_over_targets():
              "served": {"model": "m", "validation_pr_auc": {"m": 0.65}}}
     rows = summarise([donor])
     assert rows["m"]["test"] == [0.7] and rows["served"]["mean_f1"] == [0.7]
+
+
+def test_the_served_donor_row_shows_churn_without_and_with_the_chosen_margins():
+    hysteresis = {"m": {"margins": {"a": 0.05},
+                        "per_margin": {"a": [{"margin": 0.0, "churn_per_donor_month": 0.4},
+                                             {"margin": 0.05, "churn_per_donor_month": 0.1}]}}}
+    donor = {"models": {"m": {"mean_f1": 0.7, "targets": {"a": {"pr_auc": 0.6}}}},
+             "served": {"model": "m", "validation_pr_auc": {"m": 0.65}}, "hysteresis": hysteresis}
+    rows = summarise([donor])
+    assert rows["served"]["churn_plain"] == [0.4] and rows["served"]["churn_kept"] == [0.1]
+    assert table_lines(rows, [0])[-1].endswith("| 0.4000 ± 0.0000 → 0.1000 ± 0.0000 |")
