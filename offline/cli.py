@@ -71,6 +71,9 @@ def generate_donors(donors: int, seed: int, out: Path) -> None:
 @click.option("--format", "fmt", type=click.Choice(["csv", "jsonl", "parquet"]), default=None,
               help="transactions, gifts: the files' format (default: Parquet by its first bytes, JSON Lines by a "
                    ".jsonl/.ndjson/.json name, else CSV).")
+@click.option("--labels", "labels", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="transactions: fraud labels in a file of their own (event_id and the --label-column, one row per "
+                   "labelled transaction); a transaction it does not list is not fraud.")
 @click.option("--profiles", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="gifts: a file of donor profiles (DonorProfile fields) to import with them.")
 @click.option("--relationships", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
@@ -85,7 +88,8 @@ def generate_donors(donors: int, seed: int, out: Path) -> None:
 @click.option("--horizon", type=click.DateTime(["%Y-%m-%d"]), default=None,
               help="gifts: end of the target window (default: the month after the last gift).")
 def import_data(source: str, path: Path, out: Path, mapping: tuple[str, ...], label_column: str, max_rejects: int,
-                rejects: Path | None, fmt: str | None, profiles: Path | None, relationships: Path | None,
+                rejects: Path | None, fmt: str | None, labels: Path | None, profiles: Path | None,
+                relationships: Path | None,
                 targets: Path | None, cutoff: datetime | None, horizon: datetime | None) -> None:
     """Convert your own data, or a public data set, into a world.
 
@@ -122,13 +126,18 @@ def import_data(source: str, path: Path, out: Path, mapping: tuple[str, ...], la
                                    "`tributary import gifts`")
         manifest = import_transactions(path, out, mapping=parse_mapping(mapping, ["transactions"], label_column),
                                        label_column=label_column, max_rejects=max_rejects, rejects=rejects,
-                                       fmt=fmt)  # type: ignore[arg-type]
+                                       fmt=fmt, labels=labels)  # type: ignore[arg-type]
         _report(manifest, out)
+        if manifest.parameters["labels_unmatched"]:
+            click.echo(f"{manifest.parameters['labels_unmatched']:,} labels name no imported transaction "
+                       "(see world.json notes)")
         rejected = manifest.parameters["rows_rejected"]
         if rejected:
             click.echo(f"{rejected:,} rows rejected, listed in {rejects or out / 'rejects.csv'}")
         return
     donor_options = profiles or relationships or targets or cutoff or horizon
+    if labels is not None and source != "transactions":
+        raise click.UsageError("--labels is for `tributary import transactions`; donors take --targets")
     if source == "gifts":
         if rejects or label_column != "is_fraud":
             raise click.UsageError("--rejects and --label-column are for `tributary import transactions`; donor "

@@ -68,8 +68,9 @@ class RowRejected(TributaryError, ValueError):
 
 def import_transactions(path: Path, out: Path, *, mapping: dict[str, str] | None = None,
                         label_column: str = "is_fraud", max_rejects: int = 0, rejects: Path | None = None,
-                        fmt: Format | None = None, progress: bool = True) -> WorldManifest:
-    """Import a transactions file in the contract's schema into a fraud world at `out`."""
+                        fmt: Format | None = None, progress: bool = True, labels: Path | None = None) -> WorldManifest:
+    """Import a transactions file in the contract's schema into a fraud world at `out`;
+    the fraud labels from its `label_column`, or from a separate `labels` file."""
     stream = "transactions"
     fmt = fmt or detect_format(path)
     rejects = rejects or out / "rejects.csv"
@@ -77,9 +78,11 @@ def import_transactions(path: Path, out: Path, *, mapping: dict[str, str] | None
     runs_dir = out / ".import-runs"
     shutil.rmtree(runs_dir, ignore_errors=True)
     try:
-        read = read_stream(stream, path, fmt, runs_dir, mapping or {}, label_column, max_rejects, rejects, progress)
+        label_file = LabelFile(labels, label_column) if labels is not None else None
+        read = read_stream(stream, path, fmt, runs_dir, mapping or {}, label_column, max_rejects, rejects, progress,
+                           label_file)
         manifest = _manifest(path, fmt, mapping or {}, label_column if read.labelled else None, read.rows,
-                             read.rejected, rejects)
+                             read.rejected, rejects, label_file)
         with WorldWriter(out) as writer:
             for table in read.runs.merged():
                 labels = table.column(_LABEL)
@@ -90,6 +93,38 @@ def import_transactions(path: Path, out: Path, *, mapping: dict[str, str] | None
     finally:
         shutil.rmtree(runs_dir, ignore_errors=True)
     return written
+
+
+class LabelFile:
+    """Fraud labels kept apart from the transactions (a case system's export): one row per
+    labelled transaction, `event_id` and the label column (1/0, true/false). A transaction
+    it does not list is not fraud. Held in memory: one entry per labelled transaction."""
+
+    def __init__(self, path: Path, label_column: str, fmt: Format | None = None):
+        self.path = path
+        self.labels: dict[str, bool] = {}
+        for line, row in read_rows(path, fmt or detect_format(path)):
+            if isinstance(row, BadRow):
+                raise ImportFormatError(f"{path}: line {line}: {row.reason}")
+            event_id = str(row.get("event_id") or "").strip()
+            if not event_id or label_column not in row:
+                raise ImportFormatError(f"{path}: line {line}: a label file has the columns event_id and "
+                                        f"{label_column} (--label-column names another)")
+            try:
+                self.labels[event_id] = parse_boolean(row[label_column], label_column)
+            except RowRejected as why:
+                raise ImportFormatError(f"{path}: line {line}: {why.field}: {why.reason}") from None
+        self.matched: set[str] = set()
+
+    def label_of(self, event_id: str) -> bool:
+        if event_id in self.labels:
+            self.matched.add(event_id)
+            return self.labels[event_id]
+        return False
+
+    def unmatched(self) -> int:
+        """Labels naming no imported transaction (a typo, or a transaction rejected)."""
+        return len(self.labels) - len(self.matched)
 
 
 @dataclass
@@ -103,10 +138,11 @@ class _Read:
 
 
 def read_stream(stream: str, path: Path, fmt: Format, runs_dir: Path, mapping: dict[str, str], label_column: str,
-                 max_rejects: int, rejects: Path, progress: bool) -> _Read:
+                 max_rejects: int, rejects: Path, progress: bool, labels: LabelFile | None = None) -> _Read:
     """Validate every row of `path` as a `stream` event (as the worker validates the wire);
     good rows into sorted runs under `runs_dir`, bad ones into the `rejects` file (removed
-    again when there are none). Past `max_rejects` rejected rows, ImportFormatError."""
+    again when there are none). Past `max_rejects` rejected rows, ImportFormatError.
+    With `labels`, each row's label comes from that file, not from a column."""
     runs_dir.mkdir(parents=True, exist_ok=True)
     coerce = _Coercer(stream, mapping, label_column)
     runs = _Runs(stream, runs_dir / stream)
@@ -130,6 +166,8 @@ def read_stream(stream: str, path: Path, fmt: Format, runs_dir: Path, mapping: d
                         f"rows rejected, so nothing was imported; each is listed in {rejects} (line, field, "
                         "reason). Fix them, or allow more with --max-rejects") from None
                 continue
+            if labels is not None:
+                label = labels.label_of(record["event_id"])
             labelled |= label is not None
             runs.add(record, label)
     if runs.rows == 0:
@@ -292,7 +330,7 @@ def _label_table(event_ids: pa.ChunkedArray, labels: pa.ChunkedArray) -> pa.Tabl
 
 
 def _manifest(path: Path, fmt: Format, mapping: dict[str, str], label_column: str | None, read: int, rejected: int,
-              rejects: Path) -> WorldManifest:
+              rejects: Path, label_file: LabelFile | None = None) -> WorldManifest:
     notes = [
         "Imported in the contract's own schema: every row passed the same validation as the worker's.",
         "Event ids are not checked for uniqueness across the file (that would need every id in memory); "
@@ -300,7 +338,13 @@ def _manifest(path: Path, fmt: Format, mapping: dict[str, str], label_column: st
     ]
     if rejected:
         notes.append(f"{rejected:,} of {read:,} rows were rejected; {rejects} lists them (line, field, reason).")
-    if label_column is None:
+    if label_file is not None:
+        notes.append(f"Labels from {label_file.path.name} ({len(label_file.labels):,} transactions listed, "
+                     f"{sum(label_file.labels.values()):,} fraud); a transaction it does not list counts as not fraud.")
+        if label_file.unmatched():
+            notes.append(f"{label_file.unmatched():,} labels in {label_file.path.name} name no imported transaction "
+                         "(a typo in the event_id, or the transaction was rejected).")
+    elif label_column is None:
         notes.append("No label column: the world can be replayed and scored, not trained or evaluated on.")
     else:
         notes.append(f"Labels from column {label_column}; a row with it blank or absent counts as not fraud.")
@@ -308,6 +352,8 @@ def _manifest(path: Path, fmt: Format, mapping: dict[str, str], label_column: st
         kind=WorldKind.FRAUD, synthetic=False, source=f"transactions file {path.name}",
         description=f"Transactions imported from {path.name} ({fmt}) in the TransactionEvent schema.",
         parameters={"input": str(path), "format": fmt, "mapping": mapping, "label_column": label_column,
+                    "label_file": str(label_file.path) if label_file else None,
+                    "labels_unmatched": label_file.unmatched() if label_file else 0,
                     "rows_read": read, "rows_rejected": rejected},
         notes=notes,
     )

@@ -115,3 +115,20 @@ def test_a_mapping_to_no_field_is_one_line_naming_the_fields(tmp_path, rows):
     result = CliRunner().invoke(main, ["import", "transactions", str(tmp_path / "tx.csv"), "--out", str(tmp_path / "w"),
                                        "--map", "amt=amount_usd"])
     assert result.exit_code == 1 and "'amount_usd' is not a transactions field" in result.output
+
+
+def test_labels_from_a_file_of_their_own(tmp_path, rows):
+    pacsv.write_csv(rows.drop_columns(["is_fraud"]), tmp_path / "tx.csv")
+    fraud = [e for e, f in zip(rows.column("event_id").to_pylist(), rows.column("is_fraud").to_pylist()) if f]
+    with (tmp_path / "cases.csv").open("w", newline="") as handle:  # a case system lists the fraud it confirmed
+        writer = csv.writer(handle)
+        writer.writerow(["event_id", "is_fraud"])
+        writer.writerows([[e, 1] for e in fraud] + [["no-such-transaction", 1]])
+    result = CliRunner().invoke(main, ["import", "transactions", str(tmp_path / "tx.csv"), "--labels",
+                                       str(tmp_path / "cases.csv"), "--out", str(tmp_path / "w")])
+    assert result.exit_code == 0, result.output
+    assert "1 labels name no imported transaction" in result.output
+    world = open_world(tmp_path / "w")
+    events = pq.read_table(world.events_path("transactions"))
+    assert_same_world(rows, events, pq.read_table(tmp_path / "w" / "labels" / "transactions.parquet"))
+    assert world.manifest.parameters["labels_unmatched"] == 1
