@@ -186,7 +186,7 @@ def train_fraud(
         _say(progress, f"{spec.name}: test PR-AUC {metrics['pr_auc']:.4f} F1 {metrics['f1']:.4f} -> {path}")
 
     if models is None or "lightgbm" in models:
-        classifier = train_lightgbm(flat_features(train), y_train, flat_features(val), y_val, seed=fit.seed)
+        classifier, search = train_lightgbm(flat_features(train), y_train, flat_features(val), y_val, seed=fit.seed)
         # Scored through the text it is saved as, so these are the scores the worker gives.
         trees = GbdtFraudModel.from_text(classifier.booster_.model_to_string(
             num_iteration=classifier.best_iteration_ or None), threads=2)
@@ -197,7 +197,8 @@ def train_fraud(
         metrics = results[GBDT].metrics()
         params = {k: v for k, v in classifier.get_params().items() if isinstance(v, (int, float, str, bool, type(None)))}
         manifest = _manifest(GBDT, {"family": GBDT, "params": params, "trees": trees.booster.num_trees(),
-                                    "profile": profile}, chosen, threshold, metrics, val, val_scores, data, training_data)
+                                    "search": search, "profile": profile},
+                             chosen, threshold, metrics, val, val_scores, data, training_data)
         path = save_model_text(out_dir / "artifacts", manifest, {FRAUD_FILE: trees.to_text()}, "lightgbm-text")
         versions[GBDT] = manifest.version
         predictions[GBDT] = np.concatenate([val_scores, test_scores])
