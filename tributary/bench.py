@@ -445,6 +445,10 @@ def bench_main(data: Path | None, model_dir: Path | None, fraud_model: str, acco
         if model_dir is None:
             model_dir = bench_model_dir(Path(scratch) / "models")
             fraud_model = "fusion-gated"
+        else:  # "served": the model training chose, as a worker would serve it
+            from models.artifacts import DEFAULT_FRAUD_MODEL, resolve_model_name, served_root
+
+            fraud_model = resolve_model_name(served_root(model_dir), "fraud", fraud_model, DEFAULT_FRAUD_MODEL)
         result = run_bench(data, model_dir, fraud_model, rate, latency_seconds, batch_max, batch_wait_ms, progress=say)
     if as_json:
         print(strict_json.dumps(asdict(result)))

@@ -57,7 +57,8 @@ main.add_command(alerts)
 @click.option("--days", default=7, show_default=True)
 @click.option("--model-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="Trained models (default: an untrained model of the served architecture; cost does not depend on weights).")
-@click.option("--fraud-model", default="fusion-gated", show_default=True)
+@click.option("--fraud-model", default="served", show_default=True,
+              help="With --model-dir: a model name, or served (the one training chose on validation).")
 @click.option("--rate", default=1000.0, show_default=True, help="Steady input rate for the latency measurement.")
 @click.option("--latency-seconds", default=20.0, show_default=True, help="How long the steady-rate phase lasts.")
 @click.option("--batch-max", default=256, show_default=True)
