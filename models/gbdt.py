@@ -59,7 +59,11 @@ class GbdtFraudModel:
     def contributions(self, arrays: dict[str, np.ndarray]) -> np.ndarray:
         """[N, features + 1]: each flat feature's contribution to the raw score (log-odds),
         then the expected value (LightGBM's `pred_contrib`, TreeSHAP)."""
-        return self.booster.predict(flat_features(arrays), pred_contrib=True, num_threads=self.threads)
+        return self.contributions_of_rows(flat_features(arrays))
+
+    def contributions_of_rows(self, rows: np.ndarray) -> np.ndarray:
+        """`contributions` of rows already flattened (models.features.flat)."""
+        return self.booster.predict(rows, pred_contrib=True, num_threads=self.threads)
 
     def to(self, device: object) -> GbdtFraudModel:
         return self  # the CPU, always

@@ -24,7 +24,7 @@ from stream.settings import TopicNames
 # Latency buckets from 1 ms to 10 s: the target is p99 <= 50 ms at 1,000 events/s.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.25, 0.35, 0.5, 0.75, 1.0, 2.5,
                    5.0, 10.0)
-# Where an event's latency goes, in order (stream.pipeline.batches.BatchClock):
+# Where an event's latency goes, in order (each phase's end is taken in stream.pipeline.batches):
 LATENCY_PHASES = (
     "to_pipeline",  # its record's Kafka timestamp until Faust hands its batch over: broker, fetch, batch filling
     "queued",  # until the pipeline has a slot for the batch: the batches before it still in hand

@@ -55,27 +55,24 @@ class FraudScorer(ServedModel[LoadedFraudModel]):
         node_attr = node_grad * (tensors["node"] - node_mean)
         attribution = torch.cat([event_attr, node_attr.flatten(1)], dim=1).detach().cpu().numpy()
         values = np.concatenate([inputs["event"], inputs["node"].reshape(len(inputs["node"]), -1)], axis=1)
-        out = []
-        for row_attr, row_values in zip(attribution, values):
-            strongest = np.argsort(-np.abs(row_attr))[:top]
-            out.append([
-                AlertReason(kind="feature", name=REASON_FEATURES[j], value=float(row_values[j]),
-                            weight=round(float(row_attr[j]), 6))
-                for j in strongest
-            ])
-        return out
+        return _strongest(attribution, values, REASON_FEATURES, top)
 
 
 def _tree_reasons(model: GbdtFraudModel, inputs: dict[str, np.ndarray], top: int) -> list[list[AlertReason]]:
     """The trees' own attribution: each flat feature's TreeSHAP contribution to the
     log-odds (LightGBM's pred_contrib), the strongest `top` of each row."""
-    contributions = model.contributions(inputs)[:, :-1]  # the last column is the expected value
     values = flat_features(inputs)
+    contributions = model.contributions_of_rows(values)[:, :-1]  # the last column is the expected value
+    return _strongest(contributions, values, model.feature_names, top)
+
+
+def _strongest(attribution: np.ndarray, values: np.ndarray, names, top: int) -> list[list[AlertReason]]:
+    """Per row, the `top` features of largest absolute attribution, as alert reasons."""
     out = []
-    for row_contrib, row_values in zip(contributions, values):
-        strongest = np.argsort(-np.abs(row_contrib))[:top]
-        out.append([AlertReason(kind="feature", name=model.feature_names[j], value=float(row_values[j]),
-                                weight=round(float(row_contrib[j]), 6)) for j in strongest])
+    for row_attr, row_values in zip(attribution, values):
+        strongest = np.argsort(-np.abs(row_attr))[:top]
+        out.append([AlertReason(kind="feature", name=names[j], value=float(row_values[j]),
+                                weight=round(float(row_attr[j]), 6)) for j in strongest])
     return out
 
 
