@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import shutil
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -73,10 +74,17 @@ def save_artifact(root: str | Path, manifest: ArtifactManifest, state_dict: dict
     temporary name, then renamed), so a worker watching for new versions never sees a
     half-written artifact.
     """
+    return _write_version(root, manifest, lambda partial: torch.save(
+        {k: v.detach().cpu() for k, v in state_dict.items()}, partial / WEIGHTS))
+
+
+def _write_version(root: str | Path, manifest: ArtifactManifest, write_model: Callable[[Path], None]) -> Path:
+    """The model's files (`write_model(folder)`), then the manifest, into a hidden folder
+    renamed to ROOT/<name>/<version> once complete."""
     final = Path(root) / manifest.name / manifest.version
     partial = final.with_name(f".{manifest.version}.partial")
     partial.mkdir(parents=True, exist_ok=False)
-    torch.save({k: v.detach().cpu() for k, v in state_dict.items()}, partial / WEIGHTS)
+    write_model(partial)
     (partial / MANIFEST).write_text(manifest.model_dump_json(indent=2) + "\n")
     os.replace(partial, final)
     return final
@@ -89,14 +97,12 @@ def save_model_text(root: str | Path, manifest: ArtifactManifest, texts: dict[st
     data = {name: text.encode() for name, text in texts.items()}
     manifest = manifest.model_copy(update={"model_file": {
         "format": text_format, "files": {name: hashlib.sha256(d).hexdigest() for name, d in data.items()}}})
-    final = Path(root) / manifest.name / manifest.version
-    partial = final.with_name(f".{manifest.version}.partial")
-    partial.mkdir(parents=True, exist_ok=False)
-    for name, d in data.items():
-        (partial / name).write_bytes(d)
-    (partial / MANIFEST).write_text(manifest.model_dump_json(indent=2) + "\n")
-    os.replace(partial, final)
-    return final
+
+    def write_texts(folder: Path) -> None:
+        for name, d in data.items():
+            (folder / name).write_bytes(d)
+
+    return _write_version(root, manifest, write_texts)
 
 
 SERVED = "served.json"

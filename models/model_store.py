@@ -78,11 +78,8 @@ def _rebuild(path: str | Path, task: str, features_of: Callable[[dict], Any],
              build: Callable[[dict], Module]) -> tuple[ArtifactManifest, Module, Any]:
     """Manifest, module (weights loaded, eval mode) and feature configuration of a version."""
     path = Path(path)
-    manifest = read_manifest(path)  # the weights are loaded once, below, after the schema check
-    if manifest.task != task:
-        raise ArtifactError(f"{path} is a {manifest.task} model, not a {task} model")
+    manifest, features = _task_and_features(path, task, features_of)  # the weights are loaded once, below
     try:
-        features = features_of(manifest.feature_schema)
         model = build(manifest.hyperparameters)
     except (KeyError, TypeError) as error:
         raise ArtifactError(f"{path}: manifest lacks what is needed to rebuild the model ({error})") from None
@@ -90,6 +87,35 @@ def _rebuild(path: str | Path, task: str, features_of: Callable[[dict], Any],
     model.load_state_dict(state)
     model.eval()
     return manifest, model, features
+
+
+def _rebuild_trees(path: str | Path, task: str, features_of: Callable[[dict], Any],
+                   build: Callable[[dict, dict[str, str]], Any]) -> tuple[ArtifactManifest, Any, Any]:
+    """Manifest, tree model and feature configuration of a version kept as model texts
+    (`build(hyperparameters, texts)`; the texts are read once their checksums hold)."""
+    path = Path(path)
+    manifest, features = _task_and_features(path, task, features_of)
+    manifest, texts = load_model_text(path, expected_schema_hash=features.schema_hash())
+    try:
+        model = build(manifest.hyperparameters, texts)
+    except (ValueError, KeyError) as error:
+        raise ArtifactError(f"{path}: not a usable LightGBM model ({error}); retrain it with "
+                            f"`tributary train {task}`") from None
+    return manifest, model, features
+
+
+def _task_and_features(path: Path, task: str, features_of: Callable[[dict], Any]) -> tuple[ArtifactManifest, Any]:
+    manifest = read_manifest(path)
+    if manifest.task != task:
+        raise ArtifactError(f"{path} is a {manifest.task} model, not a {task} model")
+    try:
+        return manifest, features_of(manifest.feature_schema)
+    except (KeyError, TypeError) as error:
+        raise ArtifactError(f"{path}: manifest lacks what is needed to rebuild the model ({error})") from None
+
+
+def _fraud_features(schema: dict) -> TransactionFeatureConfig:
+    return TransactionFeatureConfig(**schema["config"])
 
 
 def _fraud_module(hyperparameters: dict) -> FraudModel:
@@ -100,43 +126,22 @@ def _fraud_module(hyperparameters: dict) -> FraudModel:
 
 def load_fraud_model(path: str | Path) -> LoadedFraudModel:
     """A neural fraud model, or a tree model (its manifest names a model text, not weights)."""
+    model: FraudModel | GbdtFraudModel
     if read_manifest(path).model_file:
-        return _load_gbdt(Path(path))
-    manifest, model, features = _rebuild(path, "fraud", lambda schema: TransactionFeatureConfig(**schema["config"]),
-                                         _fraud_module)
-    return LoadedFraudModel(manifest, model, features, float(manifest.threshold))  # type: ignore[arg-type]
-
-
-def _load_gbdt(path: Path) -> LoadedFraudModel:
-    manifest = read_manifest(path)
-    if manifest.task != "fraud":
-        raise ArtifactError(f"{path} is a {manifest.task} model, not a fraud model")
-    try:
-        features = TransactionFeatureConfig(**manifest.feature_schema["config"])
-    except (KeyError, TypeError) as error:
-        raise ArtifactError(f"{path}: manifest lacks what is needed to rebuild the model ({error})") from None
-    manifest, texts = load_model_text(path, expected_schema_hash=features.schema_hash())
-    try:
-        model = GbdtFraudModel.from_text(texts[FRAUD_FILE])
-    except ValueError as error:
-        raise ArtifactError(f"{path}: not a usable LightGBM model ({error}); retrain it with `tributary train`") from None
+        manifest, model, features = _rebuild_trees(path, "fraud", _fraud_features,
+                                                   lambda _, texts: GbdtFraudModel.from_text(texts[FRAUD_FILE]))
+    else:
+        manifest, model, features = _rebuild(path, "fraud", _fraud_features, _fraud_module)
     return LoadedFraudModel(manifest, model, features, float(manifest.threshold))  # type: ignore[arg-type]
 
 
 def load_donor_model(path: str | Path) -> LoadedDonorModel:
     """The multi-target network, or a tree model (its manifest names model texts, not weights)."""
-    manifest = read_manifest(path)
     model: DonorModel | GbdtDonorModel
-    if manifest.model_file:
-        if manifest.task != "donors":
-            raise ArtifactError(f"{path} is a {manifest.task} model, not a donors model")
-        features = DonorFeatureConfig.from_schema(manifest.feature_schema)
-        manifest, texts = load_model_text(path, expected_schema_hash=features.schema_hash())
-        try:
-            model = GbdtDonorModel.from_texts(tuple(manifest.hyperparameters["targets"]), texts)
-        except (ValueError, KeyError) as error:
-            raise ArtifactError(f"{path}: not a usable LightGBM donor model ({error}); retrain it with "
-                                "`tributary train donors`") from None
+    if read_manifest(path).model_file:
+        manifest, model, features = _rebuild_trees(
+            path, "donors", DonorFeatureConfig.from_schema,
+            lambda hyperparameters, texts: GbdtDonorModel.from_texts(tuple(hyperparameters["targets"]), texts))
     else:
         manifest, model, features = _rebuild(path, "donors", DonorFeatureConfig.from_schema,
                                              lambda h: DonorModel(DonorModelSpec.from_dict(h["model"])))
