@@ -24,6 +24,7 @@ from models.model_store import donor_probabilities
 from models.segment_membership import SEGMENT_BITS, next_mask
 from models.world_events import iter_world_events
 from models.worlds import World
+from offline.evaluation.metrics import binary_metrics
 
 GRID = (0.0, 0.01, 0.02, 0.05, 0.1, 0.15)
 F1_TOLERANCE = 0.01
@@ -84,7 +85,7 @@ def choose_margins(gifts: ValidationGifts, model, targets: tuple[str, ...], thre
         rows = []
         for margin in GRID:
             final, flips = _step(paths, target, j, thresholds[target], margin)
-            rows.append({"margin": margin, "f1": round(_f1(labels[:, j], final), 4),
+            rows.append({"margin": margin, "f1": binary_metrics(labels[:, j], final.astype(np.float64), 0.5)["f1"],
                          "churn_per_donor_month": round(flips / max(len(paths), 1) / gifts.months, 4)})
         floor = rows[0]["f1"] - F1_TOLERANCE
         chosen[target] = max(r["margin"] for r in rows if r["f1"] >= floor)
@@ -105,10 +106,3 @@ def _step(paths: list[np.ndarray], target: str, column: int, threshold: float, m
             mask = stepped
         final[i] = bool(mask & bit)
     return final, flips
-
-
-def _f1(labels: np.ndarray, predicted: np.ndarray) -> float:
-    truth = labels.astype(bool)
-    tp = int((truth & predicted).sum())
-    denominator = int(truth.sum()) + int(predicted.sum())
-    return 2 * tp / denominator if denominator else 0.0
