@@ -118,12 +118,14 @@ def import_data(source: str, path: Path, out: Path, mapping: tuple[str, ...], la
       cdnow        CDNOW purchases: customer_id date number_of_cds dollar_value (whitespace separated)
       pva97nk      pva97nk donor table (KDD Cup 98 derived), CSV with TargetB,ID,TargetD,GiftCnt36,...
     """
+    if (profiles or relationships or targets or cutoff or horizon) and source != "gifts":
+        raise click.UsageError("--profiles, --relationships, --targets, --cutoff and --horizon are for "
+                               "`tributary import gifts`")
+    if labels is not None and source != "transactions":
+        raise click.UsageError("--labels is for `tributary import transactions`; donors take --targets")
     if source == "transactions":
         from offline.importers.contract_schema import import_transactions, parse_mapping
 
-        if profiles or relationships or targets or cutoff or horizon:
-            raise click.UsageError("--profiles, --relationships, --targets, --cutoff and --horizon are for "
-                                   "`tributary import gifts`")
         manifest = import_transactions(path, out, mapping=parse_mapping(mapping, ["transactions"], label_column),
                                        label_column=label_column, max_rejects=max_rejects, rejects=rejects,
                                        fmt=fmt, labels=labels)  # type: ignore[arg-type]
@@ -135,9 +137,6 @@ def import_data(source: str, path: Path, out: Path, mapping: tuple[str, ...], la
         if rejected:
             click.echo(f"{rejected:,} rows rejected, listed in {rejects or out / 'rejects.csv'}")
         return
-    donor_options = profiles or relationships or targets or cutoff or horizon
-    if labels is not None and source != "transactions":
-        raise click.UsageError("--labels is for `tributary import transactions`; donors take --targets")
     if source == "gifts":
         if rejects or label_column != "is_fraud":
             raise click.UsageError("--rejects and --label-column are for `tributary import transactions`; donor "
@@ -155,9 +154,6 @@ def import_data(source: str, path: Path, out: Path, mapping: tuple[str, ...], la
             if rejected:
                 click.echo(f"{rejected:,} {stream} rows rejected, listed in {out / f'rejects-{stream}.csv'}")
         return
-    if donor_options:
-        raise click.UsageError("--profiles, --relationships, --targets, --cutoff and --horizon are for "
-                               "`tributary import gifts`")
     if mapping or rejects or fmt or max_rejects or label_column != "is_fraud":
         raise click.UsageError("--map, --label-column, --max-rejects, --rejects and --format are for "
                                "`tributary import transactions` and `gifts`; the public shapes have their own columns")
