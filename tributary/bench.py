@@ -181,18 +181,16 @@ async def _produce_at_rate(settings: WorkerSettings, events: list[TransactionEve
     await producer.start()
     deliveries = {}
     try:
-        started = time.monotonic()
+        started = measured_until = time.monotonic()
         for i, event in enumerate(events + tail):
-            if i == len(events):
-                achieved = len(events) / max(time.monotonic() - started, 1e-9)
             ahead = started + i / rate - time.monotonic()
             if ahead > 0:
                 await asyncio.sleep(ahead)
             delivery = await producer.send(settings.topics.transactions, encode(event), key=event.source_account.encode())
             if i < len(events):
                 deliveries[event.event_id] = delivery
-        if not tail:
-            achieved = len(events) / max(time.monotonic() - started, 1e-9)
+                measured_until = time.monotonic()
+        achieved = len(events) / max(measured_until - started, 1e-9)
         return {event_id: (await delivery).timestamp for event_id, delivery in deliveries.items()}, achieved
     finally:
         await producer.stop()

@@ -49,18 +49,19 @@ def import_donors(gifts: Path, out: Path, *, profiles: Path | None = None, relat
         read = {stream: read_stream(stream, path, fmt or detect_format(path), runs_dir, mapping or {}, NO_LABEL,
                                      max_rejects, out / f"rejects-{stream}.csv", progress)
                 for stream, path in files.items() if path is not None}
-        # The gifts' donor, time and amount columns, for the targets (three columns of every gift in memory).
-        gift_columns = pa.concat_tables(t.select(["donor_id", "event_time", "amount"])
-                                        for t in read["gifts"].runs.merged())
-        if targets is not None:
-            target_table, available = _targets_from_file(targets, fmt)
-            cutoff = cutoff or _after_the_last(gift_columns)
-        else:
-            target_table, available, cutoff, horizon = _targets_from_gifts(gift_columns, cutoff, horizon, gifts)
-        with WorldWriter(out) as writer:
+        with WorldWriter(out) as writer:  # its manifest comes last: a failure below leaves no world
+            gift_columns = []  # the gifts' donor, time and amount, for the targets (three columns of every gift)
             for stream, rows in read.items():
                 for table in rows.runs.merged():
                     writer.write_events(stream, table.select(EVENT_STREAMS[stream].schema.names))
+                    if stream == "gifts":
+                        gift_columns.append(table.select(["donor_id", "event_time", "amount"]))
+            given = pa.concat_tables(gift_columns)
+            if targets is not None:
+                target_table, available = _targets_from_file(targets, fmt)
+                cutoff = cutoff or _after_the_last(given)
+            else:
+                target_table, available, cutoff, horizon = _targets_from_gifts(given, cutoff, horizon, gifts)
             writer.write_labels("donor_targets", target_table)
             manifest = _manifest(files, read, targets, available, cutoff, horizon, mapping or {})
             return writer.finish(manifest)
