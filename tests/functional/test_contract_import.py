@@ -132,3 +132,17 @@ def test_labels_from_a_file_of_their_own(tmp_path, rows):
     events = pq.read_table(world.events_path("transactions"))
     assert_same_world(rows, events, pq.read_table(tmp_path / "w" / "labels" / "transactions.parquet"))
     assert world.manifest.parameters["labels_unmatched"] == 1
+
+
+@pytest.mark.parametrize("labels, words", [
+    ("event_id\ntx1\n", "a label file has the columns event_id and is_fraud"),
+    ("event_id,is_fraud\n,1\n", "a label file has the columns event_id and is_fraud"),
+    ("event_id,is_fraud\ntx1,perhaps\n", "is_fraud: 'perhaps' is not true/false"),
+])
+def test_a_bad_label_file_is_refused_in_one_line(tmp_path, rows, labels, words):
+    pacsv.write_csv(rows.drop_columns(["is_fraud"]), tmp_path / "tx.csv")
+    (tmp_path / "cases.csv").write_text(labels)
+    result = CliRunner().invoke(main, ["import", "transactions", str(tmp_path / "tx.csv"), "--labels",
+                                       str(tmp_path / "cases.csv"), "--out", str(tmp_path / "w")])
+    assert result.exit_code == 1 and words in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "w" / "world.json").exists()

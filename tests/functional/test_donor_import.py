@@ -103,3 +103,19 @@ def test_donor_options_are_refused_for_transactions(tmp_path, exported):
     result = CliRunner().invoke(main, ["import", "transactions", str(files["gifts"]), "--targets",
                                        str(files["targets"]), "--out", str(tmp_path)])
     assert result.exit_code == 2 and "tributary import gifts" in result.output
+
+
+@pytest.mark.parametrize("rows, words", [
+    ("donor_id,high_value,colour\nd1,1,red\n", "unknown columns ['colour']"),
+    ("donor_id,high_value\n,1\n", "donor_id is blank"),
+    ("donor_id,high_value\nd1,maybe\n", "high_value: 'maybe' is not true/false"),
+    ("donor_id,high_value\nd1,1\nd1,0\n", "appears twice"),
+    ("donor_id,high_value\nd1,\n", "no segment column"),
+])
+def test_a_bad_targets_file_is_refused_in_one_line_and_leaves_no_world(exported, tmp_path, rows, words):
+    _, files = exported
+    (tmp_path / "targets.csv").write_text(rows)
+    result = CliRunner().invoke(main, ["import", "gifts", str(files["gifts"]), "--targets", str(tmp_path / "targets.csv"),
+                                       "--out", str(tmp_path / "w")])
+    assert result.exit_code == 1 and words in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "w" / "world.json").exists()
