@@ -34,8 +34,18 @@ $(STAMP): pyproject.toml constraints.txt
 demo: install
 	$(BIN)/tributary demo
 
+# promtool, for the alerting rules' unit tests (deploy/prometheus/rules.test.yml): taken
+# from Debian's prometheus package where apt-get can fetch it; elsewhere those tests skip.
+PROMTOOL := $(VENV)/tools/promtool
+$(PROMTOOL):
+	@mkdir -p $(@D); tmp=$$(mktemp -d); \
+	if (cd $$tmp && timeout 120 apt-get download -q -o Acquire::http::Timeout=20 prometheus && \
+	    dpkg-deb -x prometheus_*.deb x) >/dev/null 2>&1; then cp $$tmp/x/usr/bin/promtool $@; \
+	else echo "promtool not fetched (no apt-get, or no Debian mirror): the alert-rule unit tests will skip"; fi; \
+	rm -rf $$tmp
+
 # Lint and type checks first (ruff, and mypy as a ratchet: see pyproject.toml), then the tests.
-test: install
+test: install $(PROMTOOL)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/pytest
