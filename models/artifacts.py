@@ -1,6 +1,6 @@
 """Versioned model artifacts: weights (tensors only, or a model's own text format) plus a JSON manifest.
 
-Layout: ROOT/<model name>/<version>/{manifest.json, weights.pt | model.txt}. Weights are
+Layout: ROOT/<model name>/<version>/{manifest.json, weights.pt and/or model.txt}. Weights are
 a state dict saved with `torch.save` and loaded with `weights_only=True`; a tree model is
 LightGBM's text format, checked against the sha256 its manifest records. So loading an
 artifact never unpickles arbitrary objects. The manifest carries everything needed to
@@ -90,10 +90,12 @@ def _write_version(root: str | Path, manifest: ArtifactManifest, write_model: Ca
     return final
 
 
-def save_model_text(root: str | Path, manifest: ArtifactManifest, texts: dict[str, str], text_format: str) -> Path:
+def save_model_text(root: str | Path, manifest: ArtifactManifest, texts: dict[str, str], text_format: str,
+                    state_dict: dict[str, torch.Tensor] | None = None) -> Path:
     """Like `save_artifact`, for a model kept in its own text format (LightGBM's): the
     files (name -> text), and in the manifest their format and each one's sha256, checked
-    when the model is loaded."""
+    when the model is loaded. `state_dict`: weights kept beside the texts (a hybrid's
+    neural component), loaded with `load_artifact`."""
     data = {name: text.encode() for name, text in texts.items()}
     manifest = manifest.model_copy(update={"model_file": {
         "format": text_format, "files": {name: hashlib.sha256(d).hexdigest() for name, d in data.items()}}})
@@ -101,6 +103,8 @@ def save_model_text(root: str | Path, manifest: ArtifactManifest, texts: dict[st
     def write_texts(folder: Path) -> None:
         for name, d in data.items():
             (folder / name).write_bytes(d)
+        if state_dict is not None:
+            torch.save({k: v.detach().cpu() for k, v in state_dict.items()}, folder / WEIGHTS)
 
     return _write_version(root, manifest, write_texts)
 

@@ -24,6 +24,8 @@ from models.features.donor_schema import DonorFeatureConfig
 from models.features.donors import DonorBatch
 from models.features.transactions import TransactionFeatureConfig
 from models.gbdt import FRAUD_FILE, GbdtDonorModel, GbdtFraudModel
+from models.hybrid import FAMILY as HYBRID
+from models.hybrid import HybridFraudModel
 from models.nn.donor_model import DonorModel, DonorModelSpec, as_tensors
 from models.nn.fraud_model import FraudModel, FraudModelSpec
 
@@ -33,7 +35,7 @@ Module = TypeVar("Module", bound=nn.Module)
 @dataclass(frozen=True)
 class LoadedFraudModel:
     manifest: ArtifactManifest
-    model: FraudModel | GbdtFraudModel  # a neural model, or gradient-boosted trees
+    model: FraudModel | GbdtFraudModel | HybridFraudModel  # a neural model, trees, or both blended
     features: TransactionFeatureConfig
     threshold: float
 
@@ -125,14 +127,31 @@ def _fraud_module(hyperparameters: dict) -> FraudModel:
 
 
 def load_fraud_model(path: str | Path) -> LoadedFraudModel:
-    """A neural fraud model, or a tree model (its manifest names a model text, not weights)."""
-    model: FraudModel | GbdtFraudModel
-    if read_manifest(path).model_file:
+    """A neural fraud model, a tree model (its manifest names a model text, not weights),
+    or a hybrid of both (a model text and weights)."""
+    model: FraudModel | GbdtFraudModel | HybridFraudModel
+    if read_manifest(path).hyperparameters.get("family") == HYBRID:
+        manifest, model, features = _rebuild_hybrid(path)
+    elif read_manifest(path).model_file:
         manifest, model, features = _rebuild_trees(path, "fraud", _fraud_features,
                                                    lambda _, texts: GbdtFraudModel.from_text(texts[FRAUD_FILE]))
     else:
         manifest, model, features = _rebuild(path, "fraud", _fraud_features, _fraud_module)
     return LoadedFraudModel(manifest, model, features, float(manifest.threshold))  # type: ignore[arg-type]
+
+
+def _rebuild_hybrid(path: str | Path) -> tuple[ArtifactManifest, HybridFraudModel, TransactionFeatureConfig]:
+    """The trees (their text checked against the manifest) and the neural module (its
+    weights), blended with the manifest's weight."""
+    manifest, trees, features = _rebuild_trees(path, "fraud", _fraud_features,
+                                               lambda _, texts: GbdtFraudModel.from_text(texts[FRAUD_FILE]))
+    hyperparameters = manifest.hyperparameters
+    _, net, _ = _rebuild(path, "fraud", _fraud_features, lambda h: _fraud_module(h["neural"]))
+    try:
+        return manifest, HybridFraudModel(trees, net, float(hyperparameters["tree_weight"])), features
+    except (KeyError, TypeError, ValueError) as error:
+        raise ArtifactError(f"{path}: not a usable hybrid model ({error}); retrain it with "
+                            "`tributary train fraud --model hybrid`") from None
 
 
 def load_donor_model(path: str | Path) -> LoadedDonorModel:

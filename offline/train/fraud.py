@@ -13,6 +13,7 @@ import sys
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -35,11 +36,14 @@ from models.features.transactions import (
 )
 from models.gbdt import FAMILY as GBDT
 from models.gbdt import FRAUD_FILE, GbdtFraudModel
+from models.hybrid import FAMILY as HYBRID
+from models.hybrid import WEIGHTS as HYBRID_WEIGHTS
+from models.hybrid import blend
 from models.nn.fraud_model import FraudModel, FraudModelSpec
 from models.worlds import World, open_world
 from offline.evaluation.metrics import average_precision, choose_threshold
 from offline.evaluation.report import ScoredModel, write_fraud_report, write_report_json
-from offline.train.common import MaskedMoments, check_model_names, check_trainable
+from offline.train.common import MaskedMoments, TrainingInputError, check_model_names, check_trainable
 from offline.train.fraud_baselines import LABEL_DELAY_S, river_prequential, train_lightgbm
 from offline.train.fraud_data import TEST, TRAIN, VALIDATION, FraudDataset, account_scores, load_fraud_dataset
 from offline.train.loop import FitConfig, fit_binary, predict
@@ -136,7 +140,11 @@ def train_fraud(
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; valid: {', '.join(PROFILES)}")
     chosen = PROFILES[profile]
-    check_model_names(models, [spec.name for spec in model_specs(chosen)] + [GBDT, "river-logreg"], "fraud")
+    neural_names = [spec.name for spec in model_specs(chosen)]
+    check_model_names(models, neural_names + [GBDT, HYBRID, "river-logreg"], "fraud")
+    if models is not None and HYBRID in models and (GBDT not in models or not set(models) & set(neural_names)):
+        raise TrainingInputError(f"the {HYBRID} model blends {GBDT} with the best neural model of the same run: "
+                                 f"name them too, e.g. --model {HYBRID} --model {GBDT} --model fusion-gated")
     fit = fit_override or chosen.fit
     if seed is not None:
         fit = replace(fit, seed=seed)
@@ -165,6 +173,7 @@ def train_fraud(
     versions: dict[str, str] = {}  # the artifact version each servable model was saved as
     predictions = {"event_id": data.event_ids[data.split != TRAIN], "split": data.split[data.split != TRAIN],
                    "label": data.labels[data.split != TRAIN]}
+    best_net: _Component | None = None  # the neural model with the best validation PR-AUC, for the hybrid
     for spec in specs:
         torch.manual_seed(fit.seed)
         model = build_model(spec).to(device)
@@ -183,6 +192,9 @@ def train_fraud(
                              model.state_dict())
         versions[spec.name] = manifest.version
         predictions[spec.name] = np.concatenate([val_scores, test_scores])
+        if best_net is None or validation[spec.name] > validation[best_net.name]:
+            best_net = _Component(spec.name, manifest.version, model, val_scores, test_scores,
+                                  manifest.hyperparameters)
         _say(progress, f"{spec.name}: test PR-AUC {metrics['pr_auc']:.4f} F1 {metrics['f1']:.4f} -> {path}")
 
     if models is None or "lightgbm" in models:
@@ -203,6 +215,21 @@ def train_fraud(
         versions[GBDT] = manifest.version
         predictions[GBDT] = np.concatenate([val_scores, test_scores])
         _say(progress, f"{GBDT}: test PR-AUC {metrics['pr_auc']:.4f} F1 {metrics['f1']:.4f} -> {path}")
+        if (models is None or HYBRID in models) and best_net is not None:
+            trees_part = _Component(GBDT, manifest.version, trees, val_scores, test_scores, manifest.hyperparameters)
+            hybrid_val, hybrid_test, hyperparameters = _fit_hybrid(trees_part, best_net, y_val, profile)
+            threshold = choose_threshold(y_val, hybrid_val)
+            results[HYBRID] = ScoredModel(y_test, hybrid_test, threshold)
+            validation[HYBRID] = average_precision(y_val, hybrid_val)
+            metrics = results[HYBRID].metrics()
+            manifest = _manifest(HYBRID, hyperparameters, chosen, threshold, metrics, val, hybrid_val, data,
+                                 training_data).model_copy(update={"normalisation": normalisation_summary(best_net.model)})
+            path = save_model_text(out_dir / "artifacts", manifest, {FRAUD_FILE: trees.to_text()}, "lightgbm-text",
+                                   state_dict=best_net.model.state_dict())
+            versions[HYBRID] = manifest.version
+            predictions[HYBRID] = np.concatenate([hybrid_val, hybrid_test])
+            _say(progress, f"{HYBRID} ({GBDT} x {hyperparameters['tree_weight']} + {best_net.name}): test PR-AUC "
+                           f"{metrics['pr_auc']:.4f} F1 {metrics['f1']:.4f} -> {path}")
     if models is None or "river-logreg" in models:
         everything = flat_features(data.inputs.arrays())
         scores = river_prequential(everything, data.labels, flat_feature_names(), data.times)
@@ -236,6 +263,32 @@ def train_fraud(
         write_report_json(out_dir / "report" / "report.json", report)
     _say(progress, f"report in {out_dir / 'report'} ({time.monotonic() - started:.0f} s in all)")
     return report
+
+
+@dataclass(frozen=True)
+class _Component:
+    """A model of this run that a hybrid can be made of, with its scores."""
+
+    name: str
+    version: str
+    model: Any  # FraudModel | GbdtFraudModel
+    val_scores: np.ndarray
+    test_scores: np.ndarray
+    hyperparameters: dict
+
+
+def _fit_hybrid(trees: _Component, net: _Component, y_val: np.ndarray, profile: str) -> tuple[np.ndarray, np.ndarray, dict]:
+    """The blend weight with the best validation PR-AUC (models.hybrid.WEIGHTS); its
+    validation and test scores, and the hybrid's hyper-parameters."""
+    by_weight = {w: average_precision(y_val, blend(trees.val_scores, net.val_scores, w)) for w in HYBRID_WEIGHTS}
+    weight = max(HYBRID_WEIGHTS, key=lambda w: (by_weight[w], -abs(w - 0.5)))  # ties: the even blend
+    hyperparameters = {"family": HYBRID, "tree_weight": weight, "neural": net.hyperparameters,
+                       "trees": trees.hyperparameters, "profile": profile,
+                       "components": {"trees": {"model": trees.name, "version": trees.version},
+                                      "neural": {"model": net.name, "version": net.version}},
+                       "validation_pr_auc_by_weight": {str(w): round(v, 6) for w, v in by_weight.items()}}
+    return (blend(trees.val_scores, net.val_scores, weight), blend(trees.test_scores, net.test_scores, weight),
+            hyperparameters)
 
 
 def _manifest(name: str, hyperparameters: dict, chosen: Profile, threshold: float, metrics: dict,

@@ -18,6 +18,7 @@ from sklearn.metrics import average_precision_score
 from torch import Tensor, nn
 
 from models.gbdt import GbdtFraudModel
+from models.hybrid import HybridFraudModel
 from models.progress import progress as progress_bar
 from offline.train.common import focal_terms, run_signature
 from offline.train.epochs import run_epochs
@@ -45,12 +46,14 @@ def to_tensors(arrays: dict[str, np.ndarray], index, device: torch.device) -> di
 
 
 @torch.inference_mode()
-def predict(model: nn.Module | GbdtFraudModel, arrays: dict[str, np.ndarray], batch_size: int = 2048,
-            device: torch.device | None = None) -> np.ndarray:
+def predict(model: nn.Module | GbdtFraudModel | HybridFraudModel, arrays: dict[str, np.ndarray],
+            batch_size: int = 2048, device: torch.device | None = None) -> np.ndarray:
     """Probabilities for every row of `arrays`, in order (eval mode); a tree model scores
-    them as the worker does (models.gbdt)."""
+    them as the worker does (models.gbdt), a hybrid blends its two components' scores."""
     if isinstance(model, GbdtFraudModel):
         return model.predict(arrays)
+    if isinstance(model, HybridFraudModel):
+        return model.combine(model.trees.predict(arrays), predict(model.net, arrays, batch_size, device))
     device = device or next(model.parameters()).device
     model.eval()
     n = len(next(iter(arrays.values())))

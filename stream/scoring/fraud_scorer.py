@@ -12,7 +12,9 @@ from models.features.flat import flat_features
 from models.features.patterns import patterns_of
 from models.features.transactions import EVENT_FEATURES, NODE_FEATURES, TransactionBatch
 from models.gbdt import GbdtFraudModel
+from models.hybrid import HybridFraudModel, reason_name
 from models.model_store import LoadedFraudModel
+from models.nn.fraud_model import FraudModel
 from models.nn.precision import differentiable_rnns
 from stream.scoring.served import ServedModel
 
@@ -31,18 +33,47 @@ class FraudScorer(ServedModel[LoadedFraudModel]):
             return np.zeros(0, dtype=np.float32)
         if isinstance(model.model, GbdtFraudModel):
             return model.model.predict(inputs)
+        if isinstance(model.model, HybridFraudModel):
+            return model.model.combine(model.model.trees.predict(inputs), self._net_scores(model.model.net, inputs))
+        return self._net_scores(model.model, inputs)
+
+    def _net_scores(self, net: FraudModel, inputs: dict[str, np.ndarray]) -> np.ndarray:
         tensors = {k: torch.from_numpy(np.ascontiguousarray(v)).to(self.device) for k, v in inputs.items()}
         with torch.inference_mode():
-            return torch.sigmoid(model.model(tensors)).float().cpu().numpy()
+            return torch.sigmoid(net(tensors)).float().cpu().numpy()
 
     def reasons(self, model: LoadedFraudModel, inputs: dict[str, np.ndarray], top: int = 4) -> list[list[AlertReason]]:
-        """Strongest contributions (gradient x deviation from the training mean) of the
-        transaction's own and its two accounts' features, for a few alerting rows."""
+        """Strongest contributions of the transaction's own and its two accounts' features
+        to the score, for a few alerting rows: gradient x deviation from the training mean
+        (neural), TreeSHAP (trees), both weighted by their share (hybrid)."""
         if len(inputs["event"]) == 0:
             return []
         if isinstance(model.model, GbdtFraudModel):
             return _tree_reasons(model.model, inputs, top)
-        net = model.model
+        if isinstance(model.model, HybridFraudModel):
+            return self._hybrid_reasons(model.model, inputs, top)
+        return self._net_reasons(model.model, inputs, top)
+
+    def _hybrid_reasons(self, hybrid: HybridFraudModel, inputs: dict[str, np.ndarray],
+                        top: int) -> list[list[AlertReason]]:
+        """Both components' reasons, each weighted by its share of the blended log-odds;
+        a feature both weigh is one reason (its weights added), named as the trees name it."""
+        every = 10**6  # all of each component's reasons: the merge keeps the strongest
+        trees = _tree_reasons(hybrid.trees, inputs, every)
+        nets = self._net_reasons(hybrid.net, inputs, every)
+        out = []
+        for tree_row, net_row in zip(trees, nets):
+            merged: dict[str, AlertReason] = {}
+            for reasons, share, rename in ((tree_row, hybrid.tree_weight, str),
+                                           (net_row, 1.0 - hybrid.tree_weight, reason_name)):
+                for reason in reasons:
+                    name = rename(reason.name)
+                    weight = share * reason.weight + (merged[name].weight if name in merged else 0.0)
+                    merged[name] = AlertReason(kind="feature", name=name, value=reason.value, weight=round(weight, 6))
+            out.append(sorted(merged.values(), key=lambda r: -abs(r.weight))[:top])
+        return out
+
+    def _net_reasons(self, net: FraudModel, inputs: dict[str, np.ndarray], top: int) -> list[list[AlertReason]]:
         tensors = {k: torch.from_numpy(np.ascontiguousarray(v)).to(self.device) for k, v in inputs.items()}
         tensors["event"].requires_grad_(True)
         tensors["node"].requires_grad_(True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import shutil
@@ -15,10 +16,13 @@ from click.testing import CliRunner
 from models.artifacts import ArtifactError, latest_version, load_artifact, read_manifest, record_served, served_name
 from models.features.flat import flat_feature_names
 from models.gbdt import GbdtFraudModel
+from models.hybrid import WEIGHTS as HYBRID_WEIGHTS
+from models.hybrid import HybridFraudModel, blend
 from models.model_store import load_fraud_model
 from models.worlds import open_world
 from offline.evaluate import evaluate_fraud
 from offline.generate.fraud_world import generate_fraud_world
+from offline.train.common import TrainingInputError
 from offline.train.fraud import train_fraud
 from offline.train.fraud_data import load_fraud_dataset
 from offline.train.loop import FitConfig
@@ -34,7 +38,7 @@ def trained(tmp_path_factory):
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("fraud")
     generate_fraud_world(root / "world", accounts=1500, days=6, seed=3, progress=False)
-    report = train_fraud(root / "world", root / "run", models=["graph-sage-d1", "fusion-gated", "lightgbm"],
+    report = train_fraud(root / "world", root / "run", models=["graph-sage-d1", "fusion-gated", "lightgbm", "hybrid"],
                          progress=False, fit_override=TINY_FIT)
     return root, report
 
@@ -43,7 +47,7 @@ def test_report_has_every_model_and_metric(trained):
     root, report = trained
     on_disk = json.loads((root / "run" / "report" / "report.json").read_text())
     assert on_disk["dataset"] == "tributary-generate-fraud" and "by time" in on_disk["split"]
-    assert set(on_disk["models"]) == {"graph-sage-d1", "fusion-gated", "lightgbm"}
+    assert set(on_disk["models"]) == {"graph-sage-d1", "fusion-gated", "lightgbm", "hybrid"}
     for metrics in on_disk["models"].values():
         assert REQUIRED <= set(metrics)
         assert 0 <= metrics["threshold"] <= 1
@@ -74,7 +78,7 @@ def test_saved_artifacts_reproduce_held_out_scores_exactly(trained, tmp_path):
     reloaded = pq.read_table(tmp_path / "predictions.parquet").to_pydict()
     assert sorted(reloaded["event_id"]) == sorted(test_rows) and len(test_rows) > 100
     rows = [test_rows[e] for e in reloaded["event_id"]]
-    for name in ("graph-sage-d1", "fusion-gated", "lightgbm"):
+    for name in ("graph-sage-d1", "fusion-gated", "lightgbm", "hybrid"):
         diff = np.abs(np.array(reloaded[name]) - np.array(at_training[name])[rows])
         assert diff.max() == 0.0, f"{name} scores differ by up to {diff.max()}"
     evaluated = json.loads((tmp_path / "report.json").read_text())["models"]["fusion-gated"]
@@ -115,7 +119,7 @@ def test_the_validation_winner_is_recorded_and_served_by_default(trained, tmp_pa
     served = report["served"]
     assert served["chosen_by"] == "validation PR-AUC" and served["trained_on"]["partitions"] == 4
     ranked = served["validation_pr_auc"]
-    assert set(ranked) == {"graph-sage-d1", "fusion-gated", "lightgbm"}
+    assert set(ranked) == {"graph-sage-d1", "fusion-gated", "lightgbm", "hybrid"}
     assert served["model"] == max(ranked, key=ranked.get)
     on_disk = json.loads((root / "run" / "artifacts" / "served.json").read_text())["fraud"]
     assert on_disk["model"] == served["model"] and on_disk["version"] == latest_version(
@@ -147,7 +151,11 @@ def test_the_tree_model_is_kept_as_lightgbm_text_with_its_checksum(trained, tmp_
     assert 0 < manifest.threshold < 1 and manifest.metrics["alert_budget"] and manifest.reference_distributions
     loaded = load_fraud_model(path)
     assert isinstance(loaded.model, GbdtFraudModel)
-    copy = tmp_path / "lightgbm" / "v1"
+    _refused_once_its_trees_change(path, tmp_path)
+
+
+def _refused_once_its_trees_change(path, tmp_path):
+    copy = tmp_path / path.parent.name / "v1"
     shutil.copytree(path, copy)
     (copy / "model.txt").write_text((path / "model.txt").read_text().replace("Tree=0", "Tree=0 ", 1))
     with pytest.raises(ArtifactError, match="sha256"):
@@ -170,6 +178,58 @@ def test_tree_alerts_carry_the_trees_own_contributions(trained):
         weights = [abs(r.weight) for r in row_reasons]
         assert weights == sorted(weights, reverse=True)
         assert weights[0] == pytest.approx(np.abs(contributions[row, :-1]).max(), abs=1e-6)
+
+
+def test_the_hybrid_blends_the_trees_with_the_best_neural_model_of_its_run(trained, tmp_path):
+    root, report = trained
+    path = latest_version(root / "run" / "artifacts", "hybrid")
+    manifest = read_manifest(path)
+    validation = report["served"]["validation_pr_auc"]
+    best_net = max(("graph-sage-d1", "fusion-gated"), key=validation.get)
+    components = manifest.hyperparameters["components"]
+    assert components["neural"]["model"] == best_net and components["trees"]["model"] == "lightgbm"
+    assert components["trees"]["version"] == latest_version(root / "run" / "artifacts", "lightgbm").name
+    weight = manifest.hyperparameters["tree_weight"]
+    by_weight = manifest.hyperparameters["validation_pr_auc_by_weight"]
+    assert weight in HYBRID_WEIGHTS and by_weight[str(weight)] == max(by_weight.values())
+    assert validation["hybrid"] == pytest.approx(by_weight[str(weight)], abs=1e-6)
+
+    loaded = load_fraud_model(path)
+    assert isinstance(loaded.model, HybridFraudModel) and loaded.model.tree_weight == weight
+    assert loaded.model.trees.to_text() == (latest_version(root / "run" / "artifacts", "lightgbm") / "model.txt").read_text()
+    # Both files are the hybrid's own: a changed model text is refused, as for the trees alone.
+    _refused_once_its_trees_change(path, tmp_path)
+
+
+def test_hybrid_alerts_weigh_both_components_reasons_by_their_share(trained):
+    root, _ = trained
+    loaded = load_fraud_model(latest_version(root / "run" / "artifacts", "hybrid"))
+    hybrid = loaded.model
+    data = load_fraud_dataset(open_world(root / "world"), loaded.features, train_negative_share=0.0, progress=False)
+    inputs = {k: v[:3] for k, v in data.inputs.arrays().items()}
+    scorer = FraudScorer(loaded)
+    reasons = scorer.reasons(loaded, inputs)
+    tree_weights = hybrid.trees.contributions(inputs)[:, :-1] * hybrid.tree_weight
+    names = flat_feature_names()
+    for row, row_reasons in enumerate(reasons):
+        assert len(row_reasons) == 4 and all(r.name in names for r in row_reasons)
+        weights = [abs(r.weight) for r in row_reasons]
+        assert weights == sorted(weights, reverse=True)
+        # A feature only the trees see (a neighbourhood mean) weighs its tree share alone.
+        for reason in row_reasons:
+            if ".hop" in reason.name or ".window_" in reason.name:
+                assert reason.weight == pytest.approx(tree_weights[row, names.index(reason.name)], abs=1e-5)
+    assert scorer.score(loaded, inputs) == pytest.approx(
+        blend(hybrid.trees.predict(inputs), scorer.score(_alone(loaded, hybrid.net), inputs), hybrid.tree_weight))
+
+
+def _alone(loaded, module):
+    return dataclasses.replace(loaded, model=module)
+
+
+def test_a_hybrid_without_its_components_is_refused_in_one_line(tmp_path):
+    with pytest.raises(TrainingInputError, match="--model hybrid --model lightgbm --model fusion-gated"):
+        train_fraud(tmp_path / "world", tmp_path / "run", models=["hybrid", "lightgbm"], progress=False)
 
 
 def test_training_resumes_from_its_checkpoint(trained):

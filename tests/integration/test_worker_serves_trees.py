@@ -1,5 +1,6 @@
-"""A tree model served end to end: `tributary train` picks it on validation, the worker
-serves it by default, and its scores and alerts are those `tributary evaluate` computes."""
+"""Tree models served end to end: `tributary train` picks one on validation, the worker
+serves it by default (or the one named), and its scores and alerts are those `tributary
+evaluate` computes. Both the trees alone and the hybrid (trees blended with a neural model)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from models.worlds import open_world
 from offline.generate.fraud_world import generate_fraud_world
 from offline.serving_view import worker_view_scores
 from offline.train.fraud import train_fraud
+from offline.train.loop import FitConfig
 from tests.integration.test_worker_integration import transactions
 from tests.readback import Readback
 from tests.worker_harness import Worker, no_traceback, produce, worker_settings
@@ -23,14 +25,17 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("trees")
     generate_fraud_world(root / "world", accounts=1200, days=8, seed=5, progress=False)
-    report = train_fraud(root / "world", root / "run", models=["lightgbm"], progress=False)
+    report = train_fraud(root / "world", root / "run", models=["lightgbm", "tabular-mlp", "hybrid"], progress=False,
+                         fit_override=FitConfig(epochs=2, patience=2, restart_epochs=1, batch_size=256))
     return open_world(root / "world"), root / "run", report
 
 
-def test_the_worker_serves_the_recorded_winner_and_matches_evaluate(broker, trained):
+@pytest.mark.parametrize("model", ["lightgbm", "hybrid"])
+def test_the_worker_serves_the_tree_models_and_matches_evaluate(broker, trained, model):
     world, run, report = trained
-    assert report["served"]["model"] == "lightgbm"
-    settings = worker_settings(broker.bootstrap, "trees", run, fraud_model="served")
+    # The recorded winner is served by default; the other one is named.
+    asked = "served" if report["served"]["model"] == model else model
+    settings = worker_settings(broker.bootstrap, f"trees-{model}", run, fraud_model=asked)
     records, good = transactions(world, settings)
     worker = Worker(settings)
     readback = Readback(settings)
@@ -41,9 +46,9 @@ def test_the_worker_serves_the_recorded_winner_and_matches_evaluate(broker, trai
         readback.close()
     no_traceback(worker)
     outcomes = [o for p in readback.outcomes.values() for o in p]
-    assert {o["model_name"] for o in outcomes} == {"lightgbm"}
+    assert {o["model_name"] for o in outcomes} == {model}
 
-    loaded = load_fraud_model(latest_version(run / "artifacts", "lightgbm"))
+    loaded = load_fraud_model(latest_version(run / "artifacts", model))
     offline = worker_view_scores(good, loaded, settings.partitions)
     served = {o["event_id"]: o["scores"]["fraud"] for o in outcomes}
     assert set(served) == set(offline)
