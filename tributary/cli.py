@@ -151,8 +151,9 @@ def bench_model(fraud_data, donor_data, accounts, days, donors, models, devices,
               help="The models the worker serves: the same directory (env TRIBUTARY_MODEL_DIR).")
 @click.option("--bootstrap", default=None,
               help="Kafka bootstrap servers, with a worker running against them (env TRIBUTARY_BOOTSTRAP_SERVERS).")
-@click.option("--fraud-model", envvar="TRIBUTARY_FRAUD_MODEL", default="fusion-gated", show_default=True,
-              help="The fraud model the worker serves (env TRIBUTARY_FRAUD_MODEL).")
+@click.option("--fraud-model", envvar="TRIBUTARY_FRAUD_MODEL", default="served", show_default=True,
+              help="The fraud model the worker serves (env TRIBUTARY_FRAUD_MODEL): a name, or `served`, "
+                   "the one training chose on validation.")
 @click.option("--bad-per-kind", default=3, show_default=True, type=click.IntRange(min=1),
               help="Bad events planted of each kind (malformed JSON, schema violations, oversized, ...).")
 @click.option("--margin", default=0.05, show_default=True, type=click.FloatRange(min=0),

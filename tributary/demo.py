@@ -1,8 +1,9 @@
 """`tributary demo`: the whole pipeline on an embedded broker, no Kafka install needed.
 
 1. generate small synthetic worlds (or reuse the last ones);
-2. train the served models if none exist (quick profile): the fraud model on the fraud
-   world, the donor multi-target model on the donor world;
+2. train the models if none exist (quick profile): fusion-gated, LightGBM and their
+   hybrid on the fraud world (the worker serves the one training chose on validation),
+   the donor multi-target model on the donor world;
 3. start the embedded broker, create the topics, start `tributary worker`;
 4. replay both worlds in event-time order;
 5. wait until every event has an outcome, then summarise: events in, alerts out, their
@@ -24,6 +25,7 @@ from pathlib import Path
 import click
 import numpy as np
 
+from models.artifacts import SERVED_CHOICE
 from models.worlds import World, WorldError, open_world
 from stream.kafka.embedded_broker import EmbeddedBroker, free_port
 from stream.kafka.readback import read_topics
@@ -32,7 +34,7 @@ from stream.replay import replay_world
 from stream.settings import WorkerSettings
 from stream.worker_process import start_worker
 
-SERVED_MODEL = "fusion-gated"
+FRAUD_MODELS = ("fusion-gated", "lightgbm", "hybrid")  # the worker serves their validation winner
 DONOR_MODEL = "multitarget"
 
 
@@ -76,13 +78,14 @@ def prepare_models(root: Path, fraud_world: World, donor_world: World, fresh: bo
     """
     import torch
 
-    from models.artifacts import ArtifactError, install_artifact, latest_version
+    from models.artifacts import ArtifactError, install_artifact, latest_version, served_name
     from offline.train.donors import train_donors
     from offline.train.fraud import train_fraud
 
     model_dir = root / "models"
     torch.set_num_threads(max(1, (os.cpu_count() or 2)))
-    for name, train in ((SERVED_MODEL, lambda: _train_fraud(train_fraud, fraud_world, model_dir)),
+    served = served_name(model_dir / "artifacts", "fraud", FRAUD_MODELS[-1])  # trained last: present if all are
+    for name, train in ((served, lambda: _train_fraud(train_fraud, fraud_world, model_dir)),
                         (DONOR_MODEL, lambda: _train_donors(train_donors, donor_world, root / "donor-training"))):
         try:
             if not fresh:
@@ -98,10 +101,11 @@ def prepare_models(root: Path, fraud_world: World, donor_world: World, fresh: bo
 
 
 def _train_fraud(train_fraud, world: World, model_dir: Path) -> None:
-    click.echo(f"training {SERVED_MODEL} and LightGBM on the fraud world (quick profile)")
-    report = train_fraud(world.root, model_dir, profile="quick", models=[SERVED_MODEL, "lightgbm"])
+    click.echo(f"training {', '.join(FRAUD_MODELS)} on the fraud world (quick profile)")
+    report = train_fraud(world.root, model_dir, profile="quick", models=list(FRAUD_MODELS))
     for name, m in report["models"].items():
         click.echo(f"  {name:<14} held-out PR-AUC {m['pr_auc']:.3f}  F1 {m['f1']:.3f}")
+    click.echo(f"  served: {report['served']['model']} (best validation PR-AUC)")
 
 
 def _train_donors(train_donors, world: World, out: Path) -> Path:
@@ -194,7 +198,7 @@ def run_demo(root: Path, sizes: DemoSizes = DemoSizes(), seed: int = 7, fresh: b
     model_dir = prepare_models(root, *worlds, fresh)
     with EmbeddedBroker() as broker:
         settings = WorkerSettings(bootstrap_servers=broker.bootstrap, metrics_port=free_port(),
-                                  model_dir=str(model_dir), fraud_model=SERVED_MODEL, donor_model=DONOR_MODEL)
+                                  model_dir=str(model_dir), fraud_model=SERVED_CHOICE, donor_model=DONOR_MODEL)
         click.echo(f"embedded broker on {broker.bootstrap}; worker metrics on "
                    f"http://127.0.0.1:{settings.metrics_port}/metrics")
         asyncio.run(ensure_topics(settings))

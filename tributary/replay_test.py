@@ -47,7 +47,7 @@ from typing import Callable, Iterator
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError, MessageSizeTooLargeError
 
-from models.artifacts import latest_version
+from models.artifacts import DEFAULT_FRAUD_MODEL, SERVED_CHOICE, latest_version, resolve_model_name, served_root
 from models.contracts import DeadLetterReason, TransactionEvent, decode
 from models.errors import TributaryError
 from models.model_store import load_fraud_model
@@ -148,11 +148,6 @@ def _fraud_world(path: Path) -> World:
     return world
 
 
-def _model_root(model_dir: Path) -> Path:
-    # As the worker reads it: a `tributary train` output has the artifacts one level down.
-    return model_dir / "artifacts" if (model_dir / "artifacts").is_dir() else model_dir
-
-
 @dataclass(frozen=True)
 class Sent:
     start_offsets: dict[int, int]
@@ -194,14 +189,15 @@ def _transactions(world: World) -> list[TransactionEvent]:
     return [decode(e.value, TransactionEvent) for e in iter_wire_events(world) if e.stream == "transactions"]
 
 
-def run_replay_test(world_dir: Path, model_dir: Path, settings: KafkaSettings, fraud_model: str = "fusion-gated",
+def run_replay_test(world_dir: Path, model_dir: Path, settings: KafkaSettings, fraud_model: str = SERVED_CHOICE,
                     bad_per_kind: int = 3, margin: float = 0.05, timeout_s: float = 600.0,
                     worker: subprocess.Popen | None = None, echo: Callable[[str], None] = lambda _: None) -> Report:
     """Replay, plant, read back, check. `worker`, when given, is watched: if it exits,
     waiting stops. Raises WorldError, ArtifactError or ReplayTestError for what the user
     can fix (no world, no model, Kafka unreachable)."""
     world = _fraud_world(Path(world_dir))
-    root = _model_root(Path(model_dir))
+    root = served_root(model_dir)  # as the worker reads it
+    fraud_model = resolve_model_name(root, "fraud", fraud_model, DEFAULT_FRAUD_MODEL)  # as the worker resolves it
     latest_version(root, fraud_model)  # no model: say so before replaying anything
     events = _transactions(world)
     labels_table = world.read_labels("transactions").to_pydict()
@@ -283,7 +279,7 @@ def running_worker(settings: WorkerSettings, log_path: Path | None = None) -> It
         log.close()
 
 
-def run_embedded(world_dir: Path, model_dir: Path, fraud_model: str = "fusion-gated", bad_per_kind: int = 3,
+def run_embedded(world_dir: Path, model_dir: Path, fraud_model: str = SERVED_CHOICE, bad_per_kind: int = 3,
                  margin: float = 0.05, timeout_s: float = 600.0, echo: Callable[[str], None] = lambda _: None) -> Report:
     """The replay test on an embedded broker with a worker of its own (no Kafka needed)."""
     from stream.kafka.embedded_broker import EmbeddedBroker

@@ -1,7 +1,10 @@
 #!/bin/sh
 # One-shot service `train`: train the served models (quick profile) into
 # $TRIBUTARY_MODEL_DIR, each unless a complete version of it is already there:
-# - $TRIBUTARY_FRAUD_MODEL on the fraud world, trained straight into the model directory;
+# - $TRIBUTARY_FRAUD_MODEL on the fraud world, trained straight into the model directory.
+#   `served` (the worker's default) trains the contenders, fusion-gated, lightgbm and
+#   their hybrid, and the worker serves the one training chose on validation; a named
+#   hybrid needs its components, so it trains them too;
 # - $TRIBUTARY_DONOR_MODEL on the donor world (skipped when that variable is empty),
 #   trained in a directory of its own (its report and checkpoints would collide with the
 #   fraud model's) and then installed with `tributary install-model`, as an operator
@@ -16,10 +19,20 @@ has_model() {
         "$artifacts" "$1" 2>/dev/null
 }
 
-if has_model "$TRIBUTARY_FRAUD_MODEL"; then
-    echo "a trained $TRIBUTARY_FRAUD_MODEL is present; not training it"
+fraud_model="$TRIBUTARY_FRAUD_MODEL"
+contenders="--model fusion-gated --model lightgbm --model hybrid"
+case "$fraud_model" in
+    served)
+        # What an earlier training recorded; none yet: the hybrid, trained last of them.
+        fraud_model="$(python -c "import sys; from models.artifacts import served_name; print(served_name(sys.argv[1], 'fraud', 'hybrid'))" "$artifacts")";;
+    hybrid) ;;
+    *) contenders="--model $fraud_model";;
+esac
+if has_model "$fraud_model"; then
+    echo "a trained $fraud_model is present; not training it"
 else
-    tributary train fraud --data "$1" --out "$TRIBUTARY_MODEL_DIR" --profile quick --model "$TRIBUTARY_FRAUD_MODEL"
+    # shellcheck disable=SC2086  # the options are words on purpose
+    tributary train fraud --data "$1" --out "$TRIBUTARY_MODEL_DIR" --profile quick $contenders
 fi
 
 donor_model="${TRIBUTARY_DONOR_MODEL-multitarget}"
