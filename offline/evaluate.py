@@ -13,6 +13,7 @@ import numpy as np
 
 from models.alert_policy import AlertPolicy, AlertPolicyError
 from models.artifacts import (
+    DEFAULT_DONOR_MODEL,
     DEFAULT_FRAUD_MODEL,
     MANIFEST,
     SERVED,
@@ -96,7 +97,16 @@ def evaluate_donors(model_dir: Path, world_dir: Path, out: Path, split: str = "t
     if world.manifest.synthetic:
         notes.append("SYNTHETIC data: results describe the generator's donors, not real ones.")
     description = data.split_desc if split == "test" else "every labelled donor"
-    return write_donor_report(out, world.manifest.source, description, results, notes)
+    report = write_donor_report(out, world.manifest.source, description, results, notes)
+    report["served"] = _served(model_dir, "donors", DEFAULT_DONOR_MODEL)
+    write_report_json(out / "report.json", report)
+    return report
+
+
+def _served(model_dir: Path, task: str, default: str) -> dict:
+    """What a worker serves from `model_dir` by default: the recorded validation winner."""
+    return served_entry(served_root(model_dir), task) or {
+        "model": default, "chosen_by": f"the default: no {SERVED} under {served_root(model_dir)}"}
 
 
 def evaluate_fraud(model_dir: Path, world_dir: Path, out: Path, split: str = "test", progress: bool = True,
@@ -121,8 +131,7 @@ def evaluate_fraud(model_dir: Path, world_dir: Path, out: Path, split: str = "te
     report = write_fraud_report(out, world.manifest.source, description, results, notes)
     _write_predictions(out, data.event_ids[data.split == TEST], labels, results)
     report["partitions"] = partitions
-    report["served"] = served_entry(served_root(model_dir), "fraud") or {
-        "model": DEFAULT_FRAUD_MODEL, "chosen_by": f"the default: no {SERVED} under {served_root(model_dir)}"}
+    report["served"] = _served(model_dir, "fraud", DEFAULT_FRAUD_MODEL)
     report["alert_budget"] = _alert_budget(out, world.manifest.source, data.times[data.split == TEST], labels,
                                            results, {m.manifest.name: m.manifest.metrics for m in loaded}, policy)
     write_report_json(out / "report.json", report)

@@ -255,6 +255,7 @@ def test_the_tree_model_is_saved_served_by_choice_and_reproduced_by_evaluate(tra
     result = CliRunner().invoke(main, ["evaluate", "--model", str(out), "--data", str(world),
                                        "--out", str(tmp_path / "eval"), "--json", "--threads", "1"])
     assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["served"]["model"] == served["model"]  # what a worker serves from there
     evaluated = json.loads(result.output)["models"]["lightgbm"]["targets"]
     for target, metrics in report["models"]["lightgbm"]["targets"].items():
         assert evaluated[target]["pr_auc"] == metrics["pr_auc"] and evaluated[target]["f1"] == metrics["f1"], target
