@@ -47,7 +47,7 @@ RUN pip install -c constraints.txt --no-deps . \
 # A fixed non-root user; the data directories exist in the image so that named volumes
 # mounted on them start out owned by that user.
 RUN useradd --create-home --uid 10001 tributary \
-    && mkdir -p /data/worlds /data/models /data/alerts \
+    && mkdir -p /data/worlds /data/models /data/alerts /data/graph \
     && chown -R tributary:tributary /data
 USER tributary
 WORKDIR /data

@@ -96,6 +96,15 @@ class WorkerSettings(KafkaSettings):
         1000, ge=0, description="how long the merge of all transaction partitions waits for a partition that "
         "has nothing more before passing it by (stream.state.graph_merge)",
     )
+    graph_checkpoint_interval_s: float = Field(
+        300.0, ge=0, description="how often the merged transaction graph is snapshotted to local disk, so that a "
+        "restart reads the topic on from the snapshot instead of from its start (0: never; "
+        "stream.state.graph_checkpoint); also at every clean stop",
+    )
+    graph_checkpoint_dir: str = Field(
+        "", description="where graph snapshots go ('': <temp dir>/tributary-graph/<app id>); workers of one group "
+        "may share it",
+    )
     pipeline_depth: int = Field(
         2, ge=1, le=8, description="batches in flight per agent: 1 overlaps only buffering with work; 2 also "
         "processes the next batch while one publishes",

@@ -15,6 +15,7 @@ import asyncio
 import logging
 import os
 import signal
+import tempfile
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -46,6 +47,7 @@ from stream.scoring.fraud_scorer import FraudScorer
 from stream.scoring.reload import ModelReloader, ServedTask
 from stream.settings import WorkerSettings
 from stream.state.faust_store import register_store
+from stream.state.graph_checkpoint import GraphCheckpoints
 from stream.state.graph_feed import KafkaGraphFeed
 from stream.state.graph_merge import GraphFeed, GraphMerge
 from stream.state.partitioned_donors import PartitionedDonors
@@ -118,10 +120,15 @@ class TributaryWorker:
         self.graph = GraphMerge(
             fraud.features, self.graph_feed,
             lambda record: decode_or_dead_letter(record, TransactionEvent, settings.max_message_bytes)[0],
-            self._scored_above, idle_s=settings.graph_idle_ms / 1000, stopping=lambda: self.stopping)
+            self._scored_above, idle_s=settings.graph_idle_ms / 1000, stopping=lambda: self.stopping,
+            checkpoints=graph_checkpoints(settings, fraud.features.schema_hash()),
+            checkpoint_every_s=settings.graph_checkpoint_interval_s)
         self.accounts = PublishedMarkers(lambda: len(self.graph.state))
         self.metrics.graph_records.set_function(lambda: self.graph.merged)
         self.metrics.graph_rebuilds.set_function(lambda: self.graph.rebuilds)
+        self.metrics.graph_restored.set_function(lambda: self.graph.restored)
+        self.metrics.graph_checkpoints.set_function(
+            lambda: self.graph.checkpoints.written if self.graph.checkpoints is not None else 0)
         self.metrics.graph_late.set_function(lambda: self.graph.late)
         self.metrics.graph_kept.set_function(self.graph.kept)
         self.metrics.graph_buffered.set_function(lambda: self.graph_feed.buffered())
@@ -239,10 +246,31 @@ class TributaryWorker:
             processed = self.processed.get(partition, committed or 0)
             self.metrics.record_commit(*partition, processed, committed, ends.get(TopicPartition(*partition)))
 
+    async def _checkpoint_graph(self, timeout_s: float) -> None:
+        """A last graph snapshot once the batches are published, so the next start reads on from here."""
+        checkpoints = self.graph.checkpoints
+        if checkpoints is None or self.graph.merged <= self.graph.restored:
+            return
+        try:
+            await asyncio.wait_for(asyncio.get_running_loop().run_in_executor(
+                self.executor, lambda: self.graph.checkpoint() and checkpoints.wait_written(timeout_s)), timeout_s)
+        except asyncio.TimeoutError:
+            log.warning("the last graph checkpoint was not written within %.0f s", timeout_s)
+
     async def stop(self, timeout_s: float) -> None:
         """Let the batches in flight publish (for at most `timeout_s`), then stop the clients."""
         self.stopping = True
         await asyncio.gather(*(pipeline.drain(timeout_s) for pipeline in self.pipelines.values()))
+        await self._checkpoint_graph(timeout_s)
         await self.graph_feed.stop()
         await self.publisher.stop()
         await self.probe.stop()
+
+
+def graph_checkpoints(settings: WorkerSettings, schema_hash: str) -> GraphCheckpoints | None:
+    """Where this worker's graph snapshots go, or None when they are off."""
+    if settings.graph_checkpoint_interval_s <= 0:
+        return None
+    directory = Path(settings.graph_checkpoint_dir or Path(tempfile.gettempdir()) / "tributary-graph" / settings.app_id)
+    return GraphCheckpoints(directory, {"feature_schema": schema_hash, "topic": settings.topics.transactions,
+                                        "partitions": settings.partitions})

@@ -114,9 +114,9 @@ class LogFeed:
     def buffered(self) -> int:
         return sum(len(self.log.get(p, [])) - self.position[p] for p in range(self.partitions))
 
-    def rewind(self) -> None:
+    def rewind(self, offsets=None) -> None:
         self.rewinds += 1
-        self.position = [0] * self.partitions
+        self.position = list(offsets) if offsets is not None else [0] * self.partitions
 
     async def start(self) -> None:
         pass

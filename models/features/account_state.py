@@ -56,6 +56,12 @@ _RING_FIELDS = (("log_amount", np.float32), ("time", np.int32), ("counterparty",
 
 
 @njit(cache=True)
+def _index_rows(index, keys, n):
+    for row in range(1, n):
+        index[keys[row]] = np.int64(row)
+
+
+@njit(cache=True)
 def _fill_index(index, n):
     for i in range(n):
         index[np.int64(i) * np.int64(2654435761)] = np.int64(i)
@@ -144,6 +150,37 @@ class AccountState(KeyedRows):
     def fill_index_for_measurement(index, n: int) -> None:
         """Insert n synthetic keys (compiled, as the kernel inserts): for memory benchmarks."""
         _fill_index(index, n)
+
+    # -- the whole state as arrays, for checkpoints (stream.state.graph_checkpoint) ---
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """Copies of the used rows of every array (the index is rebuilt from `keys`)."""
+        n = int(self.rows_used[0])
+        arrays = {f"ring.{name}": values[:n].copy() for name, values in self.ring.items()}
+        for name in ("meta", "keys", "last_offset", "recent_ids", "recent_offsets"):
+            arrays[name] = getattr(self, name)[:n].copy()
+        arrays["max_offset"] = np.array([self.max_offset], dtype=np.int64)
+        return arrays
+
+    @classmethod
+    def from_arrays(cls, window: int, arrays: dict[str, np.ndarray]) -> "AccountState":
+        """The state `to_arrays` copied; ValueError when the arrays do not fit together."""
+        n = len(arrays["keys"])
+        if n < 1 or any(len(v) != n for k, v in arrays.items() if k != "max_offset"):
+            raise ValueError("the state's arrays have different lengths")
+        if arrays["ring.time"].shape[1:] != (window,):
+            raise ValueError(f"the state's window is {arrays['ring.time'].shape[1:]}, not {window}")
+        state = cls(window, capacity=max(2, n))
+        for name in state.ring:
+            state.ring[name][:n] = arrays[f"ring.{name}"]
+        for name in ("meta", "keys", "last_offset", "recent_ids", "recent_offsets"):
+            getattr(state, name)[:n] = arrays[name]
+        state.rows_used[0] = n
+        state.max_offset = int(arrays["max_offset"][0])
+        _index_rows(state.index, state.keys, n)
+        if len(state.index) != n - 1:
+            raise ValueError("the state's account keys repeat")
+        return state
 
     # -- serialisation of accounts, for changelog-backed tables ---------------------
 

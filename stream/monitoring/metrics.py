@@ -91,11 +91,16 @@ class WorkerMetrics:
 
         # The merged transaction graph (stream.state.graph_merge); cumulative figures as gauges,
         # read from the merge when scraped.
-        self.graph_records = Gauge("tributary_graph_merged_records", "Transaction records merged into the graph since "
-                                   "the last rebuild (every partition, not just this worker's)", registry=r)
-        self.graph_rebuilds = Gauge("tributary_graph_rebuilds", "Times the graph was merged again from the start (a "
-                                    "partition assigned after the merge passed records of it it had not scored)",
-                                    registry=r)
+        self.graph_records = Gauge("tributary_graph_merged_records", "Transaction records in the graph: restored "
+                                   "from a checkpoint, then merged (every partition, not just this worker's)",
+                                   registry=r)
+        self.graph_restored = Gauge("tributary_graph_restored_records", "Records the graph checkpoint it started "
+                                    "from held (0: read from the start of the topic)", registry=r)
+        self.graph_checkpoints = Gauge("tributary_graph_checkpoints_written", "Graph checkpoints this worker wrote "
+                                       "(TRIBUTARY_GRAPH_CHECKPOINT_INTERVAL_S)", registry=r)
+        self.graph_rebuilds = Gauge("tributary_graph_rebuilds", "Times the graph was merged again from a checkpoint "
+                                    "or the start (a partition assigned after the merge passed records of it it had "
+                                    "not scored, or a checkpoint that does not match the topic)", registry=r)
         self.graph_late = Gauge("tributary_graph_late_records", "Records merged after a later one (a partition out "
                                 "of time order, or one idle past TRIBUTARY_GRAPH_IDLE_MS): their features may "
                                 "differ from `tributary evaluate`'s", registry=r)

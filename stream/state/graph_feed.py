@@ -38,6 +38,7 @@ class KafkaGraphFeed:
         self._next_offset = [0] * self.partitions  # after the last buffered record
         self._changed = threading.Condition()
         self._rewind_asked = False
+        self._rewind_to: list[int] | None = None  # where the asked rewind goes (None: the beginning)
         self._generation = 0  # bumped by every rewind
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[Any] | None = None
@@ -71,11 +72,16 @@ class KafkaGraphFeed:
             try:
                 if self._rewind_asked:
                     consumer.resume(*self._partitions)
-                    await consumer.seek_to_beginning(*self._partitions)
+                    to = self._rewind_to
+                    if to is None:
+                        await consumer.seek_to_beginning(*self._partitions)
+                    else:
+                        for tp, offset in zip(self._partitions, to):
+                            consumer.seek(tp, offset)
                     with self._changed:
                         for buffer in self._buffers:
                             buffer.clear()
-                        self._next_offset = [0] * self.partitions
+                        self._next_offset = list(to) if to is not None else [0] * self.partitions
                         self._rewind_asked = False
                         self._generation += 1
                         self._changed.notify_all()
@@ -127,9 +133,10 @@ class KafkaGraphFeed:
         with self._changed:
             self._changed.wait(timeout_s)
 
-    def rewind(self) -> None:
+    def rewind(self, offsets: list[int] | None = None) -> None:
         with self._changed:
             generation = self._generation
+            self._rewind_to = list(offsets) if offsets is not None else None
             self._rewind_asked = True
             while self._generation == generation and not self.closed:
                 self._changed.wait(0.1)

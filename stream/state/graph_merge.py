@@ -24,12 +24,17 @@ partition assigned after this merge passed some of its unpublished records has n
 features for them: the merge starts again from the beginning of every partition, the
 exact and slow way (counted in `rebuilds`).
 
-The state is not written anywhere: it is a function of the topic, rebuilt by reading it
-from the start when a worker starts.
+The state is a function of the topic. A worker with a checkpoint directory
+(stream.state.graph_checkpoint) snapshots it every `checkpoint_every_s`; a restart loads
+the newest snapshot, checks that the topic still holds the records it ends with, and
+reads on from there. Where a needed transaction was merged into every snapshot but
+never published, the merge starts again from the newest snapshot before it, else from
+the beginning of every partition.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -42,6 +47,9 @@ from models.features.account_state import AccountState
 from models.features.served_view import time_key_us_of
 from models.features.transactions import RawTransaction, TransactionBatch, TransactionFeatureConfig, TransactionFeaturizer
 from stream.pipeline.records import RawRecord, StageInterrupted
+from stream.state.graph_checkpoint import Checkpoint, GraphCheckpoints, MergePosition, record_digest
+
+log = logging.getLogger("tributary.worker")
 
 Key = tuple[int, int]  # (partition, offset)
 RUN = 2048  # transactions per kernel call while merging
@@ -62,8 +70,8 @@ class GraphFeed(Protocol):
     def wait(self, timeout_s: float) -> None:
         """Until new records arrive (or the timeout)."""
 
-    def rewind(self) -> None:
-        """Read every partition again from its first offset (blocks until it does)."""
+    def rewind(self, offsets: list[int] | None = None) -> None:
+        """Read every partition again from `offsets[p]` (None: its first offset); blocks until it does."""
 
     def buffered(self) -> int:
         """Records fetched and not merged yet."""
@@ -97,7 +105,8 @@ class GraphMerge:
     def __init__(self, config: TransactionFeatureConfig, feed: GraphFeed,
                  decode: Callable[[RawRecord], TransactionEvent | None],
                  scored_above: Callable[[int], int | None], idle_s: float = 1.0, capacity: int = 1 << 14,
-                 stopping: Callable[[], bool] = lambda: False, clock: Callable[[], float] = time.monotonic):
+                 stopping: Callable[[], bool] = lambda: False, clock: Callable[[], float] = time.monotonic,
+                 checkpoints: GraphCheckpoints | None = None, checkpoint_every_s: float = 300.0):
         self.config = config
         self.clock = clock
         self.feed = feed
@@ -108,9 +117,15 @@ class GraphMerge:
         self._capacity = capacity
         self.rebuilds = 0  # times the merge started again from the beginning
         self.late = 0  # records merged after a later one (a partition out of time order, or idle too long)
-        self.merged = 0  # records merged since the last rebuild
+        self.merged = 0  # records in the state (restored from a checkpoint, then merged)
+        self.restored = 0  # records the last checkpoint restored had (0: none restored)
+        self.restore_s = 0.0  # how long loading it took
         self.waited_s = 0.0  # time spent waiting for the feed (all calls)
+        self.checkpoints = checkpoints
+        self.checkpoint_every_s = checkpoint_every_s
+        self._checkpointed_at = clock()
         self._reset()
+        self._restore_first = checkpoints is not None  # at the first call, from the scoring thread
 
     def _reset(self) -> None:
         self.state = AccountState(window=self.config.window, capacity=self._capacity)
@@ -119,6 +134,12 @@ class GraphMerge:
         self.next_offset = [0] * P  # per partition: the offset after the last merged record
         self._last_time: list[int | None] = [None] * P  # per partition: time of its last merged record
         self._last_key: tuple[int, int] = (-(1 << 62), -1)
+        # Per partition, what a checkpoint remembers of the last merged record: its value
+        # (digested when a checkpoint is written), or the digest a checkpoint restored.
+        self._last_value: list[bytes | None] = [None] * P
+        self._last_digest: list[str | None] = [None] * P
+        # Restored partitions whose last record is to be read again and compared: p -> (offset, digest).
+        self._verify: dict[int, tuple[int, str]] = {}
         self._heads: dict[int, _Head] = {}
         self._idle_since: dict[int, float] = {}
         self._pending: dict[Key, _Pending] = {}
@@ -142,12 +163,17 @@ class GraphMerge:
         merged state just before it. Every one must be valid (decoded) and above its
         partition's published marker, in a partition this worker scores. `events`: those
         the caller has decoded, so the merge need not decode them again."""
+        if self._restore_first:
+            self._restore_first = False
+            self._restore_newest(self._passes_nothing_unpublished)
         if events:
             self._decoded.update((k, e) for k, e in events.items() if k[1] >= self.next_offset[k[0]])
         if any(k not in self._pending and k[1] < self.next_offset[k[0]] for k in wanted):
-            self._rebuild()  # merged before this worker scored the partition: no features were kept
+            self._rebuild(wanted)  # merged before this worker scored the partition: no features were kept
         self._merge_until({k for k in wanted if k not in self._pending})
-        return self._take(wanted)
+        taken = self._take(wanted)
+        self._checkpoint_when_due()
+        return taken
 
     def forget(self, partitions: list[int]) -> None:
         """These partitions are no longer scored here: drop their kept features."""
@@ -164,12 +190,113 @@ class GraphMerge:
 
     # -- the merge -------------------------------------------------------------------
 
-    def _rebuild(self) -> None:
+    def _rebuild(self, wanted: list[Key]) -> None:
+        """Start again from the newest checkpoint before every wanted transaction, else from scratch."""
         self.rebuilds += 1
+        first: dict[int, int] = {}
+        for partition, offset in wanted:
+            first[partition] = min(offset, first.get(partition, offset))
+        if not self._restore_newest(lambda position: self._passes_nothing_unpublished(position) and all(
+                position.next_offset[p] <= o for p, o in first.items())):
+            self._from_scratch()
+
+    def _from_scratch(self) -> None:
+        self.restored = 0
         self.feed.rewind()
         self._reset()
 
+    # -- checkpoints -----------------------------------------------------------------
+
+    def _restore_newest(self, fits: Callable[[MergePosition], bool]) -> bool:
+        """Load the newest checkpoint whose position `fits`; False when there is none."""
+        if self.checkpoints is None:
+            return False
+        started = time.perf_counter()
+        for checkpoint in self.checkpoints.newest_first():
+            if len(checkpoint.position.next_offset) == self.feed.partitions and fits(checkpoint.position):
+                state = self.checkpoints.load(checkpoint, self.config.window)
+                if state is not None:
+                    self._restore(checkpoint, state)
+                    self.restore_s = time.perf_counter() - started
+                    log.info("graph restored from %s: %d records", checkpoint.path, self.restored)
+                    return True
+        return False
+
+    def _passes_nothing_unpublished(self, position: MergePosition) -> bool:
+        """Whether a checkpoint stops before every record this worker has yet to score: in
+        each partition it scores, at or below the published marker."""
+        for partition, next_offset in enumerate(position.next_offset):
+            marker = self.scored_above(partition)
+            if marker is not None and next_offset > marker + 1:
+                return False
+        return True
+
+    def _restore(self, checkpoint: Checkpoint, state: AccountState) -> None:
+        position = checkpoint.position
+        self._reset()
+        self.state = state
+        self._featurizer = TransactionFeaturizer(state, self.config)
+        self.next_offset = list(position.next_offset)
+        self._last_time = list(position.last_time)
+        self._last_key = position.last_key
+        self._last_digest = list(position.last_digest)
+        self.merged = self.restored = position.merged
+        # Each partition is read again from its last merged record, to check it is the same.
+        self._verify = {p: (o - 1, d) for p, (o, d) in enumerate(zip(position.next_offset, position.last_digest))
+                        if o > 0 and d is not None}
+        self.feed.rewind([max(o - 1, 0) for o in position.next_offset])
+
+    def _check_restored(self) -> None:
+        """Read the last merged record of each restored partition again; start from scratch when
+        one differs from the checkpoint's or is gone (the topic is not the one it was built from)."""
+        while self._verify:
+            for partition, (offset, digest) in list(self._verify.items()):
+                record = self.feed.peek(partition)
+                if record is None and not self.feed.caught_up(partition):
+                    continue  # on the way
+                if record is not None and record.offset == offset and record_digest(record.value) == digest:
+                    self.feed.pop(partition)
+                    del self._verify[partition]
+                    continue
+                log.warning("the graph checkpoint does not match partition %d of the topic (offset %d %s); "
+                            "reading every partition from the start", partition, offset,
+                            "is gone" if record is None else "differs")
+                self.rebuilds += 1
+                self._from_scratch()
+                return
+            if self._verify:
+                if self.stopping():
+                    raise StageInterrupted("the worker is stopping while the graph checkpoint is checked")
+                self.feed.wait(0.02)
+
+    def _checkpoint_when_due(self) -> None:
+        if self.checkpoints is None or self._verify or self.clock() - self._checkpointed_at < self.checkpoint_every_s:
+            return
+        self.checkpoint()
+
+    def checkpoint(self) -> bool:
+        """Snapshot the state and position now; written on a thread of its own (False: one
+        is still being written, or there is nowhere to write)."""
+        if self.checkpoints is None or self._verify:
+            return False
+        self._checkpointed_at = self.clock()
+        return self.checkpoints.save_in_background(self.state.to_arrays(), self.position())
+
+    def position(self) -> MergePosition:
+        """Where the merge stands, as a checkpoint records it."""
+        digests = [record_digest(v) if v is not None else d for v, d in zip(self._last_value, self._last_digest)]
+        return MergePosition(list(self.next_offset), list(self._last_time), digests, self._last_key, self.merged)
+
+    def record_through(self, last: dict[int, int]) -> None:
+        """Merge until each partition's record at offset `last[p]` is in the state (no
+        features: for measuring the merge alone, tributary.bench_restart)."""
+        if self._restore_first:
+            self._restore_first = False
+            self._restore_newest(self._passes_nothing_unpublished)
+        self._merge_until({(p, o) for p, o in last.items() if o >= self.next_offset[p]})
+
     def _merge_until(self, needed: set[Key]) -> None:
+        self._check_restored()
         run: list[tuple[RawRecord, TransactionEvent, bool]] = []
         while needed:
             head = self._next()
@@ -186,6 +313,7 @@ class GraphMerge:
             partition = record.partition
             self.next_offset[partition] = record.offset + 1
             self._last_time[partition] = head.time_us
+            self._last_value[partition] = record.value
             key = (head.time_us, partition)
             if key < self._last_key:
                 self.late += 1

@@ -126,6 +126,40 @@ def test_every_event_is_scored_or_dead_lettered_and_scores_match_offline(broker,
     assert alerted, "the test model should alert on something"
 
 
+def test_a_clean_restart_reads_on_from_the_graph_checkpoint_and_scores_exactly(broker, world, model_dir):
+    """Stopped cleanly after half the stream, the worker leaves a graph checkpoint; its
+    restart loads it, reads only what came after it, and scores as an uninterrupted
+    worker would."""
+    settings = worker_settings(broker.bootstrap, "it-checkpoint", model_dir)
+    records, good = transactions(world, settings)
+    half = len(records) // 2
+    readback = Readback(settings)
+    first, second = Worker(settings, "first worker"), None
+    try:
+        first_half = produce(settings, records[:half])
+        readback.wait_for(first_half, "the outcomes of the first half", [first])
+        assert first.stop() == 0
+        rest = produce(settings, records[half:])
+        second = Worker(settings, "restarted worker")
+        readback.wait_for(first_half + rest, "an outcome for every event after the restart", [second])
+        metrics = second.metrics()
+    finally:
+        for worker in (first, second):
+            if worker is not None:
+                worker.stop()
+        readback.close()
+    no_traceback(first, second)
+    assert metrics["tributary_graph_restored_records"] == half, "the restart did not start from the checkpoint"
+    assert metrics["tributary_graph_rebuilds"] == 0 and metrics["tributary_graph_merged_records"] == len(records)
+
+    loaded = load_fraud_model(next(model_dir.glob("fusion-gated/*")))
+    offline = worker_view_scores(good, loaded, settings.partitions)
+    served = {o["event_id"]: o["scores"]["fraud"] for p in first_half + rest for o in readback.outcomes[p]}
+    assert set(served) == set(offline)
+    worst = max(abs(served[e] - offline[e]) for e in offline)
+    assert worst <= 1e-5, f"after the restart from the checkpoint, scores differ by up to {worst}"
+
+
 @pytest.mark.fault
 def test_kill_and_restart_loses_nothing_and_continues_exactly(broker, world, model_dir):
     """Killed with SIGKILL in the middle of a batch of the second third of the stream
