@@ -43,13 +43,17 @@ Position = tuple[str, int, int]  # topic, partition, offset
 MANY_BATCHES = {"batch_max": 32}
 
 
+# Every test worker's graph checkpoints, removed when the test run ends.
+_GRAPH_CHECKPOINTS = tempfile.TemporaryDirectory(prefix="tributary-test-graph-")
+
+
 def worker_settings(bootstrap: str, app_id: str, model_dir: Path, **overrides) -> WorkerSettings:
     """Settings of a test worker whose topics are its own: `<name>-<app_id>`, so tests
     that share a module's broker never read each other's records."""
     # Graph checkpoints of its own: workers of one test share them, other tests never see them.
     base = WorkerSettings(bootstrap_servers=bootstrap, app_id=app_id, model_dir=str(model_dir),
                           fraud_model="fusion-gated", metrics_port=0, batch_wait_ms=10,
-                          graph_checkpoint_dir=tempfile.mkdtemp(prefix=f"tributary-graph-{app_id}-"))
+                          graph_checkpoint_dir=tempfile.mkdtemp(prefix=f"{app_id}-", dir=_GRAPH_CHECKPOINTS.name))
     topics = base.topics.model_copy(update={name: f"{getattr(base.topics, name)}-{app_id}"
                                             for name in type(base.topics).model_fields})
     settings = base.model_copy(update={"topics": topics, **overrides})
