@@ -297,6 +297,9 @@ class GraphMerge:
 
     def _merge_until(self, needed: set[Key]) -> None:
         self._check_restored()
+        # What the stage asks for is featurised whatever the markers say meanwhile: the event
+        # loop moves partitions and restores markers while this thread merges (a rebalance).
+        asked = set(needed)
         run: list[tuple[RawRecord, TransactionEvent, bool]] = []
         while needed:
             head = self._next()
@@ -323,7 +326,8 @@ class GraphMerge:
             if event is None:
                 continue
             marker = self.scored_above(partition)
-            run.append((record, event, marker is not None and record.offset > marker))
+            run.append((record, event, (partition, record.offset) in asked
+                        or (marker is not None and record.offset > marker)))
             if len(run) >= RUN:
                 self._flush(run)
                 run = []
