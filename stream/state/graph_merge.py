@@ -115,7 +115,7 @@ class GraphMerge:
         self.idle_s = idle_s
         self.stopping = stopping
         self._capacity = capacity
-        self.rebuilds = 0  # times the merge started again from the beginning
+        self.rebuilds = 0  # times the merge started again (from a checkpoint, or from the beginning)
         self.late = 0  # records merged after a later one (a partition out of time order, or idle too long)
         self.merged = 0  # records in the state (restored from a checkpoint, then merged)
         self.restored = 0  # records the last checkpoint restored had (0: none restored)
@@ -163,9 +163,7 @@ class GraphMerge:
         merged state just before it. Every one must be valid (decoded) and above its
         partition's published marker, in a partition this worker scores. `events`: those
         the caller has decoded, so the merge need not decode them again."""
-        if self._restore_first:
-            self._restore_first = False
-            self._restore_newest(self._passes_nothing_unpublished)
+        self._restore_once()
         if events:
             self._decoded.update((k, e) for k, e in events.items() if k[1] >= self.next_offset[k[0]])
         if any(k not in self._pending and k[1] < self.next_offset[k[0]] for k in wanted):
@@ -206,6 +204,13 @@ class GraphMerge:
         self._reset()
 
     # -- checkpoints -----------------------------------------------------------------
+
+    def _restore_once(self) -> None:
+        """At the first call (on the scoring thread, once the assignment is known): the newest
+        checkpoint that passes nothing this worker has yet to score, if any."""
+        if self._restore_first:
+            self._restore_first = False
+            self._restore_newest(self._passes_nothing_unpublished)
 
     def _restore_newest(self, fits: Callable[[MergePosition], bool]) -> bool:
         """Load the newest checkpoint whose position `fits`; False when there is none."""
@@ -290,9 +295,7 @@ class GraphMerge:
     def record_through(self, last: dict[int, int]) -> None:
         """Merge until each partition's record at offset `last[p]` is in the state (no
         features: for measuring the merge alone, tributary.bench_restart)."""
-        if self._restore_first:
-            self._restore_first = False
-            self._restore_newest(self._passes_nothing_unpublished)
+        self._restore_once()
         self._merge_until({(p, o) for p, o in last.items() if o >= self.next_offset[p]})
 
     def _merge_until(self, needed: set[Key]) -> None:
