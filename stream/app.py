@@ -24,6 +24,7 @@ import faust
 from faust.types import TP
 
 from stream.kafka.clients import faust_credentials
+from stream.kafka.faust_compat import resume_read_offset, seek_back
 from stream.log_limits import limit_repeats
 from stream.pipeline.batches import BatchPipeline
 from stream.settings import WorkerSettings
@@ -63,9 +64,12 @@ def create_app(worker: TributaryWorker) -> faust.App:
     )
 
     async def seek(topic: str, partition: int, offset: int) -> None:
-        await app.consumer.seek(TP(topic, partition), offset)
+        await seek_back(app.consumer, TP(topic, partition), offset)
 
-    worker.seek = seek
+    def settled(topic: str, partition: int) -> None:
+        resume_read_offset(app.consumer, TP(topic, partition))
+
+    worker.seek, worker.settled = seek, settled
 
     def topic(*names: str) -> faust.TopicT:
         return app.topic(*names, partitions=s.partitions, key_serializer="raw", value_serializer="raw")

@@ -30,7 +30,7 @@ from models.errors import TributaryError
 from models.model_store import LoadedDonorModel, LoadedFraudModel, load_donor_model, load_fraud_model
 from stream.kafka.clients import ProbeConsumer
 from stream.kafka.clients import start_producer as start_kafka_producer
-from stream.kafka.faust_compat import count_acked_once, limit_fetch_wait
+from stream.kafka.faust_compat import count_acked_once, limit_fetch_wait, suspendable_read_offsets
 from stream.kafka.offset_guard import OffsetGuard
 from stream.kafka.publisher import Publisher
 from stream.monitoring.metrics import WorkerMetrics
@@ -71,8 +71,9 @@ class TributaryWorker:
 
     Kafka is reached through three doors, real ones unless given: `start_producer(**options)`
     starts a producer; `probe()` returns the consumer the offset guard reads committed
-    offsets with; `seek(topic, partition, offset)` moves Faust's consumer (set by
-    `stream.app` once it has built the Faust app).
+    offsets with; `seek(topic, partition, offset)` moves Faust's consumer back, and
+    `settled(topic, partition)` says the re-read has arrived (both set by `stream.app`
+    once it has built the Faust app).
     """
 
     def __init__(self, settings: WorkerSettings, *,
@@ -80,6 +81,7 @@ class TributaryWorker:
                  probe: Callable[[], Awaitable[Any]] | None = None, graph_feed: GraphFeed | None = None):
         register_store()
         count_acked_once()
+        suspendable_read_offsets()
         if settings.fetch_max_wait_ms:
             limit_fetch_wait(settings.fetch_max_wait_ms)
         torch.set_num_threads(settings.torch_threads)
@@ -90,12 +92,13 @@ class TributaryWorker:
         self.fatal_error: str | None = None  # why the worker stopped itself (see `fail`)
         self.request_stop: Callable[[], None] = lambda: os.kill(os.getpid(), signal.SIGTERM)  # how `fail` stops
         self.seek: Callable[[str, int, int], Awaitable[None]] | None = None  # set by stream.app
+        self.settled: Callable[[str, int], None] = lambda topic, partition: None  # set by stream.app
         # (topic, partition) -> the next offset after the last event whose outputs are published and acked
         self.processed: dict[Partition, int] = {}
 
         self.probe = ProbeConsumer(settings)
         self._get_probe = probe or self.probe.get
-        self.offset_guard = OffsetGuard(self._get_probe, self._seek)
+        self.offset_guard = OffsetGuard(self._get_probe, self._seek, lambda topic, partition: self.settled(topic, partition))
         self.publisher = Publisher(start_producer or (lambda **options: start_kafka_producer(settings, **options)),
                                    settings.publish_timeout_s, stopping=lambda: self.stopping,
                                    on_failure=lambda kind: self.metrics.publish_failures.labels(kind.value).inc())

@@ -9,6 +9,7 @@ patch silently stop working.
 from __future__ import annotations
 
 import types
+from collections import defaultdict
 from itertools import count
 from typing import Any
 
@@ -28,7 +29,9 @@ class FaustCompatibilityError(TributaryError):
 
 def check_faust() -> None:
     """Raise FaustCompatibilityError unless the installed Faust has what the patches need."""
-    missing = [name for name in ("_new_offset", "seek", "ack") if not hasattr(faust_consumer.Consumer, name)]
+    missing = [name for name in ("_new_offset", "seek", "ack", "_drain_messages") if not hasattr(faust_consumer.Consumer, name)]
+    if not hasattr(faust_driver, "AIOKafkaConsumerThread") or not hasattr(faust_driver.AIOKafkaConsumerThread, "seek"):
+        missing.append("AIOKafkaConsumerThread.seek")
     if not hasattr(faust_driver, "aiokafka"):
         missing.append("faust.transport.drivers.aiokafka.aiokafka")
     if missing:
@@ -111,3 +114,78 @@ def limit_fetch_wait(max_wait_ms: int) -> None:
     namespace = types.SimpleNamespace(**{name: getattr(aiokafka, name) for name in dir(aiokafka) if not name.startswith("__")})
     namespace.AIOKafkaConsumer = consumer
     faust_driver.aiokafka = namespace
+
+
+class SuspendableReadOffsets(defaultdict):
+    """Faust's `Consumer._read_offset` (the last offset delivered per partition), with a
+    per-partition suspension for the time between a seek back and the re-read.
+
+    Faust's fetcher loop drops a record below the partition's read offset, adds a "gap"
+    (offsets later counted as acked) when a record lands beyond it, and sets it to each
+    record it delivers. A seek sets it to the sought offset, but the fetcher goes on
+    delivering what it fetched before the seek (the rest of its batch), and each of those
+    records sets the read offset past the sought one again: the re-read records then all
+    fall below it and are dropped, the guard sees a hole again and seeks again, and so on
+    (seen as a worker that "reads again from 1732" while records 1910 ... 2438 kept
+    coming). Those stale records also add gaps over offsets not yet re-read, which a
+    commit could pass. While a partition is suspended its read offset reads as None:
+    Faust drops nothing and adds no gaps there, and the offset guard alone orders its
+    records (it holds the stale ones back). The values Faust sets are still kept, so
+    the bookkeeping is current when the guard resumes the partition.
+    """
+
+    def __init__(self, offsets: Any = ()):
+        super().__init__(lambda: None, offsets)
+        self.suspended: set[Any] = set()
+
+    def __getitem__(self, tp: Any) -> Any:
+        if tp in self.suspended:
+            return None
+        return super().__getitem__(tp)
+
+    def pop(self, tp: Any, *default: Any) -> Any:  # Faust pops a revoked partition
+        self.suspended.discard(tp)
+        return super().pop(tp, *default)
+
+
+def suspendable_read_offsets() -> None:
+    """Give every Faust consumer built from now on a `SuspendableReadOffsets` (idempotent).
+
+    Here, at construction: Faust's fetcher loop binds the mapping's methods when it starts.
+    """
+    check_faust()
+    init = faust_consumer.Consumer.__init__
+    if getattr(init, "suspendable_read_offsets", False):
+        return
+
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        self._read_offset = SuspendableReadOffsets(self._read_offset)
+
+    __init__.suspendable_read_offsets = True  # type: ignore[attr-defined]  # marks the patch
+    faust_consumer.Consumer.__init__ = __init__  # type: ignore[method-assign]  # the patch
+
+
+async def seek_back(consumer: Any, tp: Any, offset: int) -> None:
+    """Move Faust's consumer to `offset` of `tp` and suspend Faust's read offset there
+    until `resume_read_offset`: the offset guard's seek.
+
+    Faust's own `Consumer.seek` runs aiokafka's seek on the calling (event-loop) thread;
+    aiokafka's seek deletes the partition's buffered records while the consumer thread
+    may be iterating them in `Fetcher.fetched_records`, and a KeyError there stopped the
+    fetcher and the worker (seen once in the donors' kill-and-restart test). So aiokafka's
+    seek runs on the consumer thread, the only one that touches aiokafka's fetcher.
+    """
+    read_offsets = consumer._read_offset
+    if not isinstance(read_offsets, SuspendableReadOffsets):
+        raise FaustCompatibilityError("Faust's consumer was built before suspendable_read_offsets() was installed")
+    read_offsets.suspended.add(tp)
+    thread = consumer._thread
+    await thread.call_thread(thread.seek, tp, offset)
+
+
+def resume_read_offset(consumer: Any, tp: Any) -> None:
+    """The re-read after `seek_back` has reached the pipeline: Faust's read offset counts again."""
+    read_offsets = consumer._read_offset
+    if isinstance(read_offsets, SuspendableReadOffsets):
+        read_offsets.suspended.discard(tp)
