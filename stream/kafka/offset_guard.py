@@ -20,6 +20,14 @@ that partition's records in the batch, unacked and unreferenced, and seeks the c
 back to the expected offset, so they come again in order. A held-back record is never
 lost: it is not acked, so no commit passes it, and the seek brings it back. A hole with
 nothing after it is found by `watch` (the consumer fetched further than the pipeline got).
+
+Records fetched before a seek keep arriving for a while after it (Faust's batch and the
+agent's queue hold thousands). They are held back too, without seeking again: each seek
+would restart the re-read, and with a queue that is never empty the re-read would never
+arrive. Once a record at or after the sought offset is admitted, the re-read is here and
+`settled(topic, partition)` is called (the worker lets Faust count that partition's read
+offset again; see `stream.kafka.faust_compat.seek_back`). A seek that is lost is found
+by `watch`, which seeks again.
 """
 
 from __future__ import annotations
@@ -36,12 +44,16 @@ Partition = tuple[str, int]
 
 class OffsetGuard:
     """`probe` is a consumer of the group (never subscribed: it reads committed offsets and
-    fetches single records); `seek(topic, partition, offset)` moves the worker's consumer."""
+    fetches single records); `seek(topic, partition, offset)` moves the worker's consumer
+    back; `settled(topic, partition)` is told when the records sought back have arrived."""
 
     def __init__(self, probe: Callable[[], Awaitable[AIOKafkaConsumer]],
-                 seek: Callable[[str, int, int], Awaitable[None]], probe_timeout_ms: int = 2000):
+                 seek: Callable[[str, int, int], Awaitable[None]],
+                 settled: Callable[[str, int], None] = lambda topic, partition: None, probe_timeout_ms: int = 2000):
         self._probe = probe
         self._seek = seek
+        self._settled = settled
+        self._sought: dict[Partition, int] = {}  # partitions sought back, to the offset, until the re-read arrives
         self._probe_timeout_ms = probe_timeout_ms
         self._expected: dict[Partition, int] = {}
         self._watched: dict[Partition, int] = {}  # expected offsets at the last watch
@@ -52,6 +64,7 @@ class OffsetGuard:
         for partition in partitions:
             self._expected.pop(partition, None)
             self._watched.pop(partition, None)
+            self._sought.pop(partition, None)
 
     async def admit(self, events: list) -> list:
         """The events the pipeline may process now, in their order; the others are held back."""
@@ -66,13 +79,21 @@ class OffsetGuard:
             if expected is None:
                 expected = await self._start_offset(partition, message.offset)
             if message.offset > expected and not await self._nothing_between(partition, expected, message.offset):
-                log.warning("%s[%d]: record %d arrived while %d was expected; holding the partition back and "
-                            "reading again from %d", *partition, message.offset, expected, expected)
+                if self._sought.get(partition) == expected:
+                    log.debug("%s[%d]: record %d was fetched before the seek back to %d; held back",
+                              *partition, message.offset, expected)
+                else:
+                    log.warning("%s[%d]: record %d arrived while %d was expected; holding the partition back and "
+                                "reading again from %d", *partition, message.offset, expected, expected)
                 blocked.add(partition)
                 self.held_back += 1
                 await self._seek_back(partition, expected)
                 continue
             self._expected[partition] = max(expected, message.offset + 1)
+            sought = self._sought.get(partition)
+            if sought is not None and message.offset >= sought:
+                del self._sought[partition]  # the re-read is here
+                self._settled(*partition)
             admitted.append(event)
         return admitted
 
@@ -97,13 +118,18 @@ class OffsetGuard:
                 continue
             log.warning("%s[%d]: fetched up to %d but nothing after %d reached the pipeline; reading again "
                         "from %d", *partition, position, expected - 1, expected)
-            await self._seek_back(partition, expected)
+            await self._seek_back(partition, expected, again=True)
             sought += 1
         return sought
 
-    async def _seek_back(self, partition: Partition, offset: int) -> None:
+    async def _seek_back(self, partition: Partition, offset: int, again: bool = False) -> None:
+        """Seek back, unless this partition is already sought back there and the records
+        seen now were fetched before that seek (`again`: the watch found it stalled)."""
+        if self._sought.get(partition) == offset and not again:
+            return
         try:
             await self._seek(*partition, offset)
+            self._sought[partition] = offset
         except Exception as error:  # e.g. the partition was revoked meanwhile; the watch tries again
             log.warning("%s[%d]: could not seek back to %d (%s)", *partition, offset, error)
 
