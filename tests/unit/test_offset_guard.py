@@ -17,7 +17,7 @@ def offsets_of(admitted) -> list[tuple[int, int]]:
     return [(e.message.partition, e.message.offset) for e in admitted]
 
 
-def guard_over(probe: FakeProbe):
+def guard_over(probe: FakeProbe, settled: list | None = None):
     seeks = []
 
     async def seek(topic, partition, offset):
@@ -26,7 +26,8 @@ def guard_over(probe: FakeProbe):
     async def get_probe():
         return probe
 
-    return OffsetGuard(get_probe, seek), seeks
+    settled = [] if settled is None else settled
+    return OffsetGuard(get_probe, seek, lambda topic, partition: settled.append((topic, partition))), seeks
 
 
 def test_in_order_records_from_the_committed_offset_pass():
@@ -104,3 +105,28 @@ def test_the_watch_leaves_a_moving_partition_alone_and_skips_offsets_without_rec
     assert asyncio.run(guard.watch({("t", 0): 103})) == 0
     assert asyncio.run(guard.watch({("t", 0): 103})) == 0 and not seeks
     assert offsets_of(asyncio.run(guard.admit(events("t", 0, [103])))) == [(0, 103)]
+
+
+def test_records_fetched_before_the_seek_are_held_back_without_seeking_again():
+    # Faust's batch and the agent's queue still hold thousands of records from before the
+    # seek; a seek for each would restart the re-read every time, and it would never come.
+    probe = FakeProbe({("t", 0): list(range(5000))}, {("t", 0): 1732})
+    settled: list = []
+    guard, seeks = guard_over(probe, settled)
+    for start in range(1910, 4000, 300):
+        assert asyncio.run(guard.admit(events("t", 0, range(start, start + 300)))) == []
+    assert seeks == [("t", 0, 1732)] and not settled
+    admitted = asyncio.run(guard.admit(events("t", 0, range(1732, 2000))))
+    assert len(admitted) == 268 and settled == [("t", 0)]  # the re-read is here: Faust may count again
+    # A later hole is a new one: sought back again.
+    asyncio.run(guard.admit(events("t", 0, range(2100, 2110))))
+    assert seeks == [("t", 0, 1732), ("t", 0, 2000)]
+
+
+def test_the_watch_seeks_again_when_a_seek_back_brought_nothing():
+    probe = FakeProbe({("t", 0): list(range(500))}, {("t", 0): 200})
+    guard, seeks = guard_over(probe)
+    asyncio.run(guard.admit(events("t", 0, range(300, 310))))  # sought back to 200 ...
+    assert asyncio.run(guard.watch({("t", 0): 310})) == 0
+    assert asyncio.run(guard.watch({("t", 0): 310})) == 1  # ... and nothing came: again
+    assert seeks == [("t", 0, 200), ("t", 0, 200)]
