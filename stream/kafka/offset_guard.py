@@ -15,7 +15,9 @@ So, per partition, the guard keeps the next offset it expects (from the group's
 committed offset when it first sees the partition in an assignment) and lets a record
 through only if it is at or below that offset (a redelivery, which the stages handle)
 or if the broker confirms there is nothing to read between the two (offsets a consumer
-never sees: transaction markers, compacted records). Otherwise it holds back the rest of
+never sees: transaction markers, compacted records). A second copy of a record within
+one batch (the re-read after a seek overtaking the queued first copy) is left out: the
+stages recognise copies of earlier batches only. Otherwise it holds back the rest of
 that partition's records in the batch, unacked and unreferenced, and seeks the consumer
 back to the expected offset, so they come again in order. A held-back record is never
 lost: it is not acked, so no commit passes it, and the seek brings it back. A hole with
@@ -58,6 +60,7 @@ class OffsetGuard:
         self._expected: dict[Partition, int] = {}
         self._watched: dict[Partition, int] = {}  # expected offsets at the last watch
         self.held_back = 0  # records held back since start (a metric reads it)
+        self.repeated = 0  # second copies of a record within one batch, left out
 
     def forget(self, partitions: Iterable[Partition]) -> None:
         """A rebalance moved these partitions: their next offset comes from the commit again."""
@@ -69,11 +72,18 @@ class OffsetGuard:
     async def admit(self, events: list) -> list:
         """The events the pipeline may process now, in their order; the others are held back."""
         admitted, blocked = [], set()
+        taken: set[tuple[Partition, int]] = set()  # (partition, offset) admitted from this batch
         for event in events:
             message = event.message
             partition = (message.topic, message.partition)
             if partition in blocked:
                 self.held_back += 1
+                continue
+            if (partition, message.offset) in taken:
+                # A second copy in one batch: a seek back re-read records still queued from
+                # before it. The stages recognise a copy of an earlier batch by its published
+                # marker, but not one within the batch; the first copy's ack covers the offset.
+                self.repeated += 1
                 continue
             expected = self._expected.get(partition)
             if expected is None:
@@ -94,6 +104,7 @@ class OffsetGuard:
             if sought is not None and message.offset >= sought:
                 del self._sought[partition]  # the re-read is here
                 self._settled(*partition)
+            taken.add((partition, message.offset))
             admitted.append(event)
         return admitted
 
