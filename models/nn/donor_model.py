@@ -31,7 +31,6 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
-from torch_geometric.nn import SAGEConv
 
 from models.contracts import Segment
 from models.nn.masked import masked_mean
@@ -183,6 +182,10 @@ class TypedNeighbourSAGE(nn.Module):
     """
 
     def __init__(self, node_dim: int, nbr_dim: int, types: int, hidden: int, dropout: float):
+        # Imported here: PyG takes seconds to import (it loads torch._dynamo), and only a
+        # donor model with a network branch needs it, not every worker and command.
+        from torch_geometric.nn import SAGEConv
+
         super().__init__()
         self.node_dim, self.nbr_dim, self.types, self.hidden = node_dim, nbr_dim, types, hidden
         self.out_dim = hidden
