@@ -169,7 +169,7 @@ class ChangelogMarkers:
                 for record in records:
                     topic = self._topic_of_marker(record.key)
                     if topic is not None:
-                        offset = int.from_bytes(record.value, "little", signed=True)
+                        offset = int.from_bytes(record.value[:8], "little", signed=True)  # then the payload
                         self.published[(topic, record.partition)] = offset
 
     def close(self) -> None:

@@ -40,6 +40,7 @@ MARKER_PREFIX = b"\xffpublish"
 # The accounts table's markers before donors had several topics: read as topic 0.
 _LEGACY_MARKER = MARKER_PREFIX
 _ENTITY_KEY_BYTES = 8  # entity keys are 8 bytes, so they never collide with a 10-byte marker
+_OFFSET_BYTES = 8
 
 Record = tuple[bytes, bytes]  # a changelog record: key, value
 
@@ -67,11 +68,12 @@ def marker_topic(key: bytes) -> int | None:
 
 
 def encode_offset(offset: int) -> bytes:
-    return offset.to_bytes(8, "little", signed=True)
+    return offset.to_bytes(_OFFSET_BYTES, "little", signed=True)
 
 
 def decode_offset(raw: bytes) -> int:
-    return int.from_bytes(raw, "little", signed=True)
+    """The offset of a marker value (its first 8 bytes; what follows is the marker's payload)."""
+    return int.from_bytes(raw[:_OFFSET_BYTES], "little", signed=True)
 
 
 def encode_entity_key(key: int) -> bytes:
@@ -96,31 +98,48 @@ class ChangelogWrite:
 
 
 class PublishedOffsets:
-    """Per (input topic index, partition): the highest offset whose outputs are published."""
+    """Per (input topic index, partition): the highest offset whose outputs are published,
+    and the marker's payload: state that must be exactly as of that offset (the alert
+    budget's controller), so it is written in the same record and can never be ahead of
+    the marker or behind it."""
 
     def __init__(self) -> None:
         self._offsets: dict[tuple[int, int], int] = {}
+        self._payloads: dict[tuple[int, int], bytes] = {}
 
     def get(self, topic_index: int, partition: int) -> int:
         """-1 where nothing is published yet."""
         return self._offsets.get((topic_index, partition), -1)
 
-    def mark(self, topic_index: int, partition: int, offset: int) -> Record:
-        """Advance the offset, and return the marker record that says so in the changelog.
+    def payload(self, topic_index: int, partition: int) -> bytes:
+        """What the last marker carried besides its offset (b"": nothing)."""
+        return self._payloads.get((topic_index, partition), b"")
+
+    def mark(self, topic_index: int, partition: int, offset: int, payload: bytes | None = None) -> Record:
+        """Advance the offset, and return the marker record that says so in the changelog
+        (with `payload`, or the payload it had).
 
         The record must reach the changelog only after the outputs it covers are
         durable (step 3): the stage builds it while processing, the worker writes it
         after publishing.
         """
-        current = self._offsets[(topic_index, partition)] = max(self.get(topic_index, partition), offset)
-        return marker_key(topic_index), encode_offset(current)
+        key = (topic_index, partition)
+        current = self._offsets[key] = max(self.get(topic_index, partition), offset)
+        if payload is not None:
+            self._payloads[key] = payload
+        return marker_key(topic_index), encode_offset(current) + self.payload(topic_index, partition)
 
     def restore(self, topic_index: int, partition: int, raw: bytes) -> None:
-        self._offsets[(topic_index, partition)] = max(self.get(topic_index, partition), decode_offset(raw))
+        key = (topic_index, partition)
+        offset = decode_offset(raw)
+        if offset >= self.get(topic_index, partition):
+            self._payloads[key] = raw[_OFFSET_BYTES:]
+        self._offsets[key] = max(self.get(topic_index, partition), offset)
 
     def drop(self, partition: int) -> None:
         for key in [k for k in self._offsets if k[1] == partition]:
             del self._offsets[key]
+            self._payloads.pop(key, None)
 
     def as_dict(self) -> dict[tuple[int, int], int]:
         return dict(self._offsets)

@@ -17,6 +17,19 @@ def test_a_marker_never_moves_back_and_is_forgotten_with_its_partition():
     assert published.as_dict() == {}
 
 
+def test_a_marker_carries_its_payload_and_a_restore_keeps_the_newest():
+    written = PublishedOffsets()
+    first = written.mark(0, 1, 10, payload=b"state at 10")
+    assert written.mark(0, 1, 11) == (marker_key(0), encode_offset(11) + b"state at 10")  # kept until replaced
+    newest = written.mark(0, 1, 12, payload=b"state at 12")
+    restored = PublishedOffsets()
+    for _, value in (newest, first):  # a changelog read out of order: the older marker must not win
+        restored.restore(0, 1, value)
+    assert restored.get(0, 1) == 12 and restored.payload(0, 1) == b"state at 12"
+    restored.drop(1)
+    assert restored.payload(0, 1) == b""
+
+
 def test_the_accounts_table_reads_the_markers_it_wrote_before_there_were_topic_indices():
     accounts = PublishedMarkers()
     accounts.restore(2, b"\xffpublish", encode_offset(99))  # the 9-byte key of older changelogs
