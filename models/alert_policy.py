@@ -8,14 +8,13 @@ per day there):
     model              the threshold chosen at training (best F1 on validation)
     threshold=0.8      this score threshold
     top_fraction=0.001 alert on the highest-scored 0.1% of transactions
-    alerts_per_day=200 about 200 alerts a day (all partitions together) at the event
-                       rate of the validation period
+    alerts_per_day=200 about 200 alerts a day, all partitions together
 
-The threshold is then fixed: scoring stays a pure function of the event and the state,
-so a rescored event raises the same alert. It holds the budget as long as scores and
-traffic look like validation; the drift monitors (score PSI) say when they no longer do.
-`offline` writes the reference, `stream` serves the policy, `tributary evaluate` shows
-precision and recall against alerts per day.
+`threshold` below converts a budget once, from validation: right only while scores and
+traffic look like validation. What the worker serves for a budget follows each
+partition's own recent scores instead (models.alert_budget), starting from this
+reference. `offline` writes the reference, `stream` serves the policy, `tributary
+evaluate` shows precision and recall against alerts per day.
 """
 
 from __future__ import annotations
