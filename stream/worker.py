@@ -109,7 +109,8 @@ class TributaryWorker:
         self.fraud_model_name = resolve_model_name(root, "fraud", settings.fraud_model, DEFAULT_FRAUD_MODEL)
         fraud = load_fraud_model(latest_version(root, self.fraud_model_name))
         self.alert_thresholds = AlertThresholds(
-            settings.alert_policy, lambda model, threshold: self.metrics.alert_threshold.labels(model).set(threshold))
+            settings.alert_policy, lambda model, threshold: self.metrics.alert_threshold.labels(model).set(threshold),
+            partitions=settings.partitions)
         self.alert_thresholds.check(fraud)
         self.fraud_scorer = fraud_scorer = self._fraud_scorer(fraud)
         # A new version the alert policy cannot serve (a budget, no validation scores) is refused.

@@ -95,8 +95,17 @@ class TransactionStage:
         result.model = (model.manifest.name, model.version)
         try:
             scores = self.scorer.score(model, take_rows(batch, live))
-            threshold = self.thresholds.threshold(model) if self.thresholds is not None else model.threshold
-            flagged: np.ndarray = live[scores >= threshold]
+            if self.thresholds is not None:
+                live_records = [ordered[position] for position in live.tolist()]
+                flags, thresholds = self.thresholds.flag(
+                    model, np.array([r.partition for r, _ in live_records], dtype=np.int64),
+                    np.array([e.event_time.timestamp() for _, e in live_records], dtype=np.float64), scores,
+                    self.accounts.published, TRANSACTIONS_TOPIC)
+            else:
+                flags, thresholds = scores >= model.threshold, np.full(len(scores), model.threshold)
+            flagged: np.ndarray = live[flags]
+            for partition, write in result.changelog.items():  # the markers carry the budget's new state
+                write.markers = [self.accounts.published.mark(TRANSACTIONS_TOPIC, partition, last[partition])]
             alerting = take_rows(batch, flagged)
             reasons = with_patterns(self.scorer.reasons(model, alerting), alerting) if len(flagged) else []
         except Exception as error:  # a model failure fails the batch's events explicitly, never silently
@@ -110,7 +119,7 @@ class TransactionStage:
 
         now = datetime.now(timezone.utc)
         reason_for = dict(zip(flagged.tolist(), reasons))
-        for position, score in zip(live.tolist(), scores.tolist()):
+        for position, score, threshold in zip(live.tolist(), scores.tolist(), thresholds.tolist()):
             record, event = ordered[position]
             alert = None
             if position in reason_for:

@@ -1,17 +1,26 @@
-"""The worker serves the alert policy: a budget holds its alert rate, a policy file is
-read again while it runs, and a budget the model cannot serve stops it at start."""
+"""The worker serves the alert policy: a budget holds its alert rate where a threshold
+fixed from validation does not, a rescored partition raises the same alerts, a policy
+file is read again while it runs, and a budget the model cannot serve stops it at start."""
 
 from __future__ import annotations
 
+import json
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
 import pytest
 
-from models.alert_policy import AlertPolicyError, budget_reference
-from models.contracts import EventOutcome
+from models.alert_policy import AlertPolicy, AlertPolicyError, budget_reference
+from models.contracts import EventOutcome, FraudAlert
+from models.model_store import load_fraud_model
+from offline.evaluation.alert_budget import served_at_budget
+from stream.pipeline.records import RawRecord
 from tests.serving_helpers import untrained_fraud_artifact
 from tests.worker_driver import Driver, transactions
 
 N = 600
 DAYS = 2.0  # the "validation period" the reference is said to span: N / DAYS events a day
+PARTITIONS = 4
 
 
 def scores_of(driver: Driver) -> list[float]:
@@ -21,8 +30,8 @@ def scores_of(driver: Driver) -> list[float]:
 
 @pytest.fixture
 def budget_models(tmp_path):
-    """An artifact whose validation scores are the scores of this very stream, so that a
-    budget's alert rate on it can be checked exactly."""
+    """An artifact whose validation scores are those of the first N transactions of
+    `transactions`, said to span DAYS."""
     first = tmp_path / "first"
     untrained_fraud_artifact(first, threshold=0.5)
     probe = Driver(first)
@@ -37,14 +46,85 @@ def alerts(driver: Driver) -> int:
     return len(driver.sent(driver.settings.topics.fraud_alerts))
 
 
-@pytest.mark.parametrize("policy, expected", [("top_fraction=0.1", 0.1 * N), ("alerts_per_day=45", 45 * DAYS)])
-def test_a_budget_holds_its_alert_rate(budget_models, policy, expected):
-    driver = Driver(budget_models, alert_policy=policy)
-    driver.run("transactions", [transactions(N)])
-    assert abs(alerts(driver) - expected) <= 0.1 * expected, f"{alerts(driver)} alerts, budget {expected:g}"
+def replayed(driver: Driver, stream: list[list[RawRecord]], start: int = 0) -> Driver:
+    """`driver` after scoring stream[start:], with the whole stream in the topic first (a
+    replay: every partition's next record is there, so the graph merge never has to pass
+    an idle partition, and the features do not depend on how fast it reads)."""
+    driver.feed.produce([record for batch in stream for record in batch])
+    driver.run("transactions", stream[start:])
+    return driver
+
+
+def moving_stream(days: int = 12, busy: int = 600, quiet: int = 150) -> list[list[RawRecord]]:
+    """Days of transactions over PARTITIONS partitions, unlike the validation period: the
+    first half at `busy` a day, the second at `quiet`, with amounts (and so scores)
+    drifting all along; one batch per half day."""
+    start, batches, offsets, i = datetime(2025, 3, 1, tzinfo=timezone.utc), [], [0] * PARTITIONS, 0
+    for half_day in range(2 * days):
+        per_day = busy if half_day < days else quiet
+        batch = []
+        for k in range(per_day // 2):
+            partition = i % PARTITIONS
+            at = start + timedelta(days=half_day / 2 + k / per_day)
+            value = json.dumps({"event_id": f"m{i}", "event_time": at.isoformat(), "source_account": f"a{i % 37}",
+                                "destination_account": f"a{(i + 1 + i % 5) % 37}", "amount": 20.0 + (i % 50) * (1 + half_day),
+                                "type": "transfer"}).encode()
+            batch.append(RawRecord("transactions", partition, offsets[partition], f"a{i % 37}".encode(), value))
+            offsets[partition] += 1
+            i += 1
+        batches.append(batch)
+    return batches
+
+
+@pytest.mark.parametrize("policy", ["alerts_per_day=40", "top_fraction=0.1"])
+def test_a_budget_holds_its_alert_rate_when_traffic_and_scores_move_from_validation(budget_models, policy):
+    days, stream = 12, moving_stream()
+    events = sum(len(batch) for batch in stream)
+    budget = 40 * days if policy.startswith("alerts_per_day") else 0.1 * events
+    fixed = replayed(Driver(budget_models, alert_policy=f"threshold={budget_threshold(budget_models, policy):.12f}"),
+                     stream)
+    driver = replayed(Driver(budget_models, alert_policy=policy), stream)
+    assert abs(alerts(driver) - budget) <= 0.1 * budget, (
+        f"{alerts(driver)} alerts for a budget of {budget:g} ({alerts(fixed)} at the fixed validation threshold)")
+    assert abs(alerts(fixed) - budget) > 0.1 * budget, "the stream does not move enough to test anything"
+    # `tributary evaluate --alert-policy` says what this worker raised: the same budget, per partition.
+    outcomes = [EventOutcome.model_validate_json(v) for v in driver.sent(driver.settings.topics.outcomes)]
+    times = {json.loads(r.value)["event_id"]: datetime.fromisoformat(json.loads(r.value)["event_time"]).timestamp()
+             for batch in stream for r in batch}
+    model = driver.worker.fraud_scorer.current.model
+    offline = served_at_budget(np.array([o.scores["fraud"] for o in outcomes]), np.zeros(len(outcomes), dtype=bool),
+                               np.array([times[o.event_id] for o in outcomes]), np.array([o.partition for o in outcomes]),
+                               PARTITIONS, model.manifest.metrics, AlertPolicy.parse(policy))
+    span_days = (max(times.values()) - min(times.values())) / 86_400
+    assert round(offline["alerts_per_day"] * span_days) == alerts(driver)
     sample = driver.worker.metrics.registry.get_sample_value
-    assert sample("tributary_alert_threshold", {"model": "fusion-gated"}) == pytest.approx(
-        driver.worker.alert_thresholds.threshold(driver.worker.fraud_scorer.current.model))
+    last_alert = FraudAlert.model_validate_json(driver.sent(driver.settings.topics.fraud_alerts)[-1])
+    assert sample("tributary_alert_threshold", {"model": "fusion-gated"}) >= 0.0 and last_alert.score >= last_alert.threshold
+
+
+def budget_threshold(model_dir, policy: str) -> float:
+    """The threshold a fixed conversion of the budget would use (what main served before)."""
+    model = load_fraud_model(next(model_dir.glob("fusion-gated/*")))
+    return AlertPolicy.parse(policy).threshold(model.threshold, model.manifest.metrics)
+
+
+def test_a_partition_rescored_from_its_marker_raises_the_same_alerts(budget_models):
+    # A worker that stops after any batch and a new one that restores its markers (the
+    # budget's state inside them) raise the alerts an uninterrupted worker raises.
+    stream, stop = moving_stream(days=4), 5  # the stop falls where the budget is alerting
+    whole = replayed(Driver(budget_models, alert_policy="alerts_per_day=40"), stream)
+    first = replayed(Driver(budget_models, alert_policy="alerts_per_day=40"), stream[:stop])
+    second = Driver(budget_models, alert_policy="alerts_per_day=40")
+    markers = first.worker.accounts.published
+    for topic_index, partition in markers.as_dict():
+        second.worker.accounts.restore(partition, *markers.mark(topic_index, partition, markers.get(topic_index, partition)))
+        second.broker.committed_offsets[("transactions", partition)] = markers.get(topic_index, partition) + 1
+    replayed(second, stream, start=stop)  # the graph is rebuilt from the topic
+
+    def said(driver):
+        return sorted((a.event_id, a.threshold) for a in map(FraudAlert.model_validate_json,
+                                                             driver.sent(driver.settings.topics.fraud_alerts)))
+    assert said(second) and sorted(said(first) + said(second)) == said(whole)
 
 
 def test_a_policy_file_is_read_again_at_the_reload_check(budget_models, tmp_path):
