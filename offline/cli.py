@@ -316,5 +316,10 @@ def _print_policy(budget: dict) -> None:
             continue
         precision = "-" if point["precision"] is None else f"{point['precision']:.4f}"
         recall = "-" if point["recall"] is None else f"{point['recall']:.4f}"
-        click.echo(f"  {name:<24}threshold {point['threshold']:.4f}  {point['alerts_per_day']:,.1f} alerts/day  "
+        if "threshold_range" in point:  # a budget moves its threshold as the worker does
+            low, high = point["threshold_range"] or (float("nan"), float("nan"))
+            threshold = f"threshold {low:.4f}..{high:.4f}"
+        else:
+            threshold = f"threshold {point['threshold']:.4f}"
+        click.echo(f"  {name:<24}{threshold}  {point['alerts_per_day']:,.1f} alerts/day  "
                    f"precision {precision}  recall {recall}")

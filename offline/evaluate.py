@@ -22,10 +22,10 @@ from models.artifacts import (
     served_entry,
     served_root,
 )
-from models.features.partitioning import DEFAULT_PARTITIONS
+from models.features.partitioning import DEFAULT_PARTITIONS, PartitionOf
 from models.model_store import load_fraud_model
 from models.worlds import open_world
-from offline.evaluation.alert_budget import at_budget, budget_curve, plot_budget_curves
+from offline.evaluation.alert_budget import budget_curve, plot_budget_curves, served_at_budget
 from offline.evaluation.report import ScoredModel, write_fraud_report, write_report_json
 from offline.train.fraud_data import TEST, load_fraud_dataset
 from offline.train.loop import predict
@@ -132,15 +132,20 @@ def evaluate_fraud(model_dir: Path, world_dir: Path, out: Path, split: str = "te
     _write_predictions(out, data.event_ids[data.split == TEST], labels, results)
     report["partitions"] = partitions
     report["served"] = _served(model_dir, "fraud", DEFAULT_FRAUD_MODEL)
-    report["alert_budget"] = _alert_budget(out, world.manifest.source, data.times[data.split == TEST], labels,
-                                           results, {m.manifest.name: m.manifest.metrics for m in loaded}, policy)
+    test = data.split == TEST
+    served_partitions = PartitionOf(partitions)(list(data.sources[test]))
+    report["alert_budget"] = _alert_budget(out, world.manifest.source, data.times[test], labels, results,
+                                           {m.manifest.name: m.manifest.metrics for m in loaded}, policy,
+                                           served_partitions, partitions)
     write_report_json(out / "report.json", report)
     return report
 
 
 def _alert_budget(out: Path, dataset: str, times: np.ndarray, labels: np.ndarray, results: dict[str, ScoredModel],
-                  metrics: dict[str, dict], policy: AlertPolicy | None) -> dict:
-    """Alerts per day against precision and recall (a plot), and the chosen policy's point."""
+                  metrics: dict[str, dict], policy: AlertPolicy | None, partition_ids: np.ndarray,
+                  partitions: int) -> dict:
+    """Alerts per day against precision and recall (a plot, at fixed thresholds), and the
+    chosen policy's point as a worker with `partitions` partitions serves it."""
     days = max(float(times.max() - times.min()) / 86_400.0, 1 / 24) if len(times) else 1.0
     curves = {name: budget_curve(r.scores, labels, days, metrics[name]) for name, r in results.items()}
     plot_budget_curves(out / "alerts_per_day.png", curves, f"Alerts per day against precision and recall, {dataset}")
@@ -148,7 +153,8 @@ def _alert_budget(out: Path, dataset: str, times: np.ndarray, labels: np.ndarray
     if policy is not None:
         for name, r in results.items():
             try:
-                chosen[name] = at_budget(r.scores, labels, days, metrics[name], policy)
+                chosen[name] = served_at_budget(r.scores, labels, times, partition_ids, partitions, metrics[name],
+                                                policy)
             except AlertPolicyError as error:
                 chosen[name] = {"policy": str(policy), "error": str(error)}
     return {"days": days, "policy": str(policy) if policy else None, "at_policy": chosen, "curves": curves}
