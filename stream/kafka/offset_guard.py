@@ -154,7 +154,7 @@ class OffsetGuard:
             if committed is not None:
                 return committed
             return (await probe.beginning_offsets([tp]))[tp]
-        except Exception as error:  # the guard must not stop the worker; the stages still dedupe
+        except Exception as error:  # the guard must not stop the worker; the stages skip what was published
             log.warning("%s[%d]: committed offset unknown (%s); starting at the first record, %d",
                         *partition, error, first)
             return first

@@ -84,7 +84,9 @@ class BatchPipeline:
         clock = {"to_pipeline": time.time()}  # the end of each latency phase (metrics.LATENCY_PHASES)
         try:
             admitted = await self._guard.admit(events)
-        except Exception:  # a bug in the guard must not stop the agent; the stages still dedupe
+        except Exception:  # a bug in the guard must not stop the agent. The stages still skip what
+            # was published already; two copies of a record in one batch, which only the guard
+            # leaves out, would fail that batch into dead letters.
             log.exception("offset check failed; processing the batch as it came")
             admitted = events
         if len(admitted) < len(events):
