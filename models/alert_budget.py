@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import math
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -89,7 +90,7 @@ class BudgetController:
     `top_fraction`), starting from the model's validation reference (`budget_reference`)."""
 
     def __init__(self, policy: AlertPolicy, reference: dict, partitions: int):
-        if policy.kind not in ("alerts_per_day", "top_fraction") or policy.value is None:
+        if not policy.is_budget or policy.value is None:
             raise ValueError(f"{policy} is not a budget")
         self.policy = policy
         self.partitions = max(partitions, 1)
@@ -150,8 +151,23 @@ class BudgetController:
 
     def threshold_of(self, state: BudgetState, now_s: float | None = None) -> float:
         """The lowest score that can alert now: the boundary bin's lower edge."""
-        k, _ = self.boundary(state, now_s)
-        return 0.0 if k < 0 else 1.0 if k >= self.bins else float(self.edges[k])
+        return self._lowest_alerting(self.boundary(state, now_s)[0])
+
+    def _lowest_alerting(self, boundary_bin: int) -> float:
+        return 0.0 if boundary_bin < 0 else 1.0 if boundary_bin >= self.bins else float(self.edges[boundary_bin])
+
+    def flag_partitions(self, partition_ids: np.ndarray, times_s: np.ndarray, scores: np.ndarray,
+                        start: Callable[[int], BudgetState]) -> tuple[np.ndarray, np.ndarray, dict[int, BudgetState]]:
+        """`flag` for rows of several partitions (each partition's rows in its order), each
+        from `start(partition)`; also the state each partition ends in."""
+        flags = np.zeros(len(scores), dtype=np.bool_)
+        thresholds = np.zeros(len(scores), dtype=np.float64)
+        states = {}
+        for partition in np.unique(partition_ids).tolist():
+            rows = np.flatnonzero(partition_ids == partition)
+            states[partition] = state = start(partition)
+            flags[rows], thresholds[rows] = self.flag(state, times_s[rows], scores[rows])
+        return flags, thresholds, states
 
     def flag(self, state: BudgetState, times_s: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Whether each event (in order) alerts, and the lowest score that could; advances `state`.
@@ -174,7 +190,7 @@ class BudgetController:
                 state.current = np.zeros(self.bins)
                 state.bucket_start_s += passed * BUCKET_S
             k, share = self.boundary(state, t)
-            thresholds[i] = 0.0 if k < 0 else 1.0 if k >= self.bins else float(self.edges[k])
+            thresholds[i] = self._lowest_alerting(k)
             b = self.bin_of(score)
             if b > k:
                 flags[i] = True

@@ -76,6 +76,11 @@ class AlertPolicy:
     def __str__(self) -> str:
         return self.kind if self.value is None else f"{self.kind}={self.value:g}"
 
+    @property
+    def is_budget(self) -> bool:
+        """A share of the traffic (`top_fraction`, `alerts_per_day`), not a score."""
+        return self.kind in ("top_fraction", "alerts_per_day")
+
     def threshold(self, model_threshold: float, metrics: dict[str, Any], what: str = "the model") -> float:
         """The score threshold this policy sets for a model (its own threshold and metrics)."""
         if self.kind == "model":

@@ -153,8 +153,8 @@ def _alert_budget(out: Path, dataset: str, times: np.ndarray, labels: np.ndarray
     if policy is not None:
         for name, r in results.items():
             try:
-                chosen[name] = served_at_budget(r.scores, labels, times, partition_ids, partitions, metrics[name],
-                                                policy)
+                chosen[name] = served_at_budget(r.scores, labels, days, times, partition_ids, partitions,
+                                                metrics[name], policy)
             except AlertPolicyError as error:
                 chosen[name] = {"policy": str(policy), "error": str(error)}
     return {"days": days, "policy": str(policy) if policy else None, "at_policy": chosen, "curves": curves}

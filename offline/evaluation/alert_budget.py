@@ -24,10 +24,12 @@ from models.alert_policy import AlertPolicy  # noqa: E402
 
 
 def budget_point(scores: np.ndarray, labels: np.ndarray, days: float, threshold: float) -> dict[str, float | None]:
-    alerted = scores >= threshold
+    return {"threshold": float(threshold), **alerted_point(scores >= threshold, labels, days)}
+
+
+def alerted_point(alerted: np.ndarray, labels: np.ndarray, days: float) -> dict[str, float | None]:
     true_alerts = int((alerted & labels).sum())
     return {
-        "threshold": float(threshold),
         "alerts_per_day": float(alerted.sum() / days),
         "precision": true_alerts / int(alerted.sum()) if alerted.any() else None,
         "recall": true_alerts / int(labels.sum()) if labels.any() else None,
@@ -42,30 +44,22 @@ def at_budget(scores: np.ndarray, labels: np.ndarray, days: float, metrics: dict
     return {"policy": str(policy), **budget_point(scores, np.asarray(labels, dtype=bool), days, threshold)}
 
 
-def served_at_budget(scores: np.ndarray, labels: np.ndarray, times_s: np.ndarray, partition_ids: np.ndarray,
-                     partitions: int, metrics: dict[str, Any], policy: AlertPolicy) -> dict[str, Any]:
-    """What a worker with `partitions` input partitions raises under `policy`: alerts per
-    day, precision, recall, and the threshold range the budget moved through."""
-    labels = np.asarray(labels, dtype=bool)
-    days = max(float(times_s.max() - times_s.min()) / 86_400.0, 1 / 24) if len(times_s) else 1.0
-    if policy.kind not in ("top_fraction", "alerts_per_day"):
-        return {"policy": str(policy), **budget_point(scores, labels, days, policy.threshold(float("nan"), metrics))}
+def served_at_budget(scores: np.ndarray, labels: np.ndarray, days: float, times_s: np.ndarray,
+                     partition_ids: np.ndarray, partitions: int, metrics: dict[str, Any],
+                     policy: AlertPolicy) -> dict[str, Any]:
+    """What a worker with `partitions` input partitions raises under `policy` over `days`:
+    alerts per day, precision, recall, and for a budget the threshold range it moved through."""
+    if not policy.is_budget:
+        return at_budget(scores, labels, days, metrics, policy)
     policy.threshold(float("nan"), metrics)  # refuses an artifact without the validation reference
     controller = BudgetController(policy, metrics["alert_budget"], partitions)
-    flags = np.zeros(len(scores), dtype=np.bool_)
-    thresholds = np.zeros(len(scores))
-    for partition in np.unique(partition_ids).tolist():
-        rows = np.flatnonzero(partition_ids == partition)
-        rows = rows[np.argsort(times_s[rows], kind="stable")]
-        flags[rows], thresholds[rows] = controller.flag(controller.initial(), times_s[rows], scores[rows])
-    true_alerts = int((flags & labels).sum())
-    return {
-        "policy": str(policy),
-        "threshold_range": [float(thresholds.min()), float(thresholds.max())] if len(thresholds) else None,
-        "alerts_per_day": float(flags.sum() / days),
-        "precision": true_alerts / int(flags.sum()) if flags.any() else None,
-        "recall": true_alerts / int(labels.sum()) if labels.any() else None,
-    }
+    order = np.argsort(times_s, kind="stable")  # each partition in event-time order, as it is consumed
+    flags, thresholds = np.zeros(len(scores), dtype=np.bool_), np.zeros(len(scores))
+    flags[order], thresholds[order], _ = controller.flag_partitions(
+        partition_ids[order], times_s[order], scores[order], lambda partition: controller.initial())
+    return {"policy": str(policy),
+            "threshold_range": [float(thresholds.min()), float(thresholds.max())] if len(thresholds) else None,
+            **alerted_point(flags, np.asarray(labels, dtype=bool), days)}
 
 
 def budget_curve(scores: np.ndarray, labels: np.ndarray, days: float, metrics: dict[str, Any]) -> list[dict[str, Any]]:

@@ -56,28 +56,24 @@ class AlertThresholds:
             log.info("alerting %s at score >= %.6f (policy %s)", what, threshold, self.policy)
         return self._cached[2]
 
-    @property
-    def budgeted(self) -> bool:
-        return self.policy.kind in ("top_fraction", "alerts_per_day")
-
     def flag(self, model: LoadedFraudModel, partitions: np.ndarray, times_s: np.ndarray, scores: np.ndarray,
              published: PublishedOffsets, topic_index: int) -> tuple[np.ndarray, np.ndarray]:
         """Whether each score (in offset order per partition) alerts, and the threshold it
         met. Under a budget each partition's controller starts from the state its marker
         in `published` carries and leaves its new state there, for the marker this batch
         writes."""
-        if not self.budgeted:
+        if not self.policy.is_budget:
             threshold = self.threshold(model)
             return scores >= threshold, np.full(len(scores), threshold)
         controller = self._controller_for(model)
         tag = f"{self.policy} {model.version}"
-        flags = np.zeros(len(scores), dtype=np.bool_)
-        thresholds = np.zeros(len(scores), dtype=np.float64)
-        for partition in np.unique(partitions).tolist():
-            rows = np.flatnonzero(partitions == partition)
+
+        def start(partition: int) -> BudgetState:
             state = BudgetState.decode(published.payload(topic_index, partition), tag, controller.bins)
-            state = state or controller.initial()
-            flags[rows], thresholds[rows] = controller.flag(state, times_s[rows], scores[rows])
+            return state or controller.initial()
+
+        flags, thresholds, states = controller.flag_partitions(partitions, times_s, scores, start)
+        for partition, state in states.items():
             published.mark(topic_index, partition, published.get(topic_index, partition), state.encode(tag))
         if len(thresholds):
             self._on_threshold(model.manifest.name, float(thresholds[-1]))

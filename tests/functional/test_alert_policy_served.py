@@ -92,10 +92,11 @@ def test_a_budget_holds_its_alert_rate_when_traffic_and_scores_move_from_validat
     times = {json.loads(r.value)["event_id"]: datetime.fromisoformat(json.loads(r.value)["event_time"]).timestamp()
              for batch in stream for r in batch}
     model = driver.worker.fraud_scorer.current.model
-    offline = served_at_budget(np.array([o.scores["fraud"] for o in outcomes]), np.zeros(len(outcomes), dtype=bool),
-                               np.array([times[o.event_id] for o in outcomes]), np.array([o.partition for o in outcomes]),
-                               PARTITIONS, model.manifest.metrics, AlertPolicy.parse(policy))
     span_days = (max(times.values()) - min(times.values())) / 86_400
+    offline = served_at_budget(np.array([o.scores["fraud"] for o in outcomes]), np.zeros(len(outcomes), dtype=bool),
+                               span_days, np.array([times[o.event_id] for o in outcomes]),
+                               np.array([o.partition for o in outcomes]), PARTITIONS, model.manifest.metrics,
+                               AlertPolicy.parse(policy))
     assert round(offline["alerts_per_day"] * span_days) == alerts(driver)
     sample = driver.worker.metrics.registry.get_sample_value
     last_alert = FraudAlert.model_validate_json(driver.sent(driver.settings.topics.fraud_alerts)[-1])
