@@ -56,20 +56,23 @@ def generate_donors(donors: int, seed: int, out: Path) -> None:
 
 
 @click.command("import")
-@click.argument("source", type=click.Choice(["transactions", "gifts", "amlsim", "bitcoin-otc", "cdnow", "paysim", "pva97nk"]))
+@click.argument("source", type=click.Choice(["transactions", "gifts", "donor-profiles", "donor-relationships", "amlsim",
+                                             "bitcoin-otc", "cdnow", "paysim", "pva97nk"]))
 @click.argument("path", type=click.Path(exists=True, path_type=Path))
-@_OUT
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Directory to write the world into (created if missing; an existing world there is replaced). "
+                   "donor-profiles and donor-relationships add to the donor world there instead.")
 @click.option("--map", "mapping", multiple=True, metavar="YOUR_COLUMN=FIELD",
-              help="transactions: read a column under another name (repeatable), e.g. --map amt=amount.")
+              help="your own files: read a column under another name (repeatable), e.g. --map amt=amount.")
 @click.option("--label-column", default="is_fraud", show_default=True,
               help="transactions: the column with the fraud label (1/0, true/false); absent: an unlabelled world.")
 @click.option("--max-rejects", default=0, show_default=True, type=click.IntRange(min=0),
-              help="transactions: how many invalid rows may be left out (listed in the rejects file) before the "
-                   "import fails.")
+              help="your own files: how many invalid rows may be left out (listed in the rejects file) before "
+                   "the import fails.")
 @click.option("--rejects", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="transactions: where the rejected rows are listed (default: OUT/rejects.csv).")
 @click.option("--format", "fmt", type=click.Choice(["csv", "jsonl", "parquet"]), default=None,
-              help="transactions, gifts: the files' format (default: Parquet by its first bytes, JSON Lines by a "
+              help="your own files: their format (default: Parquet by its first bytes, JSON Lines by a "
                    ".jsonl/.ndjson/.json name, else CSV).")
 @click.option("--labels", "labels", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="transactions: fraud labels in a file of their own (event_id and the --label-column, one row per "
@@ -110,6 +113,11 @@ def import_data(source: str, path: Path, out: Path, mapping: tuple[str, ...], la
                    DonorProfile and DonorRelationship fields, and --targets (segment
                    labels per donor) or targets derived from the gifts after --cutoff.
                    Formats, --map, --max-rejects and rejects files as for transactions.
+      donor-profiles, donor-relationships
+                   a DonorProfile or DonorRelationship file added to (or replacing that
+                   stream of) the donor world at --out, which `import gifts` made: the
+                   other streams and the targets stay. Formats, --map and --max-rejects
+                   as above; rejects in OUT/rejects-<stream>.csv.
     \b
     Public data sets (or your own file of the same shape):
       paysim       PaySim CSV (step,type,amount,nameOrig,...,isFraud,isFlaggedFraud), plain or .gz
@@ -153,6 +161,23 @@ def import_data(source: str, path: Path, out: Path, mapping: tuple[str, ...], la
         for stream, rejected in manifest.parameters["rows_rejected"].items():
             if rejected:
                 click.echo(f"{rejected:,} {stream} rows rejected, listed in {out / f'rejects-{stream}.csv'}")
+        return
+    if source in ("donor-profiles", "donor-relationships"):
+        if rejects or label_column != "is_fraud":
+            raise click.UsageError("--rejects and --label-column are for `tributary import transactions`; donor "
+                                   "files write rejects-<stream>.csv in --out")
+        from offline.importers.contract_schema import parse_mapping
+        from offline.importers.donor_contract import add_donor_stream
+
+        stream = source.replace("-", "_")
+        manifest, warnings = add_donor_stream(stream, path, out, mapping=parse_mapping(mapping, [stream], label_column),
+                                              max_rejects=max_rejects, fmt=fmt)  # type: ignore[arg-type]
+        _report(manifest, out)
+        rejected = manifest.parameters["rows_rejected"][stream]
+        if rejected:
+            click.echo(f"{rejected:,} {stream} rows rejected, listed in {out / f'rejects-{stream}.csv'}")
+        for warning in warnings:
+            click.echo(warning)
         return
     if mapping or rejects or fmt or max_rejects or label_column != "is_fraud":
         raise click.UsageError("--map, --label-column, --max-rejects, --rejects and --format are for "

@@ -1,7 +1,8 @@
 """`tributary import gifts`: donor files in the contracts' own schemas become the same donor world.
 
 A generated donor world is written out as the three files a charity would export, plus
-its segment targets, and imports back to the same events and targets. Without a targets
+its segment targets, and imports back to the same events and targets, in one import or
+with the profiles and relationships added later (`import donor-profiles|donor-relationships`). Without a targets
 file, three segments are derived from the gifts; bad rows go to a rejects file per
 stream with their line, field and reason.
 """
@@ -18,6 +19,7 @@ from click.testing import CliRunner
 
 from models.worlds import EVENT_STREAMS, open_world
 from offline.generate.donor_world import generate_donor_world
+from offline.generate.fraud_world import generate_fraud_world
 from tributary.cli import main
 
 STREAMS = ("gifts", "donor_profiles", "donor_relationships")
@@ -45,6 +47,18 @@ def run(*args) -> str:
     result = CliRunner().invoke(main, ["import", *map(str, args)])
     assert result.exit_code == 0, result.output
     return result.output
+
+
+def spoiled(good, bad, changes: dict[int, dict[str, str]]):
+    """A copy of the CSV file `good` at `bad`, with the data rows numbered in `changes` changed."""
+    rows = list(csv.DictReader(good.open()))
+    for index, values in changes.items():
+        rows[index].update(values)
+    with bad.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return bad
 
 
 def test_three_files_and_targets_import_to_the_same_world(exported, tmp_path):
@@ -83,13 +97,7 @@ def test_without_a_targets_file_three_segments_come_from_the_gifts(exported, tmp
 
 def test_bad_rows_go_to_a_rejects_file_per_stream(exported, tmp_path):
     _, files = exported
-    rows = list(csv.DictReader(files["gifts"].open()))
-    rows[3]["amount"] = "-5"
-    bad = tmp_path / "gifts.csv"
-    with bad.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    bad = spoiled(files["gifts"], tmp_path / "gifts.csv", {3: {"amount": "-5"}})
     refused = CliRunner().invoke(main, ["import", "gifts", str(bad), "--out", str(tmp_path / "w")])
     assert refused.exit_code == 1 and "line 5: amount" in refused.output and "Traceback" not in refused.output
     output = run("gifts", bad, "--out", tmp_path / "w", "--max-rejects", "1")
@@ -119,3 +127,60 @@ def test_a_bad_targets_file_is_refused_in_one_line_and_leaves_no_world(exported,
                                        "--out", str(tmp_path / "w")])
     assert result.exit_code == 1 and words in result.output and "Traceback" not in result.output
     assert not (tmp_path / "w" / "world.json").exists()
+
+
+def test_profiles_and_relationships_added_later_give_the_world_of_one_import(exported, tmp_path):
+    world, files = exported
+    cutoff = world.manifest.cutoff.strftime("%Y-%m-%d")
+    run("gifts", files["gifts"], "--profiles", files["donor_profiles"], "--relationships",
+        files["donor_relationships"], "--targets", files["targets"], "--cutoff", cutoff, "--out", tmp_path / "once")
+    run("gifts", files["gifts"], "--targets", files["targets"], "--cutoff", cutoff, "--out", tmp_path / "steps")
+    run("donor-profiles", files["donor_profiles"], "--out", tmp_path / "steps")
+    output = run("donor-relationships", files["donor_relationships"], "--out", tmp_path / "steps")
+    assert "name a donor with no gift" not in output  # every related donor gave, or has a profile
+    once, steps = open_world(tmp_path / "once"), open_world(tmp_path / "steps")
+    assert steps.streams == once.streams
+    for stream in STREAMS:
+        assert pq.read_table(steps.events_path(stream)).equals(pq.read_table(once.events_path(stream))), stream
+    assert steps.manifest.counts == once.manifest.counts
+    assert steps.manifest.time_range == once.manifest.time_range
+    assert steps.manifest.parameters["rows_read"] == once.manifest.parameters["rows_read"]
+    assert any(note.startswith("donor_relationships from ") for note in steps.manifest.notes)
+
+
+def test_a_second_profiles_import_replaces_the_first_and_a_refused_one_changes_nothing(exported, tmp_path):
+    _, files = exported
+    run("gifts", files["gifts"], "--out", tmp_path / "w")
+    prospects = int(run("donor-profiles", files["donor_profiles"], "--out", tmp_path / "w")
+                    .split(" donor_profiles rows (")[0].split()[-3].replace(",", ""))
+    before = pq.read_table(tmp_path / "w" / "events" / "donor_profiles.parquet")
+    manifest_before = (tmp_path / "w" / "world.json").read_text()
+
+    bad = spoiled(files["donor_profiles"], tmp_path / "profiles.csv",
+                  {0: {"event_time": "yesterday"}, 1: {"donor_id": "nobody-we-know"}})
+    refused = CliRunner().invoke(main, ["import", "donor-profiles", str(bad), "--out", str(tmp_path / "w")])
+    assert refused.exit_code == 1 and "line 2: event_time" in refused.output and "Traceback" not in refused.output
+    assert pq.read_table(tmp_path / "w" / "events" / "donor_profiles.parquet").equals(before)
+    assert (tmp_path / "w" / "world.json").read_text() == manifest_before
+
+    output = run("donor-profiles", bad, "--out", tmp_path / "w", "--max-rejects", "1")
+    assert "1 donor_profiles rows rejected" in output, output
+    assert f"{prospects + 1:,} of {before.num_rows - 1:,} donor_profiles rows" in output, output
+    world = open_world(tmp_path / "w")
+    assert world.manifest.counts["donor_profiles"] == before.num_rows - 1
+    assert world.manifest.parameters["rows_rejected"]["donor_profiles"] == 1
+    (line, field, _), = list(csv.reader((tmp_path / "w" / "rejects-donor_profiles.csv").open()))[1:]
+    assert (line, field) == ("2", "event_time")
+    assert not list((tmp_path / "w").glob(".*"))  # no staged file or sorting runs left behind
+
+
+@pytest.mark.parametrize("make, words", [
+    (lambda root: None, "import the gifts first"),
+    (lambda root: generate_fraud_world(root, accounts=200, days=1, seed=1, progress=False), "is a fraud world"),
+])
+def test_profiles_need_a_donor_world_to_go_into(exported, tmp_path, make, words):
+    _, files = exported
+    make(tmp_path / "w")
+    result = CliRunner().invoke(main, ["import", "donor-profiles", str(files["donor_profiles"]),
+                                       "--out", str(tmp_path / "w")])
+    assert result.exit_code == 1 and words in result.output and "Traceback" not in result.output
