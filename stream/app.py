@@ -52,6 +52,7 @@ def create_app(worker: TributaryWorker) -> faust.App:
         topic_disable_leader=True,
         processing_guarantee=s.processing_guarantee,
         broker_session_timeout=s.session_timeout_s,
+        broker_heartbeat_interval=s.heartbeat_interval_s,
         broker_commit_interval=s.commit_interval_s,
         producer_max_batch_size=s.producer_max_batch_size or 16384,
         consumer_auto_offset_reset="earliest",

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Literal, TypeVar
 
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from models.contracts import DEFAULT_MAX_MESSAGE_BYTES
@@ -117,6 +117,10 @@ class WorkerSettings(KafkaSettings):
         "at_least_once", description="exactly_once needs a real Kafka (transactions); the embedded broker has none"
     )
     session_timeout_s: float = Field(60.0, description="consumer group session timeout; ~10 on the embedded broker")
+    heartbeat_interval_s: float = Field(
+        3.0, gt=0, description="how often the consumer tells its group it is alive: at most a third of "
+        "session_timeout_s, so one late heartbeat does not cost the worker its partitions",
+    )
     producer_max_batch_size: int | None = Field(
         None, description="1 on the embedded broker (its end offsets are wrong after multi-record batches)"
     )
@@ -152,6 +156,13 @@ class WorkerSettings(KafkaSettings):
         "model", description="how many fraud alerts: model (its own threshold), threshold=X, top_fraction=Q, "
         "alerts_per_day=N; or @FILE holding one, read again at every reload check",
     )
+
+    @model_validator(mode="after")
+    def _heartbeat_within_session(self) -> "WorkerSettings":
+        if self.heartbeat_interval_s * 3 > self.session_timeout_s:
+            raise ValueError(f"TRIBUTARY_HEARTBEAT_INTERVAL_S ({self.heartbeat_interval_s:g}) must be at most a third "
+                             f"of TRIBUTARY_SESSION_TIMEOUT_S ({self.session_timeout_s:g}); lower it, or raise that")
+        return self
 
     @staticmethod
     def unknown_variables(environ: dict[str, str]) -> list[str]:
@@ -203,6 +214,9 @@ def describe_invalid(error: ValidationError, overrides: Mapping[str, object]) ->
     problems = []
     for problem in error.errors():
         path = [str(part) for part in problem["loc"]]
+        if not path:  # a rule over several settings: its message names them
+            problems.append(problem["msg"].removeprefix("Value error, ").rstrip("."))
+            continue
         if path[:1] == ["topics"]:
             variable = "TRIBUTARY_TOPIC_" + "_".join(path[1:]).upper()
         else:

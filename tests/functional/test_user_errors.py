@@ -67,6 +67,13 @@ def test_a_bad_setting_value_names_the_variable_and_what_it_should_be():
     assert_one_clear_line(result, "TRIBUTARY_BATCH_MAX='abc'", "integer")
 
 
+def test_a_heartbeat_too_slow_for_the_session_is_refused_in_one_line():
+    result = run("worker", "--bootstrap", REFUSED, env={"TRIBUTARY_HEARTBEAT_INTERVAL_S": "5",
+                                                        "TRIBUTARY_SESSION_TIMEOUT_S": "10"})
+    assert_one_clear_line(result, "TRIBUTARY_HEARTBEAT_INTERVAL_S (5)", "a third", "TRIBUTARY_SESSION_TIMEOUT_S (10)")
+    assert "TRIBUTARY_={" not in result.output  # a rule over two settings names them, not the whole input
+
+
 def test_a_misspelt_setting_is_refused_by_every_command_before_it_connects():
     for command in (["topics", "create"], ["alerts"], ["worker"]):
         result = run(*command, "--bootstrap", REFUSED, env={"TRIBUTARY_PARTITION": "8"})
