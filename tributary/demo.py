@@ -25,7 +25,6 @@ from pathlib import Path
 import click
 import numpy as np
 
-from models.artifacts import SERVED_CHOICE
 from models.worlds import World, WorldError, open_world
 from stream.kafka.embedded_broker import EmbeddedBroker, free_port
 from stream.kafka.readback import read_topics
@@ -194,6 +193,8 @@ def summarise(settings: WorkerSettings, worlds: list[World], run: dict) -> bool:
 
 def run_demo(root: Path, sizes: DemoSizes = DemoSizes(), seed: int = 7, fresh: bool = False) -> bool:
     """Returns True when every replayed event has an outcome (scored, applied or dead-lettered)."""
+    from models.artifacts import SERVED_CHOICE  # here, not at the top: it imports torch, which `--help` need not
+
     worlds = prepare_worlds(root, sizes, seed, fresh)
     model_dir = prepare_models(root, *worlds, fresh)
     with EmbeddedBroker() as broker:
