@@ -307,8 +307,9 @@ class World:
     def read_events(self, stream: str, columns: list[str] | None = None) -> pa.Table:
         return pq.read_table(self.events_path(stream), columns=columns)
 
-    def iter_events(self, stream: str, batch_size: int = 65_536) -> Iterator[pa.RecordBatch]:
-        yield from pq.ParquetFile(self.events_path(stream)).iter_batches(batch_size=batch_size)
+    def iter_events(self, stream: str, batch_size: int = 65_536,
+                    columns: list[str] | None = None) -> Iterator[pa.RecordBatch]:
+        yield from pq.ParquetFile(self.events_path(stream)).iter_batches(batch_size=batch_size, columns=columns)
 
     def read_labels(self, name: str) -> pa.Table:
         path = self.labels_path(name)

@@ -55,6 +55,9 @@ def generate_donors(donors: int, seed: int, out: Path) -> None:
     _report(generate_donor_world(out, donors=donors, seed=seed), out)
 
 
+DONOR_SOURCES = ("gifts", "donor-profiles", "donor-relationships")
+
+
 @click.command("import")
 @click.argument("source", type=click.Choice(["transactions", "gifts", "donor-profiles", "donor-relationships", "amlsim",
                                              "bitcoin-otc", "cdnow", "paysim", "pva97nk"]))
@@ -145,10 +148,10 @@ def import_data(source: str, path: Path, out: Path, mapping: tuple[str, ...], la
         if rejected:
             click.echo(f"{rejected:,} rows rejected, listed in {rejects or out / 'rejects.csv'}")
         return
+    if source in DONOR_SOURCES and (rejects or label_column != "is_fraud"):
+        raise click.UsageError("--rejects and --label-column are for `tributary import transactions`; donor "
+                               "files write rejects-<stream>.csv in --out, and labels come from --targets")
     if source == "gifts":
-        if rejects or label_column != "is_fraud":
-            raise click.UsageError("--rejects and --label-column are for `tributary import transactions`; donor "
-                                   "files write rejects-<stream>.csv in --out, and labels come from --targets")
         from offline.importers.contract_schema import parse_mapping
         from offline.importers.donor_contract import import_donors
 
@@ -158,14 +161,9 @@ def import_data(source: str, path: Path, out: Path, mapping: tuple[str, ...], la
                                  mapping=parse_mapping(mapping, streams, label_column), max_rejects=max_rejects,
                                  fmt=fmt)  # type: ignore[arg-type]
         _report(manifest, out)
-        for stream, rejected in manifest.parameters["rows_rejected"].items():
-            if rejected:
-                click.echo(f"{rejected:,} {stream} rows rejected, listed in {out / f'rejects-{stream}.csv'}")
+        _report_donor_rejects(manifest.parameters["rows_rejected"], out)
         return
-    if source in ("donor-profiles", "donor-relationships"):
-        if rejects or label_column != "is_fraud":
-            raise click.UsageError("--rejects and --label-column are for `tributary import transactions`; donor "
-                                   "files write rejects-<stream>.csv in --out")
+    if source in DONOR_SOURCES:  # donor-profiles, donor-relationships: one stream into a donor world
         from offline.importers.contract_schema import parse_mapping
         from offline.importers.donor_contract import add_donor_stream
 
@@ -173,9 +171,7 @@ def import_data(source: str, path: Path, out: Path, mapping: tuple[str, ...], la
         manifest, warnings = add_donor_stream(stream, path, out, mapping=parse_mapping(mapping, [stream], label_column),
                                               max_rejects=max_rejects, fmt=fmt)  # type: ignore[arg-type]
         _report(manifest, out)
-        rejected = manifest.parameters["rows_rejected"][stream]
-        if rejected:
-            click.echo(f"{rejected:,} {stream} rows rejected, listed in {out / f'rejects-{stream}.csv'}")
+        _report_donor_rejects({stream: manifest.parameters["rows_rejected"][stream]}, out)
         for warning in warnings:
             click.echo(warning)
         return
@@ -185,6 +181,12 @@ def import_data(source: str, path: Path, out: Path, mapping: tuple[str, ...], la
     from offline.importers import run_importer
 
     _report(run_importer(source, path, out), out)
+
+
+def _report_donor_rejects(rejected: dict[str, int], out: Path) -> None:
+    for stream, count in rejected.items():
+        if count:
+            click.echo(f"{count:,} {stream} rows rejected, listed in {out / f'rejects-{stream}.csv'}")
 
 
 def _utc(moment: datetime | None) -> datetime | None:

@@ -135,12 +135,15 @@ def _after_the_last(gifts: pa.Table) -> datetime:
     return pc.max(gifts.column("event_time")).as_py() + timedelta(microseconds=1)
 
 
+def _rejects_note(stream: str, rejected: int) -> str:
+    return f"{rejected:,} {stream} rows were rejected; rejects-{stream}.csv lists them (line, field, reason)."
+
+
 def _manifest(files: dict[str, Path | None], read: dict, targets: Path | None, available: list[str],
               cutoff: datetime, horizon: datetime | None, mapping: dict[str, str]) -> WorldManifest:
     rejected = {stream: r.rejected for stream, r in read.items()}
     notes = ["Imported in the contracts' own schemas: every row passed the same validation as the worker's."]
-    notes += [f"{n:,} {stream} rows were rejected; rejects-{stream}.csv lists them (line, field, reason)."
-              for stream, n in rejected.items() if n]
+    notes += [_rejects_note(stream, n) for stream, n in rejected.items() if n]
     if targets is not None:
         lacking = ", ".join(s for s in SEGMENTS if s not in available) or "none"
         notes.append(f"Segment targets from {targets.name}; segments it lacks ({lacking}) are written as False and "
@@ -157,8 +160,6 @@ def _manifest(files: dict[str, Path | None], read: dict, targets: Path | None, a
                     "targets": str(targets) if targets else "derived from gifts", "targets_available": available},
         notes=notes, cutoff=cutoff, horizon=horizon,
     )
-
-
 
 
 # `tributary import donor-profiles|donor-relationships FILE --out WORLD`: one stream added to
@@ -221,10 +222,15 @@ def _donor_world(world_dir: Path, stream: str) -> World:
 
 
 def _known_donors(world: World, stream: str) -> pa.Array:
-    """The donors the world's gifts and (for relationships) profiles name."""
-    names = [world.read_events(other, ["donor_id"]).column("donor_id")
-             for other in ("gifts", "donor_profiles") if other != stream and other in world.streams]
-    return pc.unique(pa.chunked_array([chunk for column in names for chunk in column.chunks], type=pa.string()))
+    """The donors the world's gifts and (for relationships) profiles name, read a batch at a
+    time: memory grows with the donors, not with the gifts."""
+    known = pa.array([], type=pa.string())
+    for other in ("gifts", "donor_profiles"):
+        if other == stream or other not in world.streams:
+            continue
+        for batch in world.iter_events(other, columns=["donor_id"]):
+            known = pc.unique(pa.concat_arrays([known, pc.unique(batch.column("donor_id"))]))
+    return known
 
 
 def _rows_naming_a_stranger(table: pa.Table, known: pa.Array) -> int:
@@ -258,8 +264,7 @@ def _with_stream(world: World, stream: str, path: Path, read, warnings: list[str
     notes.append(f"{stream} from {path.name}, added by `tributary import {stream.replace('_', '-')}`: "
                  f"{read.runs.rows:,} rows, validated as the worker validates them.")
     if read.rejected:
-        notes.append(f"{read.rejected:,} {stream} rows were rejected; rejects-{stream}.csv lists them (line, field, "
-                     "reason).")
+        notes.append(_rejects_note(stream, read.rejected))
     notes += warnings
     counts = {**manifest.counts, stream: read.runs.rows}
     spans = [span for span in (_time_span(world.events_path(s)) for s in world.streams) if span]
