@@ -103,13 +103,13 @@ def worker(bootstrap, model_dir, fraud_model, batch_max, batch_wait_ms, metrics_
     Every setting is a TRIBUTARY_* environment variable; flags given here win.
     """
     from stream.kafka.connect import check_reachable
-    from stream.kafka.embedded_broker import EMBEDDED_FETCH_WAIT_MS
+    from stream.kafka.embedded_broker import EMBEDDED_BROKER_SETTINGS
 
     flags = {"bootstrap_servers": bootstrap, "model_dir": model_dir, "fraud_model": fraud_model,
              "batch_max": batch_max, "batch_wait_ms": batch_wait_ms, "metrics_port": metrics_port}
     overrides = {k: v for k, v in flags.items() if v is not None}
     if embedded_broker_safe:
-        overrides.update(producer_max_batch_size=1, session_timeout_s=10.0, fetch_max_wait_ms=EMBEDDED_FETCH_WAIT_MS)
+        overrides.update(EMBEDDED_BROKER_SETTINGS)
     settings = load_settings(WorkerSettings, **overrides)
     asyncio.run(check_reachable(settings))  # before the seconds of importing torch and the models
     from stream.app import build_worker

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from stream.kafka.embedded_broker import EMBEDDED_FETCH_WAIT_MS, free_port
+from stream.kafka.embedded_broker import EMBEDDED_BROKER_SETTINGS, free_port
 from stream.kafka.topics import ensure_topics
 from stream.settings import WorkerSettings
 from stream.worker_process import start_worker as start_worker_process
@@ -41,13 +41,11 @@ Position = tuple[str, int, int]  # topic, partition, offset
 # Settings for a worker that a test will catch in the middle of a batch: small batches
 # make many of them in a row, each with its moment between outputs and changelog marker.
 MANY_BATCHES = {"batch_max": 32}
-# What `--embedded-broker-safe` sets (stream/cli.py), with a shorter session: the embedded
-# broker holds every group join for half the session, and a killed member's partitions
-# move only when its session ends, so each start and each kill costs seconds of it. The
-# heartbeat stays at a sixth of the session, where one late beat cannot cost a member
-# its partitions.
-EMBEDDED_BROKER_SETTINGS = {"producer_max_batch_size": 1, "fetch_max_wait_ms": EMBEDDED_FETCH_WAIT_MS,
-                            "session_timeout_s": 6.0, "heartbeat_interval_s": 1.0}
+# What `--embedded-broker-safe` sets, with a shorter session: the embedded broker holds
+# every group join for half the session, and a killed member's partitions move only when
+# its session ends, so each start and each kill costs seconds of it. The heartbeat stays
+# at a sixth of the session, where one late beat cannot cost a member its partitions.
+TEST_BROKER_SETTINGS = {**EMBEDDED_BROKER_SETTINGS, "session_timeout_s": 6.0, "heartbeat_interval_s": 1.0}
 
 
 # Every test worker's graph checkpoints, removed when the test run ends.
@@ -59,7 +57,7 @@ def worker_settings(bootstrap: str, app_id: str, model_dir: Path, **overrides) -
     that share a module's broker never read each other's records."""
     # Graph checkpoints of its own: workers of one test share them, other tests never see them.
     base = WorkerSettings(bootstrap_servers=bootstrap, app_id=app_id, model_dir=str(model_dir),
-                          fraud_model="fusion-gated", metrics_port=0, batch_wait_ms=10, **EMBEDDED_BROKER_SETTINGS,
+                          fraud_model="fusion-gated", metrics_port=0, batch_wait_ms=10, **TEST_BROKER_SETTINGS,
                           graph_checkpoint_dir=tempfile.mkdtemp(prefix=f"{app_id}-", dir=_GRAPH_CHECKPOINTS.name))
     topics = base.topics.model_copy(update={name: f"{getattr(base.topics, name)}-{app_id}"
                                             for name in type(base.topics).model_fields})

@@ -23,6 +23,12 @@ _BROKER_ENV_VARS = ("LISTENER_URL", "ADVERTISED_LISTENER_URL", "STORAGE_ENGINE",
 # The fetch long-poll (ms) for consumers of this broker: it answers a waiting fetch only when
 # the wait runs out, so every record would wait up to Faust's 1,500 ms otherwise.
 EMBEDDED_FETCH_WAIT_MS = 10
+# Worker settings this broker needs (`tributary worker --embedded-broker-safe`): single-record
+# producer batches (its end offsets are wrong after multi-record ones), the short fetch wait,
+# and a 10 s session (it holds every group join for half the session; Faust's 60 s would
+# make each join take 30 s).
+EMBEDDED_BROKER_SETTINGS = {"producer_max_batch_size": 1, "fetch_max_wait_ms": EMBEDDED_FETCH_WAIT_MS,
+                            "session_timeout_s": 10.0}
 
 
 class BrokerError(TributaryError):
