@@ -17,11 +17,14 @@ import time
 
 import pytest
 
+from models.artifacts import latest_version, served_root
 from models.contracts import DEFAULT_MAX_MESSAGE_BYTES, TransactionEvent, decode
 from models.model_store import load_fraud_model
 from models.worlds import open_world
 from offline.generate.fraud_world import generate_fraud_world
 from offline.serving_view import worker_view_scores
+from offline.train.fraud import train_fraud
+from offline.train.loop import FitConfig
 from stream.kafka.embedded_broker import EmbeddedBroker, free_port
 from stream.replay import iter_wire_events
 from stream.state.commit_protocol import marker_topic
@@ -60,6 +63,16 @@ def world(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def hybrid_dir(world, tmp_path_factory):
+    """A trained hybrid: LightGBM blended with the fusion-gated network of the same run, so
+    that the rebalance-and-kill test serves trees and the graph network at once."""
+    run = tmp_path_factory.mktemp("hybrid")
+    train_fraud(world.root, run, models=["fusion-gated", "lightgbm", "hybrid"], progress=False,
+                fit_override=FitConfig(epochs=1, patience=1, restart_epochs=1, batch_size=256))
+    return run
+
+
+@pytest.fixture(scope="module")
 def proxied(tmp_path_factory):
     """A broker that clients reach only through a proxy that the test can cut."""
     proxy_port = free_port()
@@ -82,20 +95,22 @@ def accounts_markers(settings) -> ChangelogMarkers:
 
 def assert_scored_once_or_identically(readback: Readback, positions, model_dir, settings, events) -> None:
     """Every position an outcome (duplicates identical), none a dead letter, and the
-    scores those of the offline view of the same partitions."""
+    scores those of the offline view of the same partitions, by the model served."""
     for position in positions:
         assert position not in readback.dead_letters, readback.dead_letters[position]
         assert same_outcomes(readback.outcomes[position]), readback.outcomes[position]
-    loaded = load_fraud_model(next(model_dir.glob("fusion-gated/*")))
+    outcomes = [o for p in positions for o in readback.outcomes[p]]
+    assert {o["model_name"] for o in outcomes} == {settings.fraud_model}
+    loaded = load_fraud_model(latest_version(served_root(model_dir), settings.fraud_model))
     offline = worker_view_scores(events, loaded, settings.partitions)
-    served = {o["event_id"]: o["scores"]["fraud"] for p in positions for o in readback.outcomes[p]}
+    served = {o["event_id"]: o["scores"]["fraud"] for o in outcomes}
     assert set(served) == set(offline)
     worst = max(abs(served[e] - offline[e]) for e in offline)
     assert worst <= 1e-5, f"served and offline scores differ by up to {worst}"
 
 
-def test_a_worker_joining_mid_stream_and_one_killed_lose_nothing(broker, world, model_dir):
-    settings = worker_settings(broker.bootstrap, "fault-scale", model_dir)
+def test_a_worker_joining_mid_stream_and_one_killed_lose_nothing(broker, world, hybrid_dir):
+    settings = worker_settings(broker.bootstrap, "fault-scale", hybrid_dir, fraud_model="hybrid")
     records = stream_of(world, settings)
     third = len(records) // 3
     readback = Readback(settings)
@@ -138,7 +153,7 @@ def test_a_worker_joining_mid_stream_and_one_killed_lose_nothing(broker, world, 
                 worker.stop()
         readback.close()
     no_traceback(b)
-    assert_scored_once_or_identically(readback, everything, model_dir, settings, events_of(records))
+    assert_scored_once_or_identically(readback, everything, hybrid_dir, settings, events_of(records))
     duplicates = sum(len(readback.outcomes[p]) - 1 for p in everything)
     print(f"rebalance and kill: {duplicates:,} duplicate outcomes; commits caught up {commit_s:.1f} s after the "
           f"last outcome (commit interval {settings.commit_interval_s} s)")
