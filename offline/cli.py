@@ -215,7 +215,8 @@ _THREADS = click.option("--threads", type=int, default=None, help="CPU threads f
 _PARTITIONS = click.option(
     "--partitions", type=click.IntRange(min=1), default=DEFAULT_PARTITIONS, show_default=True,
     help="Input partitions of the worker that will serve the model (TRIBUTARY_PARTITIONS): features and metrics are "
-         "those it serves (every worker merges all partitions into one graph).",
+         "those it serves (transactions: every worker merges all partitions into one graph; donors: each partition "
+         "keeps its own state).",
 )
 
 
@@ -250,16 +251,17 @@ def train_fraud_command(data: Path, out: Path, profile: str, models: tuple[str, 
 @click.option("--model", "models", multiple=True,
               help="Train only these (repeatable), e.g. --model multitarget --model lightgbm (both servable; the best "
                    "on validation is served by default).")
+@_PARTITIONS
 @_THREADS
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0),
               help="Seed of weight initialisation, batch order and LightGBM's sampling.")
-def train_donors_command(data: Path, out: Path, profile: str, models: tuple[str, ...], threads: int | None,
-                         seed: int) -> None:
+def train_donors_command(data: Path, out: Path, profile: str, models: tuple[str, ...], partitions: int,
+                         threads: int | None, seed: int) -> None:
     """The multi-target donor-segment model and its baselines."""
     from offline.train.donors import train_donors
 
     _threads(threads)
-    report = train_donors(data, out, profile=profile, models=list(models) or None, seed=seed)
+    report = train_donors(data, out, profile=profile, models=list(models) or None, partitions=partitions, seed=seed)
     _print_donor_table(report)
 
 

@@ -55,16 +55,18 @@ def artifact_task(model_dir: Path) -> str:
 
 def evaluate(model_dir: Path, world_dir: Path, out: Path, split: str = "test", progress: bool = True,
              policy: AlertPolicy | None = None, partitions: int = DEFAULT_PARTITIONS) -> dict:
-    """Evaluate every artifact under `model_dir` on `world_dir`; fraud or donor models alike.
-    Fraud scores are those a worker with `partitions` input partitions serves."""
+    """Evaluate every artifact under `model_dir` on `world_dir`; fraud or donor models alike,
+    scored as a worker with `partitions` input partitions serves them."""
     if artifact_task(model_dir) == "donors":
-        return evaluate_donors(model_dir, world_dir, out, split)
+        return evaluate_donors(model_dir, world_dir, out, split, partitions)
     return evaluate_fraud(model_dir, world_dir, out, split, progress, policy, partitions)
 
 
-def evaluate_donors(model_dir: Path, world_dir: Path, out: Path, split: str = "test") -> dict:
+def evaluate_donors(model_dir: Path, world_dir: Path, out: Path, split: str = "test",
+                    partitions: int = DEFAULT_PARTITIONS) -> dict:
     """Per-target metrics of every donor artifact on `world_dir`: its test donors (the same
-    id-hash split as training), or all labelled donors."""
+    id-hash split as training), or all labelled donors, with the features a worker with
+    `partitions` input partitions reads."""
     import torch
 
     from models.features.donors import DonorFeatureConfig
@@ -80,7 +82,7 @@ def evaluate_donors(model_dir: Path, world_dir: Path, out: Path, split: str = "t
     for path in artifact_dirs(model_dir):
         loaded = load_donor_model(path)
         model, thresholds, manifest = loaded.model, loaded.thresholds, loaded.manifest
-        data = load_donor_dataset(world, DonorFeatureConfig.from_schema(manifest.feature_schema))
+        data = load_donor_dataset(world, DonorFeatureConfig.from_schema(manifest.feature_schema), partitions)
         rows = data.index(DONOR_TEST) if split == "test" else np.arange(len(data.donor_ids))
         if isinstance(model, GbdtDonorModel):
             scores = model.predict(data.batch.take(rows))
@@ -99,6 +101,7 @@ def evaluate_donors(model_dir: Path, world_dir: Path, out: Path, split: str = "t
     description = data.split_desc if split == "test" else "every labelled donor"
     report = write_donor_report(out, world.manifest.source, description, results, notes)
     report["served"] = _served(model_dir, "donors", DEFAULT_DONOR_MODEL)
+    report["partitions"] = partitions
     write_report_json(out / "report.json", report)
     return report
 

@@ -39,7 +39,7 @@ def run_seeds(data: Path, out: Path, seeds: list[int], partitions: int, models: 
             continue
         print(f"seed {seed}: training into {run}", file=sys.stderr)
         if task == "donors":
-            reports.append(train_donors(data, run, profile=profile, models=models, seed=seed))
+            reports.append(train_donors(data, run, profile=profile, models=models, partitions=partitions, seed=seed))
         else:
             reports.append(train_fraud(data, run, profile=profile, models=models, partitions=partitions, seed=seed))
     return reports

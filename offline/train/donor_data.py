@@ -17,15 +17,16 @@ from datetime import datetime
 import numpy as np
 
 from models.contracts import Segment
-from models.features.donor_state import donor_state_time
+from models.features.donor_state import DonorState, donor_state_time
 from models.features.donors import (
     DonorBatch,
     DonorFeatureConfig,
     DonorFeaturizer,
 )
+from models.features.partitioning import DEFAULT_PARTITIONS, PartitionOf
 from models.nn.donor_model import MODALITIES
 from models.worlds import World, WorldError, WorldKind
-from offline.train.donor_replay import donor_state_at
+from offline.train.donor_replay import donor_states_at
 
 # Loss weights per segment, from the design; renormalised over the targets a world has.
 TARGET_WEIGHTS = {
@@ -52,6 +53,7 @@ class DonorDataset:
     split_desc: str
     notes: list[str]
     description: dict  # what goes into the artifact's training_data
+    partitions: int = 1  # input partitions of the worker whose view the features are
 
     def index(self, part: int) -> np.ndarray:
         return np.flatnonzero(self.split == part)
@@ -64,8 +66,11 @@ def split_of(donor_ids) -> np.ndarray:
     return np.where(u < SPLIT[0], TRAIN, np.where(u < SPLIT[0] + SPLIT[1], VALIDATION, TEST)).astype(np.int8)
 
 
-def load_donor_dataset(world: World, config: DonorFeatureConfig = DonorFeatureConfig()) -> DonorDataset:
-    """Targets from the world's label files, features from the state at the cut-off."""
+def load_donor_dataset(world: World, config: DonorFeatureConfig = DonorFeatureConfig(),
+                       partitions: int = DEFAULT_PARTITIONS) -> DonorDataset:
+    """Targets from the world's label files, features from the state at the cut-off, as a
+    worker with `partitions` input partitions holds it: each donor read from its home
+    partition's state, its neighbours as that partition saw them."""
     m = world.manifest
     if m.kind is not WorldKind.DONORS:
         raise WorldError(f"{world.root} is a {m.kind.value} world; `train donors` needs a donor world")
@@ -105,11 +110,16 @@ def load_donor_dataset(world: World, config: DonorFeatureConfig = DonorFeatureCo
     if not targets:
         raise WorldError(f"{world.root}: no target has a positive donor; nothing to train")
 
-    state = donor_state_at(world, at, config, inclusive=inclusive)
+    states = donor_states_at(world, at, config, inclusive=inclusive, partitions=partitions)
     if not inclusive:
         # The guard the targets rely on: nothing at or after the cut-off was read.
-        assert state.watermark < donor_state_time(at), "an event at or after the cut-off reached the features"
-    batch = DonorFeaturizer(state, config).featurize(ids.tolist(), at)
+        assert all(s.watermark < donor_state_time(at) for s in states), \
+            "an event at or after the cut-off reached the features"
+    batch = _featurize_at_home(states, ids, at, config)
+    if partitions > 1:
+        notes.append(f"Features are those a worker with {partitions} input partitions reads: each donor from its own "
+                     "partition's state, where a referrer or related donor keyed to another partition has only what "
+                     "this partition saw of them.")
     split = split_of(ids)
     modalities = batch.modality_mask().mean(axis=0)
     if m.cutoff is not None:
@@ -127,13 +137,26 @@ def load_donor_dataset(world: World, config: DonorFeatureConfig = DonorFeatureCo
         "horizon": m.horizon.isoformat() if m.horizon else None,
         "features_at": at.isoformat(),
         "donors": int(len(ids)),
-        "donors_in_state": len(state),
+        "donors_in_state": sum(len(s) for s in states),
+        "partitions": partitions,
         "split": {name: int((split == part).sum())
                   for part, name in ((TRAIN, "train"), (VALIDATION, "validation"), (TEST, "test"))},
         "positives": {t: int(labels[:, j].sum()) for j, t in enumerate(targets)},
         "modality_share": {name: round(float(v), 4) for name, v in zip(MODALITIES, modalities)},
         "event_counts": dict(m.counts),
     }
-    return DonorDataset(ids, tuple(targets), labels, batch, split, at, split_desc, notes, description)
+    return DonorDataset(ids, tuple(targets), labels, batch, split, at, split_desc, notes, description, partitions)
 
 
+
+
+def _featurize_at_home(states: list[DonorState], ids: np.ndarray, at: datetime, config: DonorFeatureConfig) -> DonorBatch:
+    """Each donor's features from the state of its input partition, in the order of `ids`."""
+    if len(states) == 1:
+        return DonorFeaturizer(states[0], config).featurize(ids.tolist(), at)
+    home = PartitionOf(len(states))(ids.tolist())
+    order = np.argsort(home, kind="stable")
+    parts = [DonorFeaturizer(state, config).featurize(ids[home == p].tolist(), at)
+             for p, state in enumerate(states) if (home == p).any()]
+    batch = DonorBatch.concat(parts)  # rows grouped by partition, in `order`
+    return batch.take(np.argsort(order, kind="stable"))

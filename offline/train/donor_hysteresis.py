@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from models.features.donors import DonorBatch, DonorFeatureConfig, DonorFeaturizer
+from models.features.partitioning import PartitionOf
 from models.model_store import donor_probabilities
 from models.segment_membership import SEGMENT_BITS, next_mask
 from models.world_events import iter_world_events
@@ -52,19 +53,22 @@ class ValidationGifts:
         return [probabilities[rows[d]] if d in rows else np.zeros((0, width)) for d in self.donor_ids]
 
 
-def validation_gifts(world: World, config: DonorFeatureConfig, donor_ids: np.ndarray) -> ValidationGifts:
-    """Replay the world before its cut-off as a worker would; featurise each gift of these
-    donors as of its own time."""
+def validation_gifts(world: World, config: DonorFeatureConfig, donor_ids: np.ndarray,
+                     partitions: int = 1) -> ValidationGifts:
+    """Replay the world before its cut-off as a worker with `partitions` input partitions
+    would (one state per partition); featurise each gift of these donors as of its own time."""
     wanted = set(donor_ids.tolist())
-    featurizer = DonorFeaturizer(config.new_state(), config)
+    featurizers = [DonorFeaturizer(config.new_state(), config) for _ in range(partitions)]
+    partition_of = PartitionOf(partitions)
     cutoff = world.manifest.cutoff
     owners, batches, times = [], [], []
     for stream, _, event in iter_world_events(world, ("donor_profiles", "donor_relationships", "gifts")):
         when = event.event_time  # type: ignore[attr-defined]
         if cutoff is not None and when >= cutoff:
             break
-        featurizer.state.ingest(event)  # type: ignore[arg-type]
         donor = event.donor_id  # type: ignore[attr-defined]
+        featurizer = featurizers[int(partition_of([donor])[0])]
+        featurizer.state.ingest(event)  # type: ignore[arg-type]
         if stream == "gifts" and donor in wanted:
             owners.append(donor)
             batches.append(featurizer.featurize([donor], when, strict=False))

@@ -23,6 +23,7 @@ from models.features.donor_layout import (
 )
 from models.features.donor_schema import CHANNELS, RELATIONSHIPS, DonorFeatureConfig
 from models.features.donor_state import DonorState, donor_key, month_index_us, region_bucket, state_times_us
+from models.features.partitioning import PartitionOf
 from models.worlds import World
 
 _UNIX_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -37,7 +38,19 @@ def donor_state_at(
     does not depend on how streams interleave (see donor_state), so this equals a worker
     that ingested the same events one by one. Reads in Parquet batches: bounded memory.
     """
-    state = config.new_state(capacity=max(1024, world.manifest.parameters.get("donors", 0) + 16))
+    return donor_states_at(world, until, config, inclusive, batch_size, partitions=1)[0]
+
+
+def donor_states_at(
+    world: World, until: datetime, config: DonorFeatureConfig = DonorFeatureConfig(), inclusive: bool = False,
+    batch_size: int = 1 << 20, partitions: int = 1,
+) -> list[DonorState]:
+    """`donor_state_at` as a worker with `partitions` input partitions holds it: one state
+    per partition, each fed the events keyed (by donor id) to that partition, as the
+    worker's per-partition donor state is (stream.state.partitioned_donors)."""
+    donors = world.manifest.parameters.get("donors", 0)
+    states = [config.new_state(capacity=max(1024, donors // partitions + 16)) for _ in range(partitions)]
+    partition_of = PartitionOf(partitions)
     limit_us = _us(until)
     for stream, ingest in (("donor_profiles", _ingest_profiles), ("donor_relationships", _ingest_relationships),
                            ("gifts", _ingest_gifts)):  # fmt: skip
@@ -50,10 +63,26 @@ def donor_state_at(
                 batch = batch.filter(pa.array(keep))
                 times = times[keep]
             if batch.num_rows:
-                ingest(state, batch, times, config)
+                home = partitions_of(batch.column("donor_id"), partition_of)
+                for p, state in enumerate(states):
+                    mine = home == p
+                    if mine.all():
+                        ingest(state, batch, times, config)
+                    elif mine.any():
+                        ingest(state, batch.filter(pa.array(mine)), times[mine], config)
             if not keep[-1:].all():
                 break  # streams are sorted by event_time: nothing later can qualify
-    return state
+    return states
+
+
+def partitions_of(ids: pa.Array | pa.ChunkedArray, partition_of: PartitionOf) -> np.ndarray:
+    """The input partition of every donor id (its record key), each distinct id hashed once."""
+    if partition_of.partitions == 1:
+        return np.zeros(len(ids), dtype=np.int64)
+    if isinstance(ids, pa.ChunkedArray):
+        ids = ids.combine_chunks()
+    encoded = pc.dictionary_encode(ids)
+    return partition_of(encoded.dictionary.to_pylist())[np.asarray(encoded.indices, dtype=np.int64)]
 
 
 def _us(when: datetime) -> int:

@@ -45,6 +45,7 @@ from models.features.donors import (
     DonorFeatureConfig,
 )
 from models.features.flat import donor_flat_feature_names, donor_flat_features
+from models.features.partitioning import DEFAULT_PARTITIONS
 from models.gbdt import GbdtDonorModel
 from models.nn.donor_model import MODALITIES, DonorModelSpec
 from models.strict_json import finite_or_none
@@ -91,6 +92,7 @@ def train_donors(
     epochs: int | None = None,
     seed: int = 0,
     config: DonorFeatureConfig = DonorFeatureConfig(),
+    partitions: int = DEFAULT_PARTITIONS,
 ) -> dict:
     """Train the donor models on a world and write artifacts, checkpoints and the report.
 
@@ -100,6 +102,8 @@ def train_donors(
         profile: "quick" (CPU, minutes, half widths) or "full" (design widths, GPU if any).
         models: subset of ALL_MODELS to train (default all); "multitarget" writes the artifact.
         epochs: override the profile's maximum epochs (tests use 1-2).
+        partitions: input partitions of the worker that will serve the models: features,
+            metrics and the served choice are those of that worker's per-partition state.
     Returns the report dict (as written to report/report.json).
     """
     if profile not in PROFILES:
@@ -111,7 +115,7 @@ def train_donors(
     world = open_world(world_dir)
     timings: dict[str, float] = {}
     started = time.perf_counter()
-    data = load_donor_dataset(world, config)
+    data = load_donor_dataset(world, config, partitions)
     timings["features"] = round(time.perf_counter() - started, 2)
     notes = list(data.notes)
     targets = data.targets
@@ -223,7 +227,7 @@ def train_donors(
     if versions:
         validation = {name: _mean_pr_auc(data, scores[name][0]) for name in versions}
         report["served"] = record_served(out_dir / "artifacts", "donors", validation, versions,
-                                         {"world": str(world.root)})
+                                         {"world": str(world.root), "partitions": data.partitions})
     (out_dir / "report" / "report.json").write_text(strict_json.dumps(report) + "\n")
     return report
 
@@ -235,7 +239,7 @@ def _hysteresis(world, data: DonorDataset, config: DonorFeatureConfig, servable:
     if not servable or world.manifest.cutoff is None:
         return {}
     val = data.index(VALIDATION)
-    gifts = validation_gifts(world, config, data.donor_ids[val])
+    gifts = validation_gifts(world, config, data.donor_ids[val], data.partitions)
     if not gifts.owners:
         return {}  # no validation donor gives before the cut-off: nothing to rescore, nothing to flip
     chosen, report["hysteresis"] = {}, {}

@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from models.artifacts import load_artifact
-from models.features.donors import F_EDGE, F_GIFT, F_NODE, F_TAB, DonorFeatureConfig, DonorFeaturizer
+from models.features.donors import F_EDGE, F_GIFT, F_NODE, F_TAB, DonorBatch, DonorFeatureConfig, DonorFeaturizer
+from models.features.partitioning import DEFAULT_PARTITIONS, kafka_partition
 from models.model_store import load_donor_model
 from models.nn.donor_model import DonorModel, DonorModelSpec, as_tensors
 from models.worlds import open_world
@@ -20,7 +21,7 @@ from offline.generate.donor_world import generate_donor_world
 from offline.importers.cdnow import import_cdnow
 from offline.importers.pva97nk import import_pva97nk
 from offline.train.donor_neural import focal_loss
-from offline.train.donor_replay import donor_state_at
+from offline.train.donor_replay import donor_states_at
 from offline.train.donors import ALL_MODELS, train_donors
 
 DIMS = {"tab": F_TAB, "gift": F_GIFT, "node": F_NODE, "edge": F_EDGE, "window": 6, "neighbours": 3, "types": 5}
@@ -133,8 +134,13 @@ def test_artifact_reloads_and_reproduces_held_out_scores(trained):
     predictions = pq.read_table(out / "predictions.parquet")  # pyarrow only: pandas is no dependency
     test = predictions.filter(pc.equal(predictions["split"], "test"))
     world = open_world(world_dir)
-    batch = DonorFeaturizer(donor_state_at(world, world.manifest.cutoff), config).featurize(
-        test["donor_id"].to_pylist(), world.manifest.cutoff)
+    # Trained for the default partition count: each donor as its home partition's state holds it.
+    partitions = manifest.training_data["partitions"]
+    assert partitions == DEFAULT_PARTITIONS > 1
+    states = donor_states_at(world, world.manifest.cutoff, partitions=partitions)
+    batch = DonorBatch.concat([
+        DonorFeaturizer(states[kafka_partition(d.encode(), partitions)], config).featurize([d], world.manifest.cutoff)
+        for d in test["donor_id"].to_pylist()])
     scores = net.score(as_tensors(batch.arrays())).numpy()
     expected = np.stack([test[f"multitarget:{t}"].to_numpy() for t in net.spec.targets], axis=1)
     assert np.abs(scores - expected).max() <= 1e-6

@@ -29,9 +29,11 @@ from models.features.donors import (
     DonorFeatureConfig,
     DonorFeaturizer,
 )
+from models.features.partitioning import kafka_partition
 from models.worlds import WorldManifest, WorldWriter, open_world
 from offline.generate.donor_world import generate_donor_world
-from offline.train.donor_replay import donor_state_at
+from offline.train.donor_data import load_donor_dataset
+from offline.train.donor_replay import donor_state_at, donor_states_at
 
 CFG = DonorFeatureConfig()
 SMALL = DonorFeatureConfig(window=4, fanout=8, neighbours=3)
@@ -141,6 +143,34 @@ def test_one_pass_equals_event_by_event_and_the_worker_read_after_a_gift(world, 
         assert streamed.seq_mask[0, -1] == 1.0  # the gift itself is in the window, newest, 0 days old
         assert streamed.seq[0, -1, GIFT_FEATURES.index("log_days_ago")] == 0.0
         assert_same(features(world, event.event_time, [event.donor_id], inclusive=True), streamed)
+
+
+def test_per_partition_states_equal_a_worker_per_partition_and_training_reads_them(world, labelled):
+    """With P partitions, each donor's features are those its home partition's state
+    holds after consuming that partition's events one by one; training reads the same."""
+    cutoff, partitions = world.manifest.cutoff, 4
+    home = {d: kafka_partition(d.encode(), partitions) for d in labelled}
+    live = [DonorFeaturizer(CFG.new_state(), CFG) for _ in range(partitions)]
+    for event in events_before(world, cutoff):
+        live[kafka_partition(event.donor_id.encode(), partitions)].state.ingest(event)
+    states = donor_states_at(world, cutoff, CFG, partitions=partitions)
+    for p in range(partitions):
+        mine = [d for d in labelled if home[d] == p]
+        assert mine and len(states[p]) == len(live[p].state)
+        assert_same(DonorFeaturizer(states[p], CFG).featurize(mine, cutoff), live[p].featurize(mine, cutoff))
+    data = load_donor_dataset(world, CFG, partitions=partitions)
+    assert data.partitions == data.description["partitions"] == partitions
+    row = {d: i for i, d in enumerate(data.donor_ids.tolist())}
+    for p in range(partitions):
+        mine = [d for d in labelled if home[d] == p]
+        assert_same(data.batch.take(np.array([row[d] for d in mine])), live[p].featurize(mine, cutoff))
+    # The split is real: a donor whose neighbours live elsewhere sees less of them than with one partition.
+    whole = load_donor_dataset(world, CFG, partitions=1)
+    assert whole.partitions == 1
+    assert not np.array_equal(whole.batch.nbr, data.batch.nbr)
+    # A donor's own profile and gifts are at home; what differs is what other donors' events said.
+    differs = {TAB_FEATURES[j] for j in np.flatnonzero((whole.batch.tab != data.batch.tab).any(axis=0))}
+    assert differs and all(any(k in name for k in ("degree", "edge", "referral")) for name in differs), differs
 
 
 def test_one_donor_at_a_time_equals_all_at_once(world, labelled):
