@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from models.artifacts import ArtifactError, ArtifactManifest, load_artifact, load_model_text, read_manifest
+from models.donor_hybrid import HybridDonorModel
 from models.features.donor_schema import DonorFeatureConfig
 from models.features.donors import DonorBatch
 from models.features.transactions import TransactionFeatureConfig
@@ -47,7 +48,7 @@ class LoadedFraudModel:
 @dataclass(frozen=True)
 class LoadedDonorModel:
     manifest: ArtifactManifest
-    model: DonorModel | GbdtDonorModel  # the multi-target network, or a booster per target
+    model: DonorModel | GbdtDonorModel | HybridDonorModel  # the network, a booster per target, or both blended
     features: DonorFeatureConfig
     thresholds: dict[str, float]  # per target
 
@@ -62,16 +63,18 @@ class LoadedDonorModel:
 
     @property
     def targets(self) -> tuple[str, ...]:
-        if isinstance(self.model, GbdtDonorModel):
-            return self.model.targets
-        return tuple(self.model.spec.targets)
+        if isinstance(self.model, DonorModel):
+            return tuple(self.model.spec.targets)
+        return self.model.targets
 
 
-def donor_probabilities(model: DonorModel | GbdtDonorModel, batch: DonorBatch,
+def donor_probabilities(model: DonorModel | GbdtDonorModel | HybridDonorModel, batch: DonorBatch,
                         device: str | torch.device = "cpu") -> np.ndarray:
-    """[N, targets] float32 probabilities of either donor family (the worker's and offline's one way)."""
+    """[N, targets] float32 probabilities of any donor family (the worker's and offline's one way)."""
     if isinstance(model, GbdtDonorModel):
         return model.predict(batch)
+    if isinstance(model, HybridDonorModel):
+        return model.predict(batch, device)
     with torch.inference_mode():
         return model.score(as_tensors(batch.arrays(), device)).float().cpu().numpy()
 
@@ -154,16 +157,30 @@ def _rebuild_hybrid(path: str | Path) -> tuple[ArtifactManifest, HybridFraudMode
                             "`tributary train fraud --model hybrid`") from None
 
 
+def _donor_trees(hyperparameters: dict, texts: dict[str, str]) -> GbdtDonorModel:
+    return GbdtDonorModel.from_texts(tuple(hyperparameters["targets"]), texts)
+
+
+def _donor_module(hyperparameters: dict) -> DonorModel:
+    return DonorModel(DonorModelSpec.from_dict(hyperparameters["model"]))
+
+
 def load_donor_model(path: str | Path) -> LoadedDonorModel:
-    """The multi-target network, or a tree model (its manifest names model texts, not weights)."""
-    model: DonorModel | GbdtDonorModel
-    if read_manifest(path).model_file:
-        manifest, model, features = _rebuild_trees(
-            path, "donors", DonorFeatureConfig.from_schema,
-            lambda hyperparameters, texts: GbdtDonorModel.from_texts(tuple(hyperparameters["targets"]), texts))
+    """The multi-target network, a tree model (its manifest names model texts, not
+    weights), or a hybrid of both (model texts and weights)."""
+    model: DonorModel | GbdtDonorModel | HybridDonorModel
+    if read_manifest(path).hyperparameters.get("family") == HYBRID:
+        manifest, trees, features = _rebuild_trees(path, "donors", DonorFeatureConfig.from_schema, _donor_trees)
+        _, net, _ = _rebuild(path, "donors", DonorFeatureConfig.from_schema, _donor_module)
+        try:
+            model = HybridDonorModel(trees, net, manifest.hyperparameters["tree_weights"])
+        except (KeyError, TypeError, ValueError) as error:
+            raise ArtifactError(f"{path}: not a usable hybrid model ({error}); retrain it with "
+                                "`tributary train donors --model hybrid`") from None
+    elif read_manifest(path).model_file:
+        manifest, model, features = _rebuild_trees(path, "donors", DonorFeatureConfig.from_schema, _donor_trees)
     else:
-        manifest, model, features = _rebuild(path, "donors", DonorFeatureConfig.from_schema,
-                                             lambda h: DonorModel(DonorModelSpec.from_dict(h["model"])))
+        manifest, model, features = _rebuild(path, "donors", DonorFeatureConfig.from_schema, _donor_module)
     thresholds = manifest.threshold if isinstance(manifest.threshold, dict) else {}
     loaded = LoadedDonorModel(manifest, model, features, {})
     missing = [t for t in loaded.targets if t not in thresholds]

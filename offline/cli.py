@@ -249,8 +249,8 @@ def train_fraud_command(data: Path, out: Path, profile: str, models: tuple[str, 
               help="Output directory: artifacts/, checkpoints/, report/.")
 @_PROFILE
 @click.option("--model", "models", multiple=True,
-              help="Train only these (repeatable), e.g. --model multitarget --model lightgbm (both servable; the best "
-                   "on validation is served by default).")
+              help="Train only these (repeatable), e.g. --model multitarget --model lightgbm --model hybrid (all three "
+                   "servable; the best on validation is served by default; hybrid blends the other two).")
 @_PARTITIONS
 @_THREADS
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0),

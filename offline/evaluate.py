@@ -69,6 +69,7 @@ def evaluate_donors(model_dir: Path, world_dir: Path, out: Path, split: str = "t
     `partitions` input partitions reads."""
     import torch
 
+    from models.donor_hybrid import HybridDonorModel
     from models.features.donors import DonorFeatureConfig
     from models.gbdt import GbdtDonorModel
     from models.model_store import load_donor_model
@@ -86,9 +87,12 @@ def evaluate_donors(model_dir: Path, world_dir: Path, out: Path, split: str = "t
         rows = data.index(DONOR_TEST) if split == "test" else np.arange(len(data.donor_ids))
         if isinstance(model, GbdtDonorModel):
             scores = model.predict(data.batch.take(rows))
-        else:
+        else:  # the network, alone or as the hybrid's component, in batches of similar history length
             lengths = data.batch.seq_mask.sum(axis=1).astype(np.int64)
-            scores = score_rows(model, tensors_of(data.batch), rows, lengths, torch.device("cpu"))
+            net = model.net if isinstance(model, HybridDonorModel) else model
+            scores = score_rows(net, tensors_of(data.batch), rows, lengths, torch.device("cpu"))
+            if isinstance(model, HybridDonorModel):
+                scores = model.combine(model.trees.predict(data.batch.take(rows)), scores)
         targets = list(loaded.targets)
         results[manifest.name] = {
             t: ScoredModel(data.labels[rows, data.targets.index(t)], scores[:, j], thresholds[t])

@@ -34,6 +34,7 @@ import torch
 
 from models import drift_reference, strict_json
 from models.artifacts import ArtifactManifest, normalisation_summary, record_served, save_artifact, save_model_text
+from models.donor_hybrid import HybridDonorModel
 from models.drift_reference import uniform_histogram
 from models.features.donors import (
     F_EDGE,
@@ -47,12 +48,15 @@ from models.features.donors import (
 from models.features.flat import donor_flat_feature_names, donor_flat_features
 from models.features.partitioning import DEFAULT_PARTITIONS
 from models.gbdt import GbdtDonorModel
+from models.hybrid import FAMILY as HYBRID
+from models.hybrid import WEIGHTS as HYBRID_WEIGHTS
+from models.hybrid import blend
 from models.nn.donor_model import MODALITIES, DonorModelSpec
 from models.strict_json import finite_or_none
 from models.worlds import open_world
 from offline.evaluation.metrics import average_precision, binary_metrics, choose_threshold
 from offline.evaluation.report import ScoredModel, write_donor_report
-from offline.train.common import check_model_names, check_trainable
+from offline.train.common import TrainingInputError, check_model_names, check_trainable
 from offline.train.donor_baselines import fit_lightgbm, river_prequential, stable_order
 from offline.train.donor_data import (
     FOCAL_ALPHA,
@@ -74,7 +78,7 @@ NEURAL = {
     "multitarget-network-only": ("network",),
 }
 BASELINES = ("lightgbm", "river-logreg")
-ALL_MODELS = (*NEURAL, *BASELINES)
+ALL_MODELS = (*NEURAL, *BASELINES, HYBRID)
 # Tabular features whose training distributions go into the artifact for the drift monitor.
 REFERENCE_FEATURES = (
     "log_gift_count", "log_gift_total", "log_days_since_last_gift", "months_with_gift_prev12", "log_amount_365d",
@@ -109,6 +113,9 @@ def train_donors(
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; valid: {', '.join(PROFILES)}")
     check_model_names(models, list(ALL_MODELS), "donor")
+    if models and HYBRID in models and not {"multitarget", "lightgbm"} <= set(models):
+        raise TrainingInputError(f"the {HYBRID} donor model blends lightgbm with multitarget of the same run: name "
+                                 f"them too, e.g. --model {HYBRID} --model lightgbm --model multitarget")
     chosen = list(models) if models else list(ALL_MODELS)
     prof = PROFILES[profile]
     world_dir, out_dir = Path(world_dir), Path(out_dir)
@@ -200,6 +207,14 @@ def train_donors(
                      "and test numbers are its prequential scores on those donors, so it never saw a donor's labels "
                      "before scoring it.")
 
+    hybrid: HybridDonorModel | None = None
+    hybrid_weights: dict[str, dict[str, float]] = {}  # per target, validation PR-AUC by the trees' weight
+    if HYBRID in chosen and trees is not None and multitarget is not None:
+        hybrid, scores[HYBRID], hybrid_weights = _fit_hybrid(data, trees, multitarget, scores["lightgbm"],
+                                                             scores["multitarget"])
+        results[HYBRID], thresholds[HYBRID] = _scored(data, *scores[HYBRID], [])
+        notes.append(f"{HYBRID}: per target, lightgbm and multitarget blended in log-odds, the trees' weight chosen "
+                     f"from {list(HYBRID_WEIGHTS)} on validation PR-AUC: {hybrid.tree_weights}.")
     notes.append("Thresholds per target maximise F1 on the validation donors; metrics are on the test donors.")
     notes.append(f"Loss: focal (alpha {FOCAL_ALPHA}, gamma {FOCAL_GAMMA}) per target, weighted "
                  + ", ".join(f"{t} {TARGET_WEIGHTS.get(t, 1.0)}" for t in targets) + " (renormalised to sum 1).")
@@ -212,7 +227,7 @@ def train_donors(
     _write_predictions(out_dir / "predictions.parquet", data, scores)
 
     servable = {name: model for name, model in (("multitarget", multitarget.model if multitarget else None),
-                                                 ("lightgbm", trees)) if model is not None}
+                                                 ("lightgbm", trees), (HYBRID, hybrid)) if model is not None}
     margins = _hysteresis(world, data, config, servable, thresholds, report, notes)
     versions: dict[str, str] = {}
     if multitarget is not None:
@@ -224,6 +239,11 @@ def train_donors(
                             margins.get("lightgbm", {}))
         report["artifacts"] = {"lightgbm": str(saved)}
         versions["lightgbm"] = saved.name
+    if hybrid is not None and multitarget is not None:
+        saved = _save_hybrid(out_dir, data, hybrid, multitarget, thresholds[HYBRID], report, scores[HYBRID][0], config,
+                             seed, margins.get(HYBRID, {}), versions, hybrid_weights)
+        report["artifacts"][HYBRID] = str(saved)
+        versions[HYBRID] = saved.name
     if versions:
         validation = {name: _mean_pr_auc(data, scores[name][0]) for name in versions}
         report["served"] = record_served(out_dir / "artifacts", "donors", validation, versions,
@@ -251,6 +271,23 @@ def _hysteresis(world, data: DonorDataset, config: DonorFeatureConfig, servable:
                  "memberships stepped at every gift before the cut-off as a worker does; report.json 'hysteresis' "
                  "gives churn (changes per donor per month) and F1 for each.")
     return chosen
+
+
+def _fit_hybrid(data: DonorDataset, trees: GbdtDonorModel, net: NeuralResult, tree_scores: tuple, net_scores: tuple
+                ) -> tuple[HybridDonorModel, tuple[np.ndarray, np.ndarray], dict[str, dict[str, float]]]:
+    """Per target, the trees' weight with the best validation PR-AUC (ties: the even
+    blend); the hybrid, its validation and test scores, and every weight's PR-AUC."""
+    val = data.index(VALIDATION)
+    weights, by_weight = {}, {}
+    for j, target in enumerate(data.targets):
+        tried = {w: average_precision(data.labels[val, j], blend(tree_scores[0][:, j], net_scores[0][:, j], w))
+                 for w in HYBRID_WEIGHTS}
+        tried = {w: (v if v == v else 0.0) for w, v in tried.items()}  # NaN (no positive): any weight, the even one
+        weights[target] = max(HYBRID_WEIGHTS, key=lambda w: (tried[w], -abs(w - 0.5)))
+        by_weight[target] = {str(w): round(v, 6) for w, v in tried.items()}
+    hybrid = HybridDonorModel(trees, net.model, weights)
+    return hybrid, (hybrid.combine(tree_scores[0], net_scores[0]), hybrid.combine(tree_scores[1], net_scores[1])), \
+        by_weight
 
 
 def _mean_pr_auc(data: DonorDataset, val_scores: np.ndarray) -> float:
@@ -332,6 +369,33 @@ def _save_trees(out_dir: Path, data: DonorDataset, trees: GbdtDonorModel, thresh
         reference_distributions=reference_distributions(data, val_scores),
     )
     return save_model_text(out_dir / "artifacts", manifest, trees.to_texts(), "lightgbm-text")
+
+
+def _save_hybrid(out_dir: Path, data: DonorDataset, hybrid: HybridDonorModel, net: NeuralResult,
+                 thresholds: dict[str, float], report: dict, val_scores: np.ndarray, config: DonorFeatureConfig,
+                 seed: int, margins: dict[str, float], versions: dict[str, str], by_weight: dict) -> Path:
+    """One artifact: the trees' texts and the network's weights, with the weights per target."""
+    val = data.index(VALIDATION)
+    validation = {t: binary_metrics(data.labels[val, j], val_scores[:, j], thresholds[t])
+                  for j, t in enumerate(data.targets)}
+    manifest = ArtifactManifest(
+        name=HYBRID,
+        task="donors",
+        hyperparameters={"family": HYBRID, "targets": list(data.targets), "seed": seed, "hysteresis": margins,
+                         "tree_weights": hybrid.tree_weights, "model": net.model.spec.to_dict(),
+                         "components": {"trees": {"model": "lightgbm", "version": versions.get("lightgbm")},
+                                        "neural": {"model": "multitarget", "version": versions.get("multitarget")}},
+                         "validation_pr_auc_by_weight": by_weight},
+        feature_schema=config.schema(),
+        feature_schema_hash=config.schema_hash(),
+        threshold=thresholds,
+        metrics=finite_or_none({"test": report["models"][HYBRID], "validation": validation}),
+        training_data=data.description,
+        reference_distributions=reference_distributions(data, val_scores),
+        normalisation=normalisation_summary(net.model),
+    )
+    return save_model_text(out_dir / "artifacts", manifest, hybrid.trees.to_texts(), "lightgbm-text",
+                           state_dict=net.model.state_dict())
 
 
 def _write_predictions(path: Path, data: DonorDataset, scores: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:

@@ -12,14 +12,17 @@ import pytest
 import torch
 
 from models.artifacts import load_artifact
+from models.donor_hybrid import HybridDonorModel
 from models.features.donors import F_EDGE, F_GIFT, F_NODE, F_TAB, DonorBatch, DonorFeatureConfig, DonorFeaturizer
 from models.features.partitioning import DEFAULT_PARTITIONS, kafka_partition
-from models.model_store import load_donor_model
+from models.gbdt import GbdtDonorModel
+from models.model_store import donor_probabilities, load_donor_model
 from models.nn.donor_model import DonorModel, DonorModelSpec, as_tensors
 from models.worlds import open_world
 from offline.generate.donor_world import generate_donor_world
 from offline.importers.cdnow import import_cdnow
 from offline.importers.pva97nk import import_pva97nk
+from offline.train.common import TrainingInputError
 from offline.train.donor_neural import focal_loss
 from offline.train.donor_replay import donor_states_at
 from offline.train.donors import ALL_MODELS, train_donors
@@ -147,6 +150,41 @@ def test_artifact_reloads_and_reproduces_held_out_scores(trained):
     assert thresholds == manifest.threshold
 
 
+def test_the_hybrid_reloads_and_gives_the_worker_the_blend_training_chose(trained):
+    """One artifact holds both components; served through the worker's one way
+    (donor_probabilities) it reproduces the held-out scores training wrote."""
+    world_dir, out, report = trained
+    path = next((out / "artifacts" / "hybrid").iterdir())
+    loaded = load_donor_model(path)
+    hybrid = loaded.model
+    assert isinstance(hybrid, HybridDonorModel) and loaded.targets == tuple(SEGMENTS)
+    manifest = loaded.manifest
+    assert set(manifest.model_file["files"]) == {GbdtDonorModel.file_of(t) for t in SEGMENTS}
+    for target, weight in hybrid.tree_weights.items():  # each target's weight: its best on validation
+        tried = manifest.hyperparameters["validation_pr_auc_by_weight"][target]
+        assert 0.0 < weight < 1.0 and tried[str(weight)] == max(tried.values())
+    assert manifest.hyperparameters["components"]["neural"]["version"] == report["served"]["versions"]["multitarget"]
+
+    predictions = pq.read_table(out / "predictions.parquet")
+    test = predictions.filter(pc.equal(predictions["split"], "test"))
+    world, partitions = open_world(world_dir), manifest.training_data["partitions"]
+    states = donor_states_at(world, world.manifest.cutoff, partitions=partitions)
+    batch = DonorBatch.concat([
+        DonorFeaturizer(states[kafka_partition(d.encode(), partitions)], loaded.features).featurize(
+            [d], world.manifest.cutoff) for d in test["donor_id"].to_pylist()])
+    served = donor_probabilities(hybrid, batch)
+    expected = np.stack([test[f"hybrid:{t}"].to_numpy() for t in SEGMENTS], axis=1)
+    assert np.abs(served - expected).max() <= 1e-6
+    # A blend, not a copy of either component.
+    for component in ("lightgbm", "multitarget"):
+        assert np.abs(expected - np.stack([test[f"{component}:{t}"].to_numpy() for t in SEGMENTS], axis=1)).max() > 1e-3
+
+
+def test_the_hybrid_needs_both_components_in_the_run(tmp_path):
+    with pytest.raises(TrainingInputError, match="--model hybrid --model lightgbm --model multitarget"):
+        train_donors(tmp_path / "nowhere", tmp_path / "out", progress=False, models=["hybrid", "lightgbm"])
+
+
 def test_a_second_run_resumes_from_the_checkpoint(trained):
     world_dir, out, _ = trained
     report = train_donors(world_dir, out, profile="quick", progress=False, epochs=3, models=["multitarget"])
@@ -227,6 +265,10 @@ def test_tributary_evaluate_reproduces_the_training_report(trained, tmp_path):
     for target, metrics in report["models"]["multitarget"]["targets"].items():
         again = evaluated["models"]["multitarget"]["targets"][target]
         assert again["f1"] == metrics["f1"] and again["pr_auc"] == metrics["pr_auc"], target
+    first = trained[2]  # the hybrid of the fixture's run is the newest hybrid
+    for target, metrics in first["models"]["hybrid"]["targets"].items():
+        again = evaluated["models"]["hybrid"]["targets"][target]
+        assert again["f1"] == metrics["f1"] and again["pr_auc"] == metrics["pr_auc"], target
 
 
 def test_the_tree_model_is_saved_served_by_choice_and_reproduced_by_evaluate(trained, tmp_path):
@@ -255,7 +297,7 @@ def test_the_tree_model_is_saved_served_by_choice_and_reproduced_by_evaluate(tra
         assert next(r for r in rows if r["margin"] == loaded.margins[target])["f1"] >= rows[0]["f1"] - 0.01
 
     served = report["served"]
-    assert set(served["validation_pr_auc"]) == {"multitarget", "lightgbm"}
+    assert set(served["validation_pr_auc"]) == {"multitarget", "lightgbm", "hybrid"}
     assert served["model"] == max(served["validation_pr_auc"], key=served["validation_pr_auc"].get)
 
     result = CliRunner().invoke(main, ["evaluate", "--model", str(out), "--data", str(world),

@@ -117,20 +117,26 @@ def test_a_membership_margin_publishes_fewer_changes_and_only_firm_ones(tmp_path
 
 
 @pytest.fixture(scope="module")
-def tree_artifact(tmp_path_factory):
-    """LightGBM donor boosters, trained on a world of their own."""
-    from models.artifacts import latest_version
+def tree_run(tmp_path_factory):
+    """LightGBM donor boosters, a one-epoch network and their hybrid, trained on a world of their own."""
     from offline.train.donors import train_donors
 
     root = tmp_path_factory.mktemp("trees")
     generate_donor_world(root / "world", donors=400, seed=8, progress=False)
-    train_donors(root / "world", root / "run", models=["lightgbm"], progress=False)
-    return latest_version(root / "run" / "artifacts", "lightgbm")
+    train_donors(root / "world", root / "run", models=["lightgbm", "multitarget", "hybrid"], progress=False, epochs=1)
+    return root / "run" / "artifacts"
 
 
-def test_a_tree_model_scores_like_the_offline_computation(tree_artifact, stream_records):
+@pytest.mark.parametrize("family", ["lightgbm", "hybrid"])
+def test_a_tree_model_scores_like_the_offline_computation(tree_run, stream_records, family):
+    from models.artifacts import latest_version
+    from models.donor_hybrid import HybridDonorModel
+    from models.gbdt import GbdtDonorModel
+
+    tree_artifact = latest_version(tree_run, family)
     result = stage_for(tree_artifact).process(stream_records)
     loaded = load_donor_model(tree_artifact)
+    assert isinstance(loaded.model, {"lightgbm": GbdtDonorModel, "hybrid": HybridDonorModel}[family])
     offline = donor_worker_view_scores([event_of(r) for r in stream_records], loaded.model, loaded.features,
                                        PARTITIONS)
     online = outcome_scores(result)
