@@ -32,6 +32,9 @@ def run_section(run: Path) -> list[str]:
     first = reports[0]
     synthetic = any("SYNTHETIC" in note for note in first.get("notes", []))
     heading = f"**{first['dataset']}**{' (SYNTHETIC)' if synthetic else ''}. Split: {first['split']}."
+    partitions = {(r.get("served", {}).get("trained_on") or {}).get("partitions") for r in reports}
+    if len(partitions) == 1 and None not in partitions:  # runs that say which worker they were measured for
+        heading += f" Features and metrics of a worker with {partitions.pop()} input partitions."
     return [heading, "", *table_lines(summarise(reports), seeds), ""]
 
 

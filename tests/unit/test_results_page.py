@@ -32,6 +32,18 @@ def test_the_block_is_rewritten_from_the_reports_and_the_rest_is_kept(tmp_path):
     assert page.read_text() == text  # the same runs give the same page
 
 
+def test_the_heading_names_the_partition_count_the_runs_were_measured_at(tmp_path):
+    run = fake_run(tmp_path / "run", [(0.8, 0.7), (0.82, 0.72)])
+    for path in run.glob("seed-*/report/report.json"):
+        report = json.loads(path.read_text())
+        report["served"]["trained_on"] = {"world": "w", "partitions": 4}
+        path.write_text(json.dumps(report))
+    page = tmp_path / "page.md"
+    page.write_text(f"{BEGIN}\n{END}\n")
+    write_page(page, [run])
+    assert "Split: by time. Features and metrics of a worker with 4 input partitions." in page.read_text()
+
+
 def test_a_page_without_the_block_is_refused(tmp_path):
     page = tmp_path / "page.md"
     page.write_text("# Results\n")
