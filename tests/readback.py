@@ -121,6 +121,16 @@ class Readback:
                         seen=lambda: f"{len(self.settled(positions)):,} of {len(positions):,} settled; "
                                      f"unsettled: {_ranges(set(positions) - set(self.settled(positions)))}")
 
+    def wait_for_alerts(self, workers: Iterable[Worker] = (), timeout_s: float = WAIT_S) -> None:
+        """Until every alert an outcome read so far names (its `alert_id`) has been read too.
+        A batch's alerts and outcomes go to different topics, so the last outcomes can be
+        read before the last alerts are."""
+        def missing() -> set[str]:
+            named = {o["alert_id"] for found in self.outcomes.values() for o in found if o.get("alert_id")}
+            return named - {a["alert_id"] for a in self.alerts}
+        self.wait_until(lambda: not missing(), "the alerts the outcomes name", workers, timeout_s,
+                        seen=lambda: f"{len(missing()):,} not read yet")
+
     def wait_until(self, condition: Callable[[], bool], what: str, workers: Iterable[Worker] = (),
                    timeout_s: float = WAIT_S, seen: Callable[[], str] = lambda: "") -> None:
         """Poll the outputs until `condition()`; fail saying what was awaited and seen, with the

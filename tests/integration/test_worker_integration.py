@@ -87,6 +87,7 @@ def test_every_event_is_scored_or_dead_lettered_and_scores_match_offline(broker,
         poisoned = produce(settings, [Record(settings.topics.transactions, f"poison{i}".encode(), value)
                                       for i, (value, _) in enumerate(POISON)])
         readback.wait_for(scored + poisoned, "an outcome or dead letter for every transaction", [worker])
+        readback.wait_for_alerts([worker])
         # Late labels for some scored transactions (and one for a transaction never seen).
         labelled = good[:300]
         labels = produce(settings, label_records(settings, labelled))

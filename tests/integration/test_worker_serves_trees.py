@@ -41,6 +41,7 @@ def test_the_worker_serves_the_tree_models_and_matches_evaluate(broker, trained,
     readback = Readback(settings)
     try:
         readback.wait_for(produce(settings, records), "an outcome for every transaction", [worker])
+        readback.wait_for_alerts([worker])
     finally:
         worker.stop()
         readback.close()
