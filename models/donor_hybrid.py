@@ -17,10 +17,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from models.features.donors import DonorBatch
 from models.gbdt import GbdtDonorModel
 from models.hybrid import FAMILY, blend
-from models.nn.donor_model import DonorModel, as_tensors
+from models.nn.donor_model import DonorModel
 
 
 class HybridDonorModel:
@@ -48,13 +47,6 @@ class HybridDonorModel:
         for j, target in enumerate(self.targets):
             out[:, j] = blend(tree_probabilities[:, j], net_probabilities[:, j], self.tree_weights[target])
         return out
-
-    def predict(self, batch: DonorBatch, device: str | torch.device = "cpu") -> np.ndarray:
-        if len(batch) == 0:
-            return np.zeros((0, len(self.targets)), dtype=np.float32)
-        with torch.inference_mode():
-            net = self.net.score(as_tensors(batch.arrays(), device)).float().cpu().numpy()
-        return self.combine(self.trees.predict(batch), net)
 
     def to(self, device: torch.device | str) -> HybridDonorModel:
         self.net.to(device)  # the trees stay on the CPU

@@ -73,8 +73,10 @@ def donor_probabilities(model: DonorModel | GbdtDonorModel | HybridDonorModel, b
     """[N, targets] float32 probabilities of any donor family (the worker's and offline's one way)."""
     if isinstance(model, GbdtDonorModel):
         return model.predict(batch)
-    if isinstance(model, HybridDonorModel):
-        return model.predict(batch, device)
+    if isinstance(model, HybridDonorModel):  # each component as it scores alone, then the blend
+        if len(batch) == 0:
+            return np.zeros((0, len(model.targets)), dtype=np.float32)
+        return model.combine(model.trees.predict(batch), donor_probabilities(model.net, batch, device))
     with torch.inference_mode():
         return model.score(as_tensors(batch.arrays(), device)).float().cpu().numpy()
 
@@ -169,7 +171,8 @@ def load_donor_model(path: str | Path) -> LoadedDonorModel:
     """The multi-target network, a tree model (its manifest names model texts, not
     weights), or a hybrid of both (model texts and weights)."""
     model: DonorModel | GbdtDonorModel | HybridDonorModel
-    if read_manifest(path).hyperparameters.get("family") == HYBRID:
+    stored = read_manifest(path)  # which family; the loaders below check it before reading any model file
+    if stored.hyperparameters.get("family") == HYBRID:
         manifest, trees, features = _rebuild_trees(path, "donors", DonorFeatureConfig.from_schema, _donor_trees)
         _, net, _ = _rebuild(path, "donors", DonorFeatureConfig.from_schema, _donor_module)
         try:
@@ -177,7 +180,7 @@ def load_donor_model(path: str | Path) -> LoadedDonorModel:
         except (KeyError, TypeError, ValueError) as error:
             raise ArtifactError(f"{path}: not a usable hybrid model ({error}); retrain it with "
                                 "`tributary train donors --model hybrid`") from None
-    elif read_manifest(path).model_file:
+    elif stored.model_file:
         manifest, model, features = _rebuild_trees(path, "donors", DonorFeatureConfig.from_schema, _donor_trees)
     else:
         manifest, model, features = _rebuild(path, "donors", DonorFeatureConfig.from_schema, _donor_module)

@@ -1,5 +1,5 @@
-"""What the fraud and donor training loops share: the loss, how a checkpoint is signed, and
-the normalisation statistics of their inputs.
+"""What the fraud and donor training loops share: the loss, how a checkpoint is signed,
+the normalisation statistics of their inputs, and how a hybrid's blend weight is chosen.
 
 Both loops train on imbalanced targets with a class-weighted focal loss (Lin et al.
 2017) and checkpoint every epoch; a rerun resumes only from a checkpoint signed with
@@ -17,6 +17,8 @@ import torch
 from torch import Tensor
 
 from models.errors import TributaryError
+from models.hybrid import WEIGHTS, blend
+from offline.evaluation.metrics import average_precision
 
 
 class TrainingInputError(TributaryError, ValueError):
@@ -105,3 +107,14 @@ class MaskedMoments:
         mean = self._sum / np.maximum(n, 1)
         std = np.where(n > 1, np.sqrt(np.maximum(self._squares / np.maximum(n, 1) - mean**2, 0.0)), 1.0)
         return torch.tensor(mean, dtype=torch.float32), torch.tensor(std, dtype=torch.float32)
+
+
+def choose_blend_weight(labels: np.ndarray, tree_scores: np.ndarray, net_scores: np.ndarray
+                        ) -> tuple[float, dict[str, float]]:
+    """The trees' weight in a hybrid (models.hybrid.WEIGHTS) with the best validation
+    PR-AUC of the blend, ties going to the even blend; and every weight's PR-AUC, as the
+    manifest records it. An undefined PR-AUC (no positive) counts as 0."""
+    tried = {w: average_precision(labels, blend(tree_scores, net_scores, w)) for w in WEIGHTS}
+    tried = {w: (v if v == v else 0.0) for w, v in tried.items()}
+    weight = max(WEIGHTS, key=lambda w: (tried[w], -abs(w - 0.5)))
+    return weight, {str(w): round(v, 6) for w, v in tried.items()}

@@ -148,8 +148,6 @@ def load_donor_dataset(world: World, config: DonorFeatureConfig = DonorFeatureCo
     return DonorDataset(ids, tuple(targets), labels, batch, split, at, split_desc, notes, description, partitions)
 
 
-
-
 def _featurize_at_home(states: list[DonorState], ids: np.ndarray, at: datetime, config: DonorFeatureConfig) -> DonorBatch:
     """Each donor's features from the state of its input partition, in the order of `ids`."""
     if len(states) == 1:

@@ -50,13 +50,12 @@ from models.features.partitioning import DEFAULT_PARTITIONS
 from models.gbdt import GbdtDonorModel
 from models.hybrid import FAMILY as HYBRID
 from models.hybrid import WEIGHTS as HYBRID_WEIGHTS
-from models.hybrid import blend
 from models.nn.donor_model import MODALITIES, DonorModelSpec
 from models.strict_json import finite_or_none
 from models.worlds import open_world
 from offline.evaluation.metrics import average_precision, binary_metrics, choose_threshold
 from offline.evaluation.report import ScoredModel, write_donor_report
-from offline.train.common import TrainingInputError, check_model_names, check_trainable
+from offline.train.common import TrainingInputError, check_model_names, check_trainable, choose_blend_weight
 from offline.train.donor_baselines import fit_lightgbm, river_prequential, stable_order
 from offline.train.donor_data import (
     FOCAL_ALPHA,
@@ -280,11 +279,8 @@ def _fit_hybrid(data: DonorDataset, trees: GbdtDonorModel, net: NeuralResult, tr
     val = data.index(VALIDATION)
     weights, by_weight = {}, {}
     for j, target in enumerate(data.targets):
-        tried = {w: average_precision(data.labels[val, j], blend(tree_scores[0][:, j], net_scores[0][:, j], w))
-                 for w in HYBRID_WEIGHTS}
-        tried = {w: (v if v == v else 0.0) for w, v in tried.items()}  # NaN (no positive): any weight, the even one
-        weights[target] = max(HYBRID_WEIGHTS, key=lambda w: (tried[w], -abs(w - 0.5)))
-        by_weight[target] = {str(w): round(v, 6) for w, v in tried.items()}
+        weights[target], by_weight[target] = choose_blend_weight(data.labels[val, j], tree_scores[0][:, j],
+                                                                 net_scores[0][:, j])
     hybrid = HybridDonorModel(trees, net.model, weights)
     return hybrid, (hybrid.combine(tree_scores[0], net_scores[0]), hybrid.combine(tree_scores[1], net_scores[1])), \
         by_weight

@@ -37,13 +37,12 @@ from models.features.transactions import (
 from models.gbdt import FAMILY as GBDT
 from models.gbdt import FRAUD_FILE, GbdtFraudModel
 from models.hybrid import FAMILY as HYBRID
-from models.hybrid import WEIGHTS as HYBRID_WEIGHTS
 from models.hybrid import blend
 from models.nn.fraud_model import FraudModel, FraudModelSpec
 from models.worlds import World, open_world
 from offline.evaluation.metrics import average_precision, choose_threshold
 from offline.evaluation.report import ScoredModel, write_fraud_report, write_report_json
-from offline.train.common import MaskedMoments, TrainingInputError, check_model_names, check_trainable
+from offline.train.common import MaskedMoments, TrainingInputError, check_model_names, check_trainable, choose_blend_weight
 from offline.train.fraud_baselines import LABEL_DELAY_S, river_prequential, train_lightgbm
 from offline.train.fraud_data import TEST, TRAIN, VALIDATION, FraudDataset, account_scores, load_fraud_dataset
 from offline.train.loop import FitConfig, fit_binary, predict
@@ -280,13 +279,12 @@ class _Component:
 def _fit_hybrid(trees: _Component, net: _Component, y_val: np.ndarray, profile: str) -> tuple[np.ndarray, np.ndarray, dict]:
     """The blend weight with the best validation PR-AUC (models.hybrid.WEIGHTS); its
     validation and test scores, and the hybrid's hyper-parameters."""
-    by_weight = {w: average_precision(y_val, blend(trees.val_scores, net.val_scores, w)) for w in HYBRID_WEIGHTS}
-    weight = max(HYBRID_WEIGHTS, key=lambda w: (by_weight[w], -abs(w - 0.5)))  # ties: the even blend
+    weight, by_weight = choose_blend_weight(y_val, trees.val_scores, net.val_scores)
     hyperparameters = {"family": HYBRID, "tree_weight": weight, "neural": net.hyperparameters,
                        "trees": trees.hyperparameters, "profile": profile,
                        "components": {"trees": {"model": trees.name, "version": trees.version},
                                       "neural": {"model": net.name, "version": net.version}},
-                       "validation_pr_auc_by_weight": {str(w): round(v, 6) for w, v in by_weight.items()}}
+                       "validation_pr_auc_by_weight": by_weight}
     return (blend(trees.val_scores, net.val_scores, weight), blend(trees.test_scores, net.test_scores, weight),
             hyperparameters)
 
