@@ -23,6 +23,7 @@ import pyarrow.compute as pc
 
 from models.progress import progress as progress_bar
 from models.worlds import WorldManifest, WorldWriter
+from offline.importers.both_ends import with_both_ends
 
 from .donor_calendar import US_PER_DAY, CampaignBook, Timeline
 from .donor_gifts import CHANNELS, GiftBatch, GiftSimulator
@@ -81,7 +82,8 @@ def generate_donor_world(out: Path, donors: int, seed: int = 7, progress: bool =
                 tally.add_activity(activity.attended, activity.opened, activity.volunteer_hours)
                 tally.add_edges(edges.donor, edges.related, edges.added)
             writer.write_events("gifts", rows.gifts(gift_batch))
-            writer.write_events("donor_relationships", rows.relationships(edges))
+            # Keyed by donor_id, an edge recorded once would reach one end's partition only.
+            writer.write_events("donor_relationships", with_both_ends(pa.table(rows.relationships(edges))))
 
         eligible = pop.join_month < timeline.cutoff_month
         targets = compute_targets(tally, network.degree(), eligible)
@@ -119,6 +121,8 @@ def generate_donor_world(out: Path, donors: int, seed: int = 7, progress: bool =
                     *(f"{segment.value}: {text}" for segment, text in DEFINITIONS.items()),
                     "Each target has exactly round(share * eligible donors) positives; remaining ties go to the "
                     "lower donor id.",
+                    "Each relationship is recorded from both ends (a second row, donors swapped, event id + ':r'), "
+                    "so the home partitions of both donors see it.",
                 ],
             )
         )

@@ -40,6 +40,7 @@ from models.worlds import (
 )
 
 from ._csv import ImportFormatError
+from .both_ends import with_both_ends
 from .cdnow import TARGET_SHARES, UNAVAILABLE_TARGETS, default_window, donor_targets
 from .contract_schema import RowRejected, parse_boolean, read_stream
 from .row_files import BadRow, Format, detect_format, read_rows
@@ -63,9 +64,12 @@ def import_donors(gifts: Path, out: Path, *, profiles: Path | None = None, relat
                 for stream, path in files.items() if path is not None}
         with WorldWriter(out) as writer:  # its manifest comes last: a failure below leaves no world
             gift_columns = []  # the gifts' donor, time and amount, for the targets (three columns of every gift)
+            mirrors = 0  # relationship rows added for the other end
             for stream, rows in read.items():
                 for table in rows.runs.merged():
-                    writer.write_events(stream, table.select(EVENT_STREAMS[stream].schema.names))
+                    written = _as_written(stream, table.select(EVENT_STREAMS[stream].schema.names))
+                    mirrors += written.num_rows - table.num_rows
+                    writer.write_events(stream, written)
                     if stream == "gifts":
                         gift_columns.append(table.select(["donor_id", "event_time", "amount"]))
             given = pa.concat_tables(gift_columns)
@@ -75,10 +79,15 @@ def import_donors(gifts: Path, out: Path, *, profiles: Path | None = None, relat
             else:
                 target_table, available, cutoff, horizon = _targets_from_gifts(given, cutoff, horizon, gifts)
             writer.write_labels("donor_targets", target_table)
-            manifest = _manifest(files, read, targets, available, cutoff, horizon, mapping or {})
+            manifest = _manifest(files, read, targets, available, cutoff, horizon, mapping or {}, mirrors)
             return writer.finish(manifest)
     finally:
         shutil.rmtree(runs_dir, ignore_errors=True)
+
+
+def _as_written(stream: str, table: pa.Table) -> pa.Table:
+    """A stream's rows as the world keeps them: relationships from both ends (offline.importers.both_ends)."""
+    return with_both_ends(table) if stream == "donor_relationships" else table
 
 
 def _targets_from_gifts(table: pa.Table, cutoff: datetime | None, horizon: datetime | None,
@@ -135,15 +144,22 @@ def _after_the_last(gifts: pa.Table) -> datetime:
     return pc.max(gifts.column("event_time")).as_py() + timedelta(microseconds=1)
 
 
+def _both_ends_note(mirrors: int) -> str:
+    return (f"{mirrors:,} donor_relationships rows added: each relationship recorded from one end only got its "
+            "mirror (donors swapped, event id + ':r'), so both donors' partitions see it.")
+
+
 def _rejects_note(stream: str, rejected: int) -> str:
     return f"{rejected:,} {stream} rows were rejected; rejects-{stream}.csv lists them (line, field, reason)."
 
 
 def _manifest(files: dict[str, Path | None], read: dict, targets: Path | None, available: list[str],
-              cutoff: datetime, horizon: datetime | None, mapping: dict[str, str]) -> WorldManifest:
+              cutoff: datetime, horizon: datetime | None, mapping: dict[str, str], mirrors: int) -> WorldManifest:
     rejected = {stream: r.rejected for stream, r in read.items()}
     notes = ["Imported in the contracts' own schemas: every row passed the same validation as the worker's."]
     notes += [_rejects_note(stream, n) for stream, n in rejected.items() if n]
+    if mirrors:
+        notes.append(_both_ends_note(mirrors))
     if targets is not None:
         lacking = ", ".join(s for s in SEGMENTS if s not in available) or "none"
         notes.append(f"Segment targets from {targets.name}; segments it lacks ({lacking}) are written as False and "
@@ -188,12 +204,14 @@ def add_donor_stream(stream: str, path: Path, world_dir: Path, *, mapping: dict[
     try:
         read = read_stream(stream, path, fmt or detect_format(path), runs_dir, mapping or {}, NO_LABEL, max_rejects,
                            world_dir / f"rejects-{stream}.csv", progress)
-        strangers = before_cutoff = 0
+        strangers = before_cutoff = rows_written = 0
         with pq.ParquetWriter(staged, schema, compression="zstd") as writer:
             for table in read.runs.merged():
                 table = table.select(schema.names)
-                writer.write_table(table)
                 strangers += _rows_naming_a_stranger(table, known)
+                table = _as_written(stream, table)
+                writer.write_table(table)
+                rows_written += table.num_rows
                 if world.manifest.cutoff is not None:
                     before_cutoff += pc.sum(pc.less(table.column("event_time"), world.manifest.cutoff)).as_py() or 0
         os.replace(staged, events)
@@ -201,7 +219,7 @@ def add_donor_stream(stream: str, path: Path, world_dir: Path, *, mapping: dict[
         shutil.rmtree(runs_dir, ignore_errors=True)
         staged.unlink(missing_ok=True)
     warnings = _warnings(stream, read.runs.rows, strangers, before_cutoff, world.manifest.cutoff)
-    manifest = _with_stream(world, stream, path, read, warnings, mapping or {})
+    manifest = _with_stream(world, stream, path, read, rows_written, warnings, mapping or {})
     written = world_dir / f".{MANIFEST_FILE}.importing"
     written.write_text(manifest.model_dump_json(indent=2) + "\n")
     os.replace(written, world_dir / MANIFEST_FILE)
@@ -251,7 +269,7 @@ def _warnings(stream: str, rows: int, strangers: int, before_cutoff: int, cutoff
     return warnings
 
 
-def _with_stream(world: World, stream: str, path: Path, read, warnings: list[str],
+def _with_stream(world: World, stream: str, path: Path, read, written: int, warnings: list[str],
                  mapping: dict[str, str]) -> WorldManifest:
     manifest = world.manifest
     parameters = dict(manifest.parameters)
@@ -266,7 +284,9 @@ def _with_stream(world: World, stream: str, path: Path, read, warnings: list[str
     if read.rejected:
         notes.append(_rejects_note(stream, read.rejected))
     notes += warnings
-    counts = {**manifest.counts, stream: read.runs.rows}
+    if written != read.runs.rows:
+        notes.append(_both_ends_note(written - read.runs.rows))
+    counts = {**manifest.counts, stream: written}
     spans = [span for span in (_time_span(world.events_path(s)) for s in world.streams) if span]
     time_range = (min(s[0] for s in spans), max(s[1] for s in spans)) if spans else None
     return manifest.model_copy(update={"parameters": parameters, "notes": notes, "counts": counts,

@@ -20,6 +20,7 @@ from click.testing import CliRunner
 from models.worlds import EVENT_STREAMS, open_world
 from offline.generate.donor_world import generate_donor_world
 from offline.generate.fraud_world import generate_fraud_world
+from offline.importers.both_ends import MIRROR_SUFFIX
 from tributary.cli import main
 
 STREAMS = ("gifts", "donor_profiles", "donor_relationships")
@@ -184,3 +185,28 @@ def test_profiles_need_a_donor_world_to_go_into(exported, tmp_path, make, words)
     result = CliRunner().invoke(main, ["import", "donor-profiles", str(files["donor_profiles"]),
                                        "--out", str(tmp_path / "w")])
     assert result.exit_code == 1 and words in result.output and "Traceback" not in result.output
+
+
+def test_relationships_recorded_from_one_end_get_their_mirrors(exported, tmp_path):
+    """A CRM records each relationship once; the world holds it from both ends, as generated."""
+    world, files = exported
+    rows = list(csv.DictReader(files["donor_relationships"].open()))
+    one_end = [row for row in rows if not row["event_id"].endswith(MIRROR_SUFFIX)]
+    assert 0 < len(one_end) == len(rows) // 2
+    single = tmp_path / "links.csv"
+    with single.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(one_end)
+    cutoff = world.manifest.cutoff.strftime("%Y-%m-%d")
+    run("gifts", files["gifts"], "--relationships", single, "--targets", files["targets"], "--cutoff", cutoff,
+        "--out", tmp_path / "once")
+    run("gifts", files["gifts"], "--targets", files["targets"], "--cutoff", cutoff, "--out", tmp_path / "steps")
+    run("donor-relationships", single, "--out", tmp_path / "steps")
+    generated = pq.read_table(world.events_path("donor_relationships"))
+    for root in (tmp_path / "once", tmp_path / "steps"):
+        imported = open_world(root)
+        assert pq.read_table(imported.events_path("donor_relationships")).equals(generated)
+        assert imported.manifest.counts["donor_relationships"] == len(rows)
+        assert imported.manifest.parameters["rows_read"]["donor_relationships"] == len(one_end)
+        assert any(note.startswith(f"{len(one_end):,} donor_relationships rows added") for note in imported.manifest.notes)

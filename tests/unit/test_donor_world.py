@@ -18,6 +18,7 @@ from models.worlds import EVENT_STREAMS, open_world
 from offline.generate import donor_targets, donor_world
 from offline.generate.donor_targets import SHARES
 from offline.generate.donor_world import generate_donor_world
+from offline.importers.both_ends import MIRROR_SUFFIX
 
 DONORS, SEED = 2_000, 3
 STREAMS = {"donor_profiles": DonorProfile, "gifts": GiftEvent, "donor_relationships": DonorRelationship}
@@ -49,11 +50,16 @@ def _donor_numbers(column) -> np.ndarray:
     return np.asarray(pc.fill_null(numbers, -1))
 
 
+def _recorded(rels: pa.Table) -> pa.Table:
+    """The relationship rows as the network made them, without their mirrors."""
+    return rels.filter(pc.invert(pc.ends_with(rels.column("event_id"), MIRROR_SUFFIX)))
+
+
 @pytest.fixture(scope="module")
 def tables(world):
     cut = int(world.manifest.cutoff.timestamp() * 1_000_000)
     gifts = world.read_events("gifts")
-    rels = world.read_events("donor_relationships")
+    rels = _recorded(world.read_events("donor_relationships"))
     profiles = world.read_events("donor_profiles")
     labels = world.read_labels("donor_targets")
     return {
@@ -102,6 +108,10 @@ def test_manifest_describes_a_synthetic_donor_world(world):
 def test_streams_have_contract_columns_strict_time_order_and_unique_ids(world, stream):
     table = world.read_events(stream)
     assert table.schema.equals(EVENT_STREAMS[stream].schema)
+    ids = table.column("event_id").to_pylist()
+    assert len(set(ids)) == len(ids)
+    if stream == "donor_relationships":
+        table = _recorded(table)  # each mirror comes right after its row, at its time (the test below)
     times = _us(table.column("event_time"))
     assert np.all(np.diff(times) > 0), "each stream must be sorted by event time on its own"
     ids = table.column("event_id").to_pylist()
@@ -200,6 +210,16 @@ def test_referrers_are_connected_donors_other_than_the_giver(tables):
     giver, time = tables["gift_donor"][referred], tables["gift_time"][referred]
     for g, r, t in zip(giver, referrer[referred], time):
         assert first_link.get((min(g, r), max(g, r)), t) < t
+
+
+def test_every_relationship_is_recorded_from_both_ends(world):
+    rows = world.read_events("donor_relationships").to_pylist()
+    assert len(rows) % 2 == 0
+    for row, mirror in zip(rows[0::2], rows[1::2]):
+        assert mirror["event_id"] == row["event_id"] + MIRROR_SUFFIX
+        assert (mirror["donor_id"], mirror["related_donor_id"]) == (row["related_donor_id"], row["donor_id"])
+        assert {k: v for k, v in mirror.items() if k not in ("event_id", "donor_id", "related_donor_id")} == \
+            {k: v for k, v in row.items() if k not in ("event_id", "donor_id", "related_donor_id")}
 
 
 def test_relationships_form_a_heavy_tailed_typed_network(tables):
