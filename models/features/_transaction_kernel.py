@@ -130,7 +130,7 @@ def featurize_and_record(
     source_keys, destination_keys, times, amounts, log_amounts, type_codes, channel_codes, offsets, published_offset,
     event_keys, want, index, rows_used, keys, meta, r_amount, r_time, r_cp, r_kind, last_offset, recent_ids, recent_offsets,
     out_event, out_seq, out_seq_mask, out_node, out_hop1, out_hop1_mask, out_hop2, out_hop2_mask, out_replayed,
-    out_duplicate, out_rows,
+    out_duplicate, out_rows, out_seq_counterparty, out_seq_time,
 ):  # fmt: skip
     """Features then record, per transaction in order.
 
@@ -149,6 +149,9 @@ def featurize_and_record(
 
     `want[i]` false: the transaction is only recorded (`out_replayed`, no features), as a
     view of the whole graph does with transactions another worker scores.
+
+    `out_seq_counterparty` and `out_seq_time` place each window step: its counterparty's
+    row and its time, for the evidence an alert cites (not model inputs).
     """
     window = r_amount.shape[1]
     k1 = out_hop1.shape[2]
@@ -206,6 +209,8 @@ def featurize_and_record(
                 if side == 0 and with_current:
                     pair_count += 1
                 out_seq_mask[i, side, p] = 1.0
+                out_seq_counterparty[i, side, p] = r_cp[row, pos]
+                out_seq_time[i, side, p] = r_time[row, pos]
                 previous_time = entry_time
             for j in range(min(k1, m)):  # hop 1: latest counterparties, newest first
                 pos = (n - 1 - j) % window

@@ -21,6 +21,7 @@ from numba import njit, types
 from numba.typed import Dict
 
 from models.contracts import TransactionType
+from models.features.account_names import AccountNames
 from models.features.keyed_rows import NO_ROW, KeyedRows
 
 # Seconds since this epoch fit int32 from 1931 to 2068: covers every data set we read.
@@ -92,6 +93,7 @@ class AccountState(KeyedRows):
         self.rows_used = np.ones(1, dtype=np.int64)  # next free row; row 0 is the sentinel
         self.max_offset = -1  # highest input offset recorded into any account
         self._allocate(max(capacity, 2))
+        self.names = AccountNames(max(capacity, 2))  # row -> account id, for alert evidence
 
     def _allocate(self, capacity: int) -> None:
         self.ring = {name: np.zeros((capacity, self.window), dtype=dtype) for name, dtype in _RING_FIELDS}
@@ -138,13 +140,14 @@ class AccountState(KeyedRows):
         other.ring = {name: values.copy() for name, values in self.ring.items()}
         for name in ("meta", "keys", "last_offset", "recent_ids", "recent_offsets"):
             setattr(other, name, getattr(self, name).copy())
+        other.names = self.names.copy()
         return other
 
     def nbytes_per_account(self) -> float:
-        """Array bytes per account row (the index dict comes on top)."""
+        """Array bytes per account row, account ids included (the index dict comes on top)."""
         arrays = (*self.ring.values(), self.meta, self.keys, self.last_offset, self.recent_ids,
                   self.recent_offsets)
-        return sum(a.nbytes for a in arrays) / self.capacity
+        return (sum(a.nbytes for a in arrays) + self.names.nbytes) / self.capacity
 
     @staticmethod
     def fill_index_for_measurement(index, n: int) -> None:
@@ -160,13 +163,15 @@ class AccountState(KeyedRows):
         for name in ("meta", "keys", "last_offset", "recent_ids", "recent_offsets"):
             arrays[name] = getattr(self, name)[:n].copy()
         arrays["max_offset"] = np.array([self.max_offset], dtype=np.int64)
+        self.names.name_new_rows(self.keys, n, {})  # rows made without ids (import_account): unknown
+        arrays.update(self.names.to_arrays())
         return arrays
 
     @classmethod
     def from_arrays(cls, window: int, arrays: dict[str, np.ndarray]) -> "AccountState":
         """The state `to_arrays` copied; ValueError when the arrays do not fit together."""
         n = len(arrays["keys"])
-        if n < 1 or any(len(v) != n for k, v in arrays.items() if k != "max_offset"):
+        if n < 1 or any(len(v) != n for k, v in arrays.items() if k != "max_offset" and not k.startswith("names.")):
             raise ValueError("the state's arrays have different lengths")
         if arrays["ring.time"].shape[1:] != (window,):
             raise ValueError(f"the state's window is {arrays['ring.time'].shape[1:]}, not {window}")
@@ -177,6 +182,7 @@ class AccountState(KeyedRows):
             getattr(state, name)[:n] = arrays[name]
         state.rows_used[0] = n
         state.max_offset = int(arrays["max_offset"][0])
+        state.names = AccountNames.from_arrays(arrays, n)
         _index_rows(state.index, state.keys, n)
         if len(state.index) != n - 1:
             raise ValueError("the state's account keys repeat")

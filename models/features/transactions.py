@@ -141,13 +141,17 @@ class TransactionBatch:
     duplicate: np.ndarray
     # State rows of (source, destination) per transaction: the accounts it changed.
     rows: np.ndarray
+    # Where each step of `seq` comes from: its counterparty's state row (0: an empty step)
+    # and its time (state seconds). What an alert's evidence cites; not a model input.
+    seq_counterparty: np.ndarray
+    seq_time: np.ndarray
 
     def __len__(self) -> int:
         return self.event.shape[0]
 
     def arrays(self) -> dict[str, np.ndarray]:
-        """The model inputs (everything but `replayed`, `duplicate` and `rows`)."""
-        return {k: v for k, v in self.__dict__.items() if k not in ("replayed", "duplicate", "rows")}
+        """The model inputs (everything but the bookkeeping: `NOT_INPUTS`)."""
+        return {k: v for k, v in self.__dict__.items() if k not in NOT_INPUTS}
 
     @classmethod
     def concat(cls, batches: list["TransactionBatch"]) -> "TransactionBatch":
@@ -155,6 +159,9 @@ class TransactionBatch:
 
     def take(self, index) -> "TransactionBatch":
         return TransactionBatch(**{k: v[index] for k, v in self.__dict__.items()})
+
+
+NOT_INPUTS = ("replayed", "duplicate", "rows", "seq_counterparty", "seq_time")
 
 
 @dataclass(frozen=True)
@@ -250,6 +257,8 @@ class TransactionFeaturizer:
             replayed=np.zeros(n, dtype=np.bool_),
             duplicate=np.zeros(n, dtype=np.bool_),
             rows=np.zeros((n, 2), dtype=np.int64),
+            seq_counterparty=np.zeros((n, 2, W), np.int32),
+            seq_time=np.zeros((n, 2, W), np.int32),
         )
         if n == 0:
             return batch
@@ -258,9 +267,11 @@ class TransactionFeaturizer:
             offsets = state.max_offset + 1 + np.arange(n, dtype=np.int64)
         offsets = np.asarray(offsets, dtype=np.int64)
         state.max_offset = max(state.max_offset, int(offsets.max()))
+        source_keys = np.array([account_key(a) for a in sources], dtype=np.int64)
+        destination_keys = np.array([account_key(a) for a in destinations], dtype=np.int64)
         featurize_and_record(
-            np.array([account_key(a) for a in sources], dtype=np.int64),
-            np.array([account_key(a) for a in destinations], dtype=np.int64),
+            source_keys,
+            destination_keys,
             (np.floor(timestamps_s) - TIME_EPOCH_S).astype(np.int64),
             np.asarray(amounts, dtype=np.float64),
             np.log1p(amounts).astype(np.float32),
@@ -275,7 +286,11 @@ class TransactionFeaturizer:
             state.last_offset, state.recent_ids, state.recent_offsets,
             batch.event, batch.seq, batch.seq_mask, batch.node, batch.hop1, batch.hop1_mask, batch.hop2, batch.hop2_mask,
             batch.replayed, batch.duplicate,
-            batch.rows,
+            batch.rows, batch.seq_counterparty, batch.seq_time,
         )
+        if state.rows_used[0] > state.names.count:  # the kernel created rows: name them
+            ids = dict(zip(source_keys.tolist(), sources))
+            ids.update(zip(destination_keys.tolist(), destinations))
+            state.names.name_new_rows(state.keys, int(state.rows_used[0]), ids)
         return batch
 
