@@ -26,6 +26,7 @@ import click
 import numpy as np
 
 from models.worlds import World, WorldError, open_world
+from offline.evaluation.evidence import cites_fraud, fraudulent_transfers
 from stream.kafka.embedded_broker import EmbeddedBroker, free_port
 from stream.kafka.readback import read_topics
 from stream.kafka.topics import ensure_topics
@@ -149,7 +150,8 @@ def summarise(settings: WorkerSettings, worlds: list[World], run: dict) -> bool:
     fraud_world, donor_world = worlds
     topics = settings.topics
     outcomes = [r for r in run["records"] if r.topic == topics.outcomes]
-    alerts = {json.loads(r.value)["event_id"] for r in run["records"] if r.topic == topics.fraud_alerts}
+    alert_records = [json.loads(r.value) for r in run["records"] if r.topic == topics.fraud_alerts]
+    alerts = {a["event_id"] for a in alert_records}
     letters = [r for r in run["records"] if r.topic == topics.dead_letters]
     updates = [json.loads(r.value) for r in run["records"] if r.topic == topics.donor_segments]
     sent_at = {json.loads(r.value)["event_id"]: r.timestamp for r in run["inputs"]}
@@ -159,6 +161,10 @@ def summarise(settings: WorkerSettings, worlds: list[World], run: dict) -> bool:
     labels = fraud_world.read_labels("transactions").to_pydict()
     fraud = {e for e, f in zip(labels["event_id"], labels["is_fraud"]) if f}
     caught = len(alerts & fraud)
+    fraudulent = fraudulent_transfers(fraud_world)
+    on_fraud = [a for a in alert_records if a["event_id"] in fraud]
+    cited = [cites_fraud(step, a["source_account"], a["destination_account"], fraudulent)
+             for a in on_fraud for step in a.get("evidence", [])[:3]]
     kinds = Counter((o["topic"], o["outcome"]) for o in map(json.loads, (r.value for r in outcomes)))
     distinct = {json.loads(r.value)["event_id"] for r in outcomes}
     transactions = fraud_world.manifest.counts["transactions"]
@@ -175,6 +181,8 @@ def summarise(settings: WorkerSettings, worlds: list[World], run: dict) -> bool:
         ("alert precision / recall vs labels",
          f"{caught / max(len(alerts), 1):.3f} / {caught / max(len(fraud), 1):.3f} ({caught} of {len(fraud)} fraud; "
          "the model trained on this world's first 60%, so this is partly in-sample)"),
+        ("alerts on fraud: their 3 first evidence steps that are fraud",
+         f"{sum(cited) / max(len(cited), 1):.3f} of {len(cited):,} steps"),
         ("donor-segment updates", f"{len(updates):,} for {len({u['donor_id'] for u in updates}):,} donors"),
         ("  segments entered or left", ", ".join(f"{s} {n:,}" for s, n in sorted(segment_changes.items())) or "none"),
         ("worker events/s (first to last outcome)", f"{rate:,.0f}"),
@@ -186,9 +194,23 @@ def summarise(settings: WorkerSettings, worlds: list[World], run: dict) -> bool:
     click.echo("")
     for key, value in rows:
         click.echo(f"{key:<{width}}  {value}")
+    if on_fraud:
+        _show_alert(max(on_fraud, key=lambda a: a["score"]))
     complete = len(distinct) + len(letters) >= run["sent"]
     click.echo("every event has an outcome" if complete else "SOME EVENTS HAVE NO OUTCOME: see above")
     return complete
+
+
+def _show_alert(alert: dict) -> None:
+    """One alert as an analyst reads it: reasons, then the transactions and accounts behind it."""
+    click.echo(f"\nthe strongest alert on fraud: {alert['event_id']} {alert['source_account']} -> "
+               f"{alert['destination_account']}, {alert['amount']:,.2f}, score {alert['score']:.3f}")
+    click.echo("  reasons: " + ", ".join(r["name"] for r in alert["reasons"]))
+    for step in alert.get("evidence", []):
+        click.echo(f"  {step['account']:<11} {step['direction']:<3} {step.get('counterparty', '?'):<14} "
+                   f"{step['amount']:>12,.2f}  {step['event_time']}  {step['type']:<9} weight {step['weight']:+.3f}")
+    parties = ", ".join(f"{c['account']} ({c['transactions']} tx, {c['weight']:+.3f})" for c in alert.get("counterparties", []))
+    click.echo(f"  counterparties: {parties or 'none'}")
 
 
 def run_demo(root: Path, sizes: DemoSizes = DemoSizes(), seed: int = 7, fresh: bool = False) -> bool:

@@ -63,6 +63,9 @@ TOPICS = (
         event_time=AT_WIRE, source_account="acct-17", destination_account="acct-42", amount=250.0, score=0.93,
         threshold=0.61, model_name="fusion-gated", model_version="20260301T120000000000Z",
         reasons=[dict(kind="feature", name="amount_vs_source_mean", value=6.2, weight=0.41)],
+        evidence=[dict(account="source", direction="in", counterparty="acct-99", amount=260.0,
+                       event_time="2026-03-02T09:12:41Z", type="transfer", weight=0.83)],
+        counterparties=[dict(account="acct-99", transactions=3, amount=610.0, weight=1.12)],
         scored_at=LATER_WIRE)),
     Topic("donor_segments", "output", "`donor_id`", DonorSegmentUpdate, dict(
         donor_id="donor-5", event_id="gift-88", event_time=AT_WIRE,
@@ -109,9 +112,21 @@ def topics_markdown() -> str:
     for topic in TOPICS:
         lines += ["", f"## {topic.contract.__name__}", "",
                   f"Topic `{getattr(names, topic.setting)}` ({topic.direction}), keyed by {topic.key}. "
-                  + _first_paragraph(topic.contract), "", *_field_table(topic.contract), "", "Example:", "", "```json",
-                  _example(topic), "```"]
+                  + _first_paragraph(topic.contract), "", *_field_table(topic.contract.model_json_schema()),
+                  *_parts(topic.contract), "", "Example:", "", "```json", _example(topic), "```"]
     return "\n".join(lines) + "\n"
+
+
+def _parts(contract: type[Contract]) -> list[str]:
+    """A table for each object the message holds in a list (an alert's reasons, its evidence)."""
+    lines: list[str] = []
+    defs = contract.model_json_schema().get("$defs", {})
+    for name, spec in defs.items():
+        if spec.get("type") == "object" and "properties" in spec:
+            description = " ".join(spec.get("description", "").split("\n\n")[0].split())
+            lines += ["", f"{name}: {description}" if description else f"{name}:", "",
+                      *_field_table({**spec, "$defs": defs})]
+    return lines
 
 
 def _example(topic: Topic) -> str:
@@ -126,8 +141,7 @@ def _first_paragraph(contract: type[Contract]) -> str:
     return " ".join(doc.split())
 
 
-def _field_table(contract: type[Contract]) -> list[str]:
-    schema = contract.model_json_schema()
+def _field_table(schema: dict[str, Any]) -> list[str]:
     required = set(schema.get("required", []))
     rows = ["| field | type | required | default |", "|---|---|---|---|"]
     for name, spec in schema["properties"].items():

@@ -15,7 +15,9 @@ from .events import (
     TransactionType,
 )
 from .outputs import (
+    AlertEvidence,
     AlertReason,
+    CounterpartyEvidence,
     DeadLetter,
     DeadLetterReason,
     DonorSegmentUpdate,
@@ -32,7 +34,9 @@ from .wire import DEFAULT_MAX_MESSAGE_BYTES, InvalidEvent, decode, encode, from_
 __all__ = [
     "SCHEMA_VERSION",
     "AgeBand",
+    "AlertEvidence",
     "AlertReason",
+    "CounterpartyEvidence",
     "Contract",
     "DeadLetter",
     "DeadLetterReason",

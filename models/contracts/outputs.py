@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import AwareDatetime, Field
 
 from ._base import SCHEMA_VERSION, Contract, EntityId, Probability, SchemaVersion
+from .events import TransactionType
 
 
 class Segment(str, Enum):
@@ -32,6 +33,30 @@ class AlertReason(Contract):
     weight: float
 
 
+class AlertEvidence(Contract):
+    """A past transaction of the alert's source or destination account that drove its score:
+    a step of the window the model read, as of just before the alerting transaction."""
+
+    account: Literal["source", "destination"]  # whose window it is in
+    direction: Literal["in", "out"]  # money into or out of that account
+    counterparty: EntityId | None = None  # None: an account this worker holds no id for
+    amount: float  # as the state keeps it, a float32 logarithm: about 6 significant digits
+    event_time: AwareDatetime  # to the second
+    type: TransactionType
+    # How much it raised the score: the fall of the log-odds when the model reads the window
+    # without it (and without the neighbour it leads to). Negative: it lowered the score.
+    weight: float
+
+
+class CounterpartyEvidence(Contract):
+    """An account the alert's two accounts dealt with in the windows the model read."""
+
+    account: EntityId
+    transactions: int = Field(ge=1)  # window steps with it, in both windows
+    amount: float  # their total
+    weight: float  # its steps' weights added
+
+
 class FraudAlert(Contract):
     """A transaction whose fused score crossed the model's threshold.
 
@@ -51,6 +76,9 @@ class FraudAlert(Contract):
     model_name: str
     model_version: str
     reasons: list[AlertReason] = Field(default_factory=list, max_length=16)
+    # Case evidence: the transactions and counterparties behind the score, strongest first.
+    evidence: list[AlertEvidence] = Field(default_factory=list, max_length=16)
+    counterparties: list[CounterpartyEvidence] = Field(default_factory=list, max_length=16)
     scored_at: AwareDatetime
 
 

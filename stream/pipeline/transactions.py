@@ -7,7 +7,8 @@ work per batch (predict first, then update; see models.features.transactions):
     features of each transaction from the whole graph just before it (stream.state.graph_merge;
         a redelivered transaction, at or below its partition's published marker, is not
         scored again)
-    score the batch with one model version; alerts (with reasons) above its threshold
+    score the batch with one model version; alerts above its threshold, with reasons and
+        case evidence (the window transactions and counterparties behind the score)
     one outcome record per scored transaction; changelog records for changed accounts
 """
 
@@ -22,6 +23,7 @@ from models.contracts import DeadLetterReason, EventOutcome, FraudAlert, Outcome
 from models.features.account_state import RECENT_EVENT_IDS
 from stream.monitoring.performance import RecentScores, Said
 from stream.pipeline.records import Output, RawRecord, StageResult, dead_letter, decode_or_dead_letter
+from stream.scoring.alert_evidence import alert_evidence, step_occlusion
 from stream.scoring.alert_thresholds import AlertThresholds
 from stream.scoring.fraud_scorer import FraudScorer, take_rows, with_patterns
 from stream.settings import TopicNames
@@ -107,7 +109,13 @@ class TransactionStage:
             for partition, write in result.changelog.items():  # the markers carry the budget's new state
                 write.markers = [self.accounts.published.mark(TRANSACTIONS_TOPIC, partition, last[partition])]
             alerting = take_rows(batch, flagged)
-            reasons = with_patterns(self.scorer.reasons(model, alerting), alerting) if len(flagged) else []
+            reasons: list = []
+            evidence: list = []
+            if len(flagged):
+                reasons = with_patterns(self.scorer.reasons(model, alerting), alerting)
+                weights = step_occlusion(lambda inputs: self.scorer.score(model, inputs), alerting)
+                # The batch's window steps name state rows; the merge's state names their accounts.
+                evidence = alert_evidence(batch, flagged, weights, self.view.state.names)
         except Exception as error:  # a model failure fails the batch's events explicitly, never silently
             for position in live.tolist():
                 result.add_dead_letter(self.topics.dead_letters, ordered[position][0], dead_letter(
@@ -118,18 +126,19 @@ class TransactionStage:
         clock = result.lap("model", clock)
 
         now = datetime.now(timezone.utc)
-        reason_for = dict(zip(flagged.tolist(), reasons))
+        reason_for = dict(zip(flagged.tolist(), zip(reasons, evidence)))
         for position, score, threshold in zip(live.tolist(), scores.tolist(), thresholds.tolist()):
             record, event = ordered[position]
             alert = None
             if position in reason_for:
+                row_reasons, (row_evidence, counterparties) = reason_for[position]
                 alert = FraudAlert(
                     alert_id=alert_id(event.event_id, model.manifest.name, model.version),
                     event_id=event.event_id, event_time=event.event_time,
                     source_account=event.source_account, destination_account=event.destination_account,
                     amount=event.amount, score=score, threshold=threshold,
                     model_name=model.manifest.name, model_version=model.version,
-                    reasons=reason_for[position], scored_at=now,
+                    reasons=row_reasons, evidence=row_evidence, counterparties=counterparties, scored_at=now,
                 )
                 result.outputs.append(Output(self.topics.fraud_alerts, event.source_account.encode(), encode(alert)))
                 result.alerts += 1

@@ -4,6 +4,8 @@ evaluate` computes. Both the trees alone and the hybrid (trees blended with a ne
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import pytest
 
 from models.artifacts import latest_version
@@ -61,3 +63,20 @@ def test_the_worker_serves_the_tree_models_and_matches_evaluate(broker, trained,
     names = set(flat_feature_names())
     features = [[r for r in a["reasons"] if r["kind"] == "feature"] for a in alerted.values()]
     assert all(len(f) == 4 and {r["name"] for r in f} <= names for f in features)
+
+    # Case evidence: every transaction an alert cites is an earlier one of its accounts, from
+    # whichever partition it came (the merged graph), named by the accounts' real ids.
+    happened = {(e.source_account, e.destination_account, int(e.event_time.timestamp())) for e in good}
+    accounts = {a for e in good for a in (e.source_account, e.destination_account)}
+    cited = 0
+    for alert in alerted.values():
+        for step in alert["evidence"]:
+            account = alert["source_account"] if step["account"] == "source" else alert["destination_account"]
+            ends = (account, step["counterparty"]) if step["direction"] == "out" else (step["counterparty"], account)
+            when = datetime.fromisoformat(step["event_time"])
+            assert (*ends, int(when.timestamp())) in happened, (alert, step)
+            assert when <= datetime.fromisoformat(alert["event_time"])
+            assert isinstance(step["weight"], float)  # occlusion: any family
+            cited += 1
+        assert {c["account"] for c in alert["counterparties"]} <= accounts
+    assert cited >= len(alerted)

@@ -68,6 +68,40 @@ def test_alerts_follow_the_threshold_and_carry_reasons(tmp_path):
     assert nothing.alerts == 0 and not outputs_of(nothing, TOPICS.fraud_alerts)
 
 
+def test_alert_evidence_cites_earlier_transactions_of_its_accounts(tmp_path):
+    """Each evidence step is an earlier transaction of the alert's source or destination, as
+    the input had it, and each counterparty's count and amount are those of the input."""
+    inputs = records(80, accounts=12)
+    result = stage_for(untrained_fraud_artifact(tmp_path / "a", threshold=0.0)).process(inputs)
+    events = [TransactionEvent.model_validate_json(r.value) for r in inputs]
+    alerts = [FraudAlert.model_validate_json(o.value) for o in outputs_of(result, TOPICS.fraud_alerts)]
+    assert len(alerts) == 80
+    cited = 0
+    for position, alert in enumerate(alerts):
+        earlier = events[:position]
+        # Both windows' steps: a transaction between the two accounts is a step of each.
+        steps = sum((end in (e.source_account, e.destination_account))
+                    for e in earlier for end in (alert.source_account, alert.destination_account))
+        assert len(alert.evidence) == min(6, steps)
+        weights = [step.weight for step in alert.evidence]
+        assert weights == sorted(weights, reverse=True), "most raising first"
+        for step in alert.evidence:
+            account = alert.source_account if step.account == "source" else alert.destination_account
+            source, destination = (account, step.counterparty) if step.direction == "out" else (step.counterparty, account)
+            assert any(e.source_account == source and e.destination_account == destination
+                       and e.event_time == step.event_time and e.amount == pytest.approx(step.amount, rel=1e-5, abs=0.01)
+                       for e in earlier), step
+            cited += 1
+        for party in alert.counterparties:
+            mine = [e for e in earlier for end in (alert.source_account, alert.destination_account)
+                    if {e.source_account, e.destination_account} == {end, party.account}]
+            assert party.transactions == len(mine)
+            assert party.amount == pytest.approx(sum(e.amount for e in mine), rel=1e-5, abs=0.05)
+        strengths = [p.weight for p in alert.counterparties]
+        assert strengths == sorted(strengths, reverse=True)
+    assert cited > 200 and not alerts[0].evidence  # the first transaction has no history to cite
+
+
 POISON = [
     (b"{not json", "malformed_json"),
     (None, "malformed_json"),
