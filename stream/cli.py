@@ -104,7 +104,9 @@ def worker(bootstrap, model_dir, fraud_model, batch_max, batch_wait_ms, metrics_
     """
     from stream.kafka.connect import check_reachable
     from stream.kafka.embedded_broker import EMBEDDED_BROKER_SETTINGS
+    from stream.malloc_arenas import limit_malloc_arenas
 
+    limit_malloc_arenas()  # before any thread: asyncio's resolver, torch, the scoring thread
     flags = {"bootstrap_servers": bootstrap, "model_dir": model_dir, "fraud_model": fraud_model,
              "batch_max": batch_max, "batch_wait_ms": batch_wait_ms, "metrics_port": metrics_port}
     overrides = {k: v for k, v in flags.items() if v is not None}
