@@ -52,11 +52,12 @@ class HybridFraudModel:
 
 def blend(tree_probabilities: np.ndarray, net_probabilities: np.ndarray, tree_weight: float) -> np.ndarray:
     """sigmoid(w * logit(trees) + (1 - w) * logit(net)), computed in float64, returned as float32."""
-    logit = (tree_weight * _logit(tree_probabilities) + (1.0 - tree_weight) * _logit(net_probabilities))
-    return (1.0 / (1.0 + np.exp(-logit))).astype(np.float32)
+    blended = (tree_weight * logit(tree_probabilities) + (1.0 - tree_weight) * logit(net_probabilities))
+    return (1.0 / (1.0 + np.exp(-blended))).astype(np.float32)
 
 
-def _logit(p: np.ndarray) -> np.ndarray:
+def logit(p: np.ndarray) -> np.ndarray:
+    """log(p / (1 - p)) in float64, p clipped `_EPS` away from 0 and 1."""
     p = np.clip(np.asarray(p, dtype=np.float64), _EPS, 1.0 - _EPS)
     return np.log(p) - np.log1p(-p)
 

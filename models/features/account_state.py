@@ -163,7 +163,6 @@ class AccountState(KeyedRows):
         for name in ("meta", "keys", "last_offset", "recent_ids", "recent_offsets"):
             arrays[name] = getattr(self, name)[:n].copy()
         arrays["max_offset"] = np.array([self.max_offset], dtype=np.int64)
-        self.names.name_new_rows(self.keys, n, {})  # rows made without ids (import_account): unknown
         arrays.update(self.names.to_arrays())
         return arrays
 
@@ -234,4 +233,5 @@ class AccountState(KeyedRows):
             self.ring[name][row] = record[name]
         # A counterparty not restored yet gets its (empty) row now; its own record fills it.
         self.ring["counterparty"][row] = [self.row(int(k)) if k else NO_ACCOUNT for k in record["counterparty_key"]]
+        self.names.name_new_rows(self.keys, int(self.rows_used[0]), {})  # records hold no ids: unknown
         return row

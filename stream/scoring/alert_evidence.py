@@ -29,6 +29,7 @@ from models.contracts import AlertEvidence, CounterpartyEvidence, TransactionTyp
 from models.features.account_names import AccountNames
 from models.features.account_state import TIME_EPOCH_S
 from models.features.transactions import SEQ_FEATURES, TransactionBatch
+from models.hybrid import logit
 
 _TYPES = list(TransactionType)
 _OUTGOING = SEQ_FEATURES.index("outgoing")
@@ -65,7 +66,7 @@ def step_occlusion(score: Score, inputs: dict[str, np.ndarray], newest: int | No
         near = hop < fanout1
         for name in ("hop1", "hop1_mask", "hop2", "hop2_mask"):
             variants[name][each[near], sides[near], hop[near]] = 0
-        logits = _logit(score(variants))
+        logits = logit(score(variants))
         out[row, sides, positions] = logits[0] - logits[1:]
     return out
 
@@ -120,8 +121,3 @@ def _step(batch: TransactionBatch, row: int, side: int, position: int, weights: 
 
 def _amount(batch: TransactionBatch, row: int, side: int, position: int) -> float:
     return float(np.expm1(np.float64(batch.seq[row, side, position, 0])))
-
-
-def _logit(p: np.ndarray) -> np.ndarray:
-    p = np.clip(np.asarray(p, dtype=np.float64), 1e-7, 1 - 1e-7)
-    return np.log(p / (1 - p))

@@ -37,6 +37,12 @@ def test_every_row_is_named_after_its_account_through_growth_and_checkpoints():
     # A checkpoint written before accounts had names still loads: every account reads as unknown.
     old = {k: v for k, v in state.to_arrays().items() if not k.startswith("names.")}
     assert AccountState.from_arrays(CONFIG.window, old).names.name(1) is None
+    # An account restored from a changelog record (no id in it) is unknown, and checkpoints still fit.
+    imported = AccountState(window=CONFIG.window)
+    key = next(iter(state.index.keys()))
+    row = imported.import_account(key, state.export_account(key))
+    assert imported.names.name(row) is None
+    assert AccountState.from_arrays(CONFIG.window, imported.to_arrays()).names.count == len(imported) + 1
     with pytest.raises(ValueError, match="names"):
         AccountState.from_arrays(CONFIG.window, {**state.to_arrays(), "names.ends": np.zeros(3, np.uint32)})
 
