@@ -20,7 +20,7 @@ from click.testing import CliRunner
 from models.worlds import EVENT_STREAMS, open_world
 from offline.generate.donor_world import generate_donor_world
 from offline.generate.fraud_world import generate_fraud_world
-from offline.importers.both_ends import MIRROR_SUFFIX
+from offline.importers.both_ends import MIRROR_SUFFIX, mirror_event_id
 from tributary.cli import main
 
 STREAMS = ("gifts", "donor_profiles", "donor_relationships")
@@ -210,3 +210,14 @@ def test_relationships_recorded_from_one_end_get_their_mirrors(exported, tmp_pat
         assert imported.manifest.counts["donor_relationships"] == len(rows)
         assert imported.manifest.parameters["rows_read"]["donor_relationships"] == len(one_end)
         assert any(note.startswith(f"{len(one_end):,} donor_relationships rows added") for note in imported.manifest.notes)
+
+
+def test_a_mirror_of_a_longest_event_id_is_still_a_valid_distinct_id():
+    from models.contracts import DonorRelationship
+
+    longest = "r" * 64
+    mirrored = mirror_event_id(longest)
+    assert mirrored != longest and len(mirrored) <= 64 and mirror_event_id("r" * 63) != mirrored
+    DonorRelationship.model_validate_json(
+        f'{{"event_id": "{mirrored}", "event_time": "2025-01-01T00:00:00Z", "donor_id": "a", '
+        '"related_donor_id": "b", "relationship_type": "family"}')
